@@ -1,0 +1,322 @@
+"""The catalog: releases, targets, overlays (kickstarts/) and profiles (profiles/), loaded and validated.
+
+Layout under the catalog root:
+    kickstarts/releases/NAME.yaml     release facts; names its baseline template
+    kickstarts/baseline/*.ks.j2       SIG baseline per release (shared parts are Jinja2 includes)
+    kickstarts/targets/NAME.yaml      target metadata + NAME.ks.j2 fragment
+    kickstarts/overlays/NAME.yaml     overlay metadata + NAME.ks.j2 fragment
+    profiles/NAME.yaml                saved choices
+Every problem is a CatalogError naming the file and line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ccis_workbench.core.errors import CatalogError
+from ccis_workbench.core.model import AGENTS, FORMATS, SEEDS, Check, LayerSpec, Overlay, Profile, Release, Repo, \
+    Target, VariableSpec
+from ccis_workbench.core.schema import Field, validate
+from ccis_workbench.core.values import VARIABLES, Rule
+from ccis_workbench.core.textfile import read_text
+from ccis_workbench.core.yamlfile import LineDict, LineList, load_yaml_file, load_yaml_text
+
+NAME = r"[a-z0-9][a-z0-9-]*"
+PACKAGE = r"-?(@\^?)?[A-Za-z0-9_][A-Za-z0-9._+:*-]*"
+SERVICE = r"[A-Za-z0-9_@.:-]+"
+KERNEL_ARG = r"-?[A-Za-z0-9_][A-Za-z0-9_.:,/=+@-]*"
+ARCHES = ("x86_64", "aarch64", "ppc64le", "s390x")
+RELEASES = ("centos-7", "centos-stream-8", "centos-stream-9", "centos-stream-10")
+
+CHECK_SCHEMA = {
+    "id": Field(str, required=True, pattern=r"[a-z0-9][a-z0-9_.-]*"),
+    "description": Field(str, required=True),
+    "command": Field(str, required=True),
+    "exit": Field(int, default=0),
+    "output": Field(str),
+    "timeout": Field(int, default=60),
+    "releases": Field(list, items=str, choices=RELEASES),
+    "targets": Field(list, items=str, pattern=NAME),
+}
+
+RELEASE_SCHEMA = {
+    "name": Field(str, required=True, choices=RELEASES),
+    "title": Field(str, required=True),
+    "pykickstart": Field(str, required=True, choices=("RHEL7", "RHEL8", "RHEL9", "RHEL10")),
+    "arches": Field(list, required=True, items=str, choices=ARCHES),
+    "tree": Field(str, required=True, pattern=r"https?://\S+"),
+    "repos": Field(list, default=list, items=dict, schema={
+        "name": Field(str, required=True, pattern=r"[A-Za-z0-9_-]+"),
+        "url": Field(str, required=True, pattern=r"https?://\S+"),
+        "redistributable": Field(bool, default=True),
+    }),
+    "stage2": Field(str, required=True),
+    "eol": Field(bool, default=False),
+    "vault": Field(bool, default=False),
+    "baseline": Field(str, required=True),
+    "kernel_args": Field(list, default=list, items=str, pattern=KERNEL_ARG),
+    "notes": Field(list, default=list, items=str),
+    "checks": Field(list, default=list, items=dict, schema=CHECK_SCHEMA),
+}
+
+_LAYER_FIELDS = {
+    "name": Field(str, required=True, pattern=NAME),
+    "title": Field(str, required=True),
+    "description": Field(str, default=""),
+    "releases": Field(list, default=lambda: list(RELEASES), items=str, choices=RELEASES),
+    "arches": Field(list, default=lambda: list(ARCHES), items=str, choices=ARCHES),
+    "packages": Field(list, default=list, items=str, pattern=PACKAGE),
+    "services": Field(dict, default=dict, schema={
+        "enabled": Field(list, default=list, items=str, pattern=SERVICE),
+        "disabled": Field(list, default=list, items=str, pattern=SERVICE),
+    }),
+    "kernel_args": Field(list, default=list, items=str, pattern=KERNEL_ARG),
+    "fragment": Field(str),
+    "checks": Field(list, default=list, items=dict, schema=CHECK_SCHEMA),
+    "waivers": Field(dict, default=dict),
+}
+
+TARGET_SCHEMA = dict(_LAYER_FIELDS, **{
+    "agent": Field(str, required=True, choices=AGENTS),
+    "datasources": Field(list, default=list, items=str),
+    "formats": Field(list, required=True, items=str, choices=FORMATS),
+    "seed": Field(str, default="nocloud", choices=SEEDS),
+    "default_user": Field(str, pattern=r"[a-z_][a-z0-9_-]*"),
+})
+
+OVERLAY_SCHEMA = dict(_LAYER_FIELDS, **{
+    "requires": Field(list, default=list, items=str, pattern=NAME),
+    "conflicts": Field(list, default=list, items=str, pattern=NAME),
+    "targets": Field(list, items=str, pattern=NAME),
+    "agent": Field(str, choices=AGENTS),
+    "variables": Field(dict, default=dict),
+})
+
+VARIABLE_SCHEMA = {
+    "type": Field(str, required=True, choices=("str", "int", "bool", "list")),
+    "default": Field(object),
+    "pattern": Field(str),
+    "description": Field(str, default=""),
+}
+
+PROFILE_SCHEMA = {
+    "name": Field(str, pattern=NAME),
+    "description": Field(str, default=""),
+    "release": Field(str, required=True),
+    "target": Field(str, required=True),
+    "overlays": Field(list, default=list, items=str),
+    "variables": Field(dict, default=dict),
+    "kickstart": Field(str, default=""),
+    "checks": Field(list, default=list, items=dict, schema=CHECK_SCHEMA),
+}
+
+
+def default_root() -> Path:
+    """The catalog root: $CCIS_WORKBENCH_ROOT, else the checkout this package lives in, else the cwd."""
+    env = os.environ.get("CCIS_WORKBENCH_ROOT")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parents[2]
+    if (here / "kickstarts").is_dir():
+        return here
+    return Path.cwd()
+
+
+def _checks(items: list[Any], raw: Any, rel: str, layer: str) -> list[Check]:
+    out = []
+    from ccis_workbench.core.model import Origin
+
+    for i, c in enumerate(items):
+        line = raw.line_of(i) if isinstance(raw, LineList) else 0
+        out.append(Check(id=c["id"], description=c["description"], command=c["command"], exit_status=c["exit"],
+                         output=c["output"], timeout=c["timeout"], releases=c["releases"], targets=c["targets"],
+                         origin=Origin(layer, rel, line)))
+        if c["output"] is not None:
+            try:
+                re.compile(c["output"])
+            except re.error as exc:
+                raise CatalogError("Invalid value", f"check {c['id']}: output is not a regular expression: {exc}",
+                                   file=rel, line=line) from None
+    return out
+
+
+def _block_first_line(text: str, key_line: int) -> int:
+    """The line of the first kickstart line in a `kickstart: |` block (key line + 1 for a block scalar)."""
+    src = text.split("\n")
+    if 0 < key_line <= len(src) and not re.search(r":\s*[|>][-+0-9]*\s*(#.*)?$", src[key_line - 1]):
+        return key_line
+    return key_line + 1
+
+
+@dataclass
+class Catalog:
+    """Everything under one catalog root, loaded and cross-checked."""
+
+    root: Path
+    releases: dict[str, Release]
+    targets: dict[str, Target]
+    overlays: dict[str, Overlay]
+
+    @classmethod
+    def load(cls, root: str | Path | None = None) -> Catalog:
+        root = Path(root) if root is not None else default_root()
+        ks = root / "kickstarts"
+        if not ks.is_dir():
+            raise CatalogError("Catalog not found", f"no kickstarts/ folder under {root}", file=str(root),
+                               hint="run from the repository or set CCIS_WORKBENCH_ROOT")
+        cat = cls(root=root, releases={}, targets={}, overlays={})
+        for path in sorted((ks / "releases").glob("*.yaml")):
+            r = cat._load_release(path)
+            cat.releases[r.name] = r
+        for path in sorted((ks / "targets").glob("*.yaml")):
+            t = cat._load_layer(path, TARGET_SCHEMA, "target")
+            cat.targets[t.name] = t  # type: ignore[assignment]
+        for path in sorted((ks / "overlays").glob("*.yaml")):
+            o = cat._load_layer(path, OVERLAY_SCHEMA, "overlay")
+            cat.overlays[o.name] = o  # type: ignore[assignment]
+        cat._cross_check()
+        return cat
+
+    def rel(self, path: Path) -> str:
+        try:
+            return str(path.resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            return str(path)
+
+    def _load_release(self, path: Path) -> Release:
+        rel = self.rel(path)
+        raw = load_yaml_file(str(path), what="release file")
+        d = validate(raw, RELEASE_SCHEMA, rel, what="release")
+        if d["name"] != path.stem:
+            raise CatalogError("Name mismatch", f"name {d['name']!r} differs from the file name {path.stem!r}",
+                               file=rel, line=raw.line_of("name"))
+        self._require_file(d["baseline"], rel, raw.line_of("baseline"))
+        return Release(name=d["name"], title=d["title"], pykickstart=d["pykickstart"], arches=d["arches"],
+                       tree=d["tree"], repos=[Repo(r["name"], r["url"], r["redistributable"]) for r in d["repos"]],
+                       stage2=d["stage2"], eol=d["eol"], vault=d["vault"], baseline=d["baseline"],
+                       kernel_args=d["kernel_args"], notes=d["notes"], source=rel,
+                       checks=_checks(d["checks"], raw.get("checks"), rel, "baseline"))
+
+    def _require_file(self, name: str, rel: str, line: int) -> None:
+        if not (self.root / name).is_file():
+            raise CatalogError("File not found", f"{name} does not exist", file=rel, line=line,
+                               hint="paths are relative to the catalog root (the repository)")
+
+    def _load_layer(self, path: Path, schema: dict[str, Field], kind: str) -> LayerSpec:
+        rel = self.rel(path)
+        raw = load_yaml_file(str(path), what=f"{kind} file")
+        d = validate(raw, schema, rel, what=kind)
+        if d["name"] != path.stem:
+            raise CatalogError("Name mismatch", f"name {d['name']!r} differs from the file name {path.stem!r}",
+                               file=rel, line=raw.line_of("name"))
+        fragment = d["fragment"]
+        if fragment is None:
+            candidate = path.with_suffix(".ks.j2")
+            fragment = self.rel(candidate) if candidate.is_file() else None
+        else:
+            fragment = str(Path(rel).parent / fragment)
+            self._require_file(fragment, rel, raw.line_of("fragment"))
+        pk = raw.get("packages")
+        ka = raw.get("kernel_args")
+        sv = raw.get("services") or LineDict()
+        services_lines: dict[str, int] = {}
+        for state in ("enabled", "disabled"):
+            lst = sv.get(state) if isinstance(sv, dict) else None
+            for i, name in enumerate(lst or []):
+                services_lines[f"{state}:{name}"] = lst.line_of(i) if isinstance(lst, LineList) else 0
+        label = f"{kind}:{d['name']}"
+        common = dict(
+            name=d["name"], title=d["title"], description=d["description"], releases=d["releases"],
+            arches=d["arches"], packages=d["packages"],
+            packages_lines=[pk.line_of(i) for i in range(len(d["packages"]))] if isinstance(pk, LineList) else [],
+            services_enabled=d["services"].get("enabled", []), services_disabled=d["services"].get("disabled", []),
+            services_lines=services_lines, kernel_args=d["kernel_args"],
+            kernel_args_lines=[ka.line_of(i) for i in range(len(d["kernel_args"]))] if isinstance(ka, LineList)
+            else [],
+            fragment=fragment, checks=_checks(d["checks"], raw.get("checks"), rel, label),
+            waivers={str(k): str(v) for k, v in d["waivers"].items()}, source=rel,
+        )
+        if kind == "target":
+            return Target(**common, agent=d["agent"], datasources=d["datasources"], formats=d["formats"],
+                          seed=d["seed"], default_user=d["default_user"])
+        variables = {}
+        vraw = raw.get("variables") or {}
+        for vname, vdef in d["variables"].items():
+            line = vraw.line_of(vname) if isinstance(vraw, LineDict) else 0
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", str(vname)):
+                raise CatalogError("Invalid value", f"variable name {vname!r} must be lower_snake_case", file=rel,
+                                   line=line)
+            if vname in VARIABLES:
+                raise CatalogError("Invalid value", f"variable {vname!r} is a profile variable already", file=rel,
+                                   line=line, hint="give the overlay's variable its own name")
+            v = validate(vdef, VARIABLE_SCHEMA, rel, what="variable")
+            variables[vname] = VariableSpec(vname, v["type"], v["default"], v["pattern"], v["description"])
+        return Overlay(**common, requires=d["requires"], conflicts=d["conflicts"], targets=d["targets"],
+                       agent=d["agent"], variables=variables)
+
+    def _cross_check(self) -> None:
+        for o in self.overlays.values():
+            for kind, names, table in (("requires", o.requires, self.overlays), ("conflicts", o.conflicts,
+                                                                                 self.overlays),
+                                       ("targets", o.targets or [], self.targets)):
+                for n in names:
+                    if n not in table:
+                        raise CatalogError("Unknown name", f"{kind}: {n!r} is not a known "
+                                           f"{'target' if kind == 'targets' else 'overlay'}", file=o.source)
+
+    # -- profiles -------------------------------------------------------------------------------------------
+
+    def profile_names(self) -> list[str]:
+        return sorted(p.stem for p in (self.root / "profiles").glob("*.yaml"))
+
+    def profile_path(self, name_or_path: str) -> Path:
+        p = Path(name_or_path)
+        if p.suffix in (".yaml", ".yml") or os.sep in name_or_path:
+            return p
+        return self.root / "profiles" / f"{name_or_path}.yaml"
+
+    def load_profile(self, name_or_path: str) -> Profile:
+        """Load a profile by name (profiles/NAME.yaml) or path; raises CatalogError with file:line."""
+        path = self.profile_path(name_or_path)
+        if not path.exists() and os.sep not in name_or_path and not name_or_path.endswith((".yaml", ".yml")):
+            known = ", ".join(self.profile_names()) or "none"
+            raise CatalogError("Unknown profile", f"no profile named {name_or_path!r}", file=str(path),
+                               hint=f"known profiles: {known}")
+        text = read_text(path, what="profile")
+        return self.parse_profile_text(text, self.rel(path))
+
+    def parse_profile_text(self, text: str, filename: str) -> Profile:
+        """Parse profile YAML *text*; *filename* is used in messages and as the profile's source."""
+        raw = load_yaml_text(text, filename)
+        return self.profile_from_yaml(raw, filename, default_name=Path(filename).stem, text=text)
+
+    def profile_from_yaml(self, raw: Any, rel: str, default_name: str, text: str = "") -> Profile:
+        d = validate(raw, PROFILE_SCHEMA, rel, what="profile")
+        lines = {k: raw.line_of(k) for k in raw} if isinstance(raw, LineDict) else {}
+        var_lines: dict[str, int] = {}
+        vraw = raw.get("variables")
+        if isinstance(vraw, LineDict):
+            var_lines = {k: vraw.line_of(k) for k in vraw}
+        for i, ov in enumerate(d["overlays"]):
+            lst = raw.get("overlays")
+            lines[f"overlays[{i}]"] = lst.line_of(i) if isinstance(lst, LineList) else lines.get("overlays", 0)
+        lines.update({f"variables.{k}": v for k, v in var_lines.items()})
+        ks_line = 0
+        if d["kickstart"]:
+            ks_line = _block_first_line(text, lines.get("kickstart", 0))
+        return Profile(name=d["name"] or default_name, release=d["release"], target=d["target"],
+                       overlays=list(d["overlays"]), variables=dict(d["variables"]), description=d["description"],
+                       kickstart=d["kickstart"], kickstart_line=ks_line,
+                       checks=_checks(d["checks"], raw.get("checks"), rel, "profile"), source=rel, lines=lines)
+
+    def variable_rules(self, overlays: list[Overlay]) -> dict[str, Rule]:
+        """The variables a profile with these overlays accepts: the common ones plus each overlay's."""
+        rules = dict(VARIABLES)
+        for o in overlays:
+            for v in o.variables.values():
+                rules[v.name] = Rule(v.type, v.default, v.pattern, v.description or f"a {v.type}")
+        return rules

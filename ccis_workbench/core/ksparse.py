@@ -1,0 +1,115 @@
+"""pykickstart, wrapped: parse text for a release, collect every error and deprecation with its line.
+
+pykickstart stops at the first error (or prints to stderr when told not to); here a parser subclass collects
+each problem as a `KsMessage` so lint can show all of them, and compose can map the first one back to the
+layer file that produced the line.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pykickstart.errors import KickstartDeprecationWarning, KickstartError, KickstartParseWarning
+from pykickstart.parser import KickstartParser
+from pykickstart.version import makeVersion, stringToVersion
+
+_LINE_RX = re.compile(r"\bon line (\d+)")
+
+
+@dataclass
+class KsMessage:
+    """One problem pykickstart found: severity 'error', 'deprecated' or 'warning', 1-based line (0 unknown)."""
+
+    severity: str
+    message: str
+    line: int
+
+
+class _CollectingParser(KickstartParser):
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.problems: list[KsMessage] = []
+
+    def _tryFunc(self, fn: Any) -> None:  # noqa: N802 - pykickstart's name
+        try:
+            fn()
+        except KickstartError as exc:
+            self.errorsCount += 1
+            self.problems.append(KsMessage("error", str(exc.message).strip(), exc.lineno or 0))
+        except Exception as exc:  # noqa: BLE001 - pykickstart raises plain exceptions for some bad input
+            self.errorsCount += 1
+            self.problems.append(KsMessage("error", str(exc).strip(), 0))
+
+
+def make_handler(version: str) -> Any:
+    """A fresh pykickstart handler for a version name such as 'RHEL9'."""
+    return makeVersion(stringToVersion(version))
+
+
+def _strip_line_prefix(message: str) -> str:
+    # "Ignoring deprecated option on line 3:  The --foo option..." -> keep the explanation only.
+    message = re.sub(r"^Ignoring deprecated (command|option) on line \d+:\s*", "", message)
+    return re.sub(r"\s+", " ", message).strip()
+
+
+def parse_text(text: str, version: str, *, follow_includes: bool = False,
+               fatal: bool = False) -> tuple[Any, list[KsMessage]]:
+    """Parse kickstart *text* for *version*; return (handler, problems) in line order.
+
+    With fatal=True the first error raises pykickstart's KickstartError (compose uses that); otherwise every
+    error is collected and parsing goes on, as ksvalidator does without -e.
+    """
+    handler = make_handler(version)
+    parser = _CollectingParser(handler, followIncludes=follow_includes, errorsAreFatal=fatal)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", KickstartDeprecationWarning)
+        warnings.simplefilter("always", KickstartParseWarning)
+        try:
+            parser.readKickstartFromString(text)
+        except KickstartError as exc:
+            if fatal:
+                raise
+            parser.problems.append(KsMessage("error", str(exc.message).strip(), exc.lineno or 0))
+    problems = list(parser.problems)
+    for w in caught:
+        if issubclass(w.category, (KickstartDeprecationWarning, KickstartParseWarning)):
+            text_w = str(w.message)
+            m = _LINE_RX.search(text_w)
+            severity = "deprecated" if issubclass(w.category, KickstartDeprecationWarning) else "warning"
+            problems.append(KsMessage(severity, _strip_line_prefix(text_w), int(m.group(1)) if m else 0))
+    problems.sort(key=lambda p: p.line)
+    return handler, problems
+
+
+def unique_commands(handler: Any) -> list[tuple[str, Any]]:
+    """(name, command object) for each command object once (aliases such as part/partition share one)."""
+    seen: set[int] = set()
+    out = []
+    for name, cmd in handler.commands.items():
+        if cmd is None or id(cmd) in seen:
+            continue
+        seen.add(id(cmd))
+        out.append((name, cmd))
+    return out
+
+
+def write_order(handler: Any) -> list[Any]:
+    """The command objects in the order pykickstart writes them (its own canonical order)."""
+    out = []
+    for prio in sorted(handler._writeOrder):  # noqa: SLF001 - the only way to reproduce pykickstart's order
+        out.extend(handler._writeOrder[prio])  # noqa: SLF001
+    return out
+
+
+def canonical(text: str, version: str) -> str:
+    """pykickstart's own canonical rendering of *text* (comments and formatting normalised)."""
+    handler, _ = parse_text(text, version)
+    return str(handler)
+
+
+def lines_of(seq: Sequence[str]) -> list[str]:
+    return [line for chunk in seq for line in chunk.split("\n")]
