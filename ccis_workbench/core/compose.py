@@ -97,7 +97,7 @@ class Composition:
 
     profile: Profile
     release: Release
-    target: Target
+    target: Target | None  # None for the release baseline alone
     overlays: list[Overlay]
     variables: dict[str, Any]
     layers: list[Layer]
@@ -155,7 +155,7 @@ class Composer:
     def resolve(self, profile: Profile) -> tuple[Release, Target, list[Overlay], dict[str, Any]]:
         """Check that the choice makes sense (names, support, requires, conflicts, values) and return it."""
         cat = self.catalog
-        src = profile.source or "<choice>"
+        src = profile.source or "(command line)"
         ln = profile.lines
         if profile.release not in cat.releases:
             raise CatalogError("Unknown release", f"{profile.release!r} is not a release", file=src,
@@ -216,11 +216,11 @@ class Composer:
                                    hint=f"{what} supports: {', '.join(allowed)} ({where})")
         return release, target, overlays, variables
 
-    def context(self, release: Release, target: Target, overlays: list[Overlay],
+    def context(self, release: Release, target: Target | None, overlays: list[Overlay],
                 variables: dict[str, Any]) -> dict[str, Any]:
         """The values templates see (documented in the README, 'Template variables')."""
         arch = variables["arch"]
-        agent = next((o.agent for o in overlays if o.agent), target.agent)
+        agent = next((o.agent for o in overlays if o.agent), target.agent if target else "none")
         return {
             "release": {
                 "name": release.name, "title": release.title, "major": int(release.name.rsplit("-", 1)[1]),
@@ -231,7 +231,9 @@ class Composer:
             },
             "target": {"name": target.name, "title": target.title, "agent": agent,
                        "datasources": list(target.datasources), "formats": list(target.formats),
-                       "default_user": target.default_user},
+                       "default_user": target.default_user} if target else
+                      {"name": "", "title": "", "agent": agent, "datasources": [], "formats": [],
+                       "default_user": None},
             "overlays": [o.name for o in overlays],
             "vars": dict(variables),
             "arch": arch,
@@ -240,17 +242,37 @@ class Composer:
     # -- composing -------------------------------------------------------------------------------------------
 
     def compose(self, profile: Profile) -> Composition:
+        """Compose a profile: baseline, target, overlays, then the profile's own lines."""
         release, target, overlays, variables = self.resolve(profile)
+        return self._compose(profile, release, target, overlays, variables)
+
+    def compose_baseline(self, release_name: str, variables: dict[str, Any] | None = None) -> Composition:
+        """The release's SIG baseline alone (no target, no overlay): what the diff view compares against.
+
+        Only `arch` is taken from *variables*; every other variable keeps its default, so a profile's own
+        choices (time zone, locale...) show up in its diff against the baseline.
+        """
+        arch = (variables or {}).get("arch")
+        profile = choice(release_name, "", [], {"arch": arch} if arch else {}, name=f"baseline-{release_name}")
+        if release_name not in self.catalog.releases:
+            raise CatalogError("Unknown release", f"{release_name!r} is not a release",
+                               hint=f"known releases: {', '.join(self.catalog.releases)}")
+        release = self.catalog.releases[release_name]
+        resolved = resolve_variables(profile.variables, self.catalog.variable_rules([]), "<baseline>")
+        return self._compose(profile, release, None, [], resolved)
+
+    def _compose(self, profile: Profile, release: Release, target: Target | None, overlays: list[Overlay],
+                 variables: dict[str, Any]) -> Composition:
         ctx = self.context(release, target, overlays, variables)
         version = release.pykickstart
         layers: list[Layer] = [Layer("baseline", release, self.renderer.render(release.baseline, ctx))]
-        specs: list[tuple[str, LayerSpec]] = [(f"target:{target.name}", target)]
+        specs: list[tuple[str, LayerSpec]] = [(f"target:{target.name}", target)] if target else []
         specs += [(f"overlay:{o.name}", o) for o in overlays]
         for label, spec in specs:
             lines = self.renderer.render(spec.fragment, ctx) if spec.fragment else []
             layers.append(Layer(label, spec, lines))
         plabel = f"profile:{profile.name}"
-        psrc = profile.source or "<choice>"
+        psrc = profile.source or "(command line)"
         plines = [SourceLine(t, psrc, profile.kickstart_line + i)
                   for i, t in enumerate(profile.kickstart.split("\n"))] if profile.kickstart else []
         layers.append(Layer(plabel, profile, plines))
@@ -315,7 +337,7 @@ class Composer:
             self._karg(m, arg, Origin(label, spec.source, line))
 
     def _profile_declared(self, m: _Merge, label: str, profile: Profile, variables: dict[str, Any]) -> None:
-        src = profile.source or "<choice>"
+        src = profile.source or "(command line)"
         for key, adder in (("extra_packages", self._package), ("extra_kernel_args", self._karg)):
             line = profile.lines.get(f"variables.{key}", 0)
             for item in variables.get(key) or []:
@@ -471,7 +493,7 @@ class Composer:
 
     # -- emitting --------------------------------------------------------------------------------------------
 
-    def _emit(self, m: _Merge, profile: Profile, release: Release, target: Target, overlays: list[Overlay],
+    def _emit(self, m: _Merge, profile: Profile, release: Release, target: Target | None, overlays: list[Overlay],
               variables: dict[str, Any], layers: list[Layer], messages: list[LayerMessage]) -> Composition:
         h = make_handler(release.pykickstart)
         lines: list[OutputLine] = []
@@ -483,7 +505,7 @@ class Composer:
                                     any((o.file, o.line) in overridden for o in origins)))
 
         add(f"# Generated by ccis-workbench {__version__}: profile {profile.name}", ())
-        add(f"# release {release.name}, target {target.name}, overlays: "
+        add(f"# release {release.name}, target {target.name if target else '(baseline only)'}, overlays: "
             f"{', '.join(o.name for o in overlays) or 'none'}", ())
         add(f"#version={release.pykickstart}", ())
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,16 @@ class Rule:
     explain: str
     minimum: int | None = None
     maximum: int | None = None
+    check: Callable[[Any], str | None] | None = None  # returns why the value is wrong, or None
+
+
+def _known_timezone(tz: str) -> str | None:
+    """Where the host has a zoneinfo database, the zone must exist in it (typos like Europe/Brusels)."""
+    if tz == "UTC" or not os.path.isdir("/usr/share/zoneinfo"):
+        return None
+    if os.path.isfile(os.path.join("/usr/share/zoneinfo", tz)):
+        return None
+    return f"{tz!r} is not a known time zone (see /usr/share/zoneinfo)"
 
 
 #: The variables every profile has. Overlays add their own (VariableSpec in their YAML).
@@ -35,7 +45,7 @@ VARIABLES: dict[str, Rule] = {
     "arch": Rule("str", "x86_64", r"x86_64|aarch64|ppc64le|s390x", "a CentOS architecture"),
     "disk_size": Rule("int", 10, None, "the disk size in GiB", 2, 2048),
     "timezone": Rule("str", "UTC", r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}",
-                     "an IANA time zone such as UTC or Europe/Brussels"),
+                     "an IANA time zone such as UTC or Europe/Brussels", check=_known_timezone),
     "locale": Rule("str", "en_US.UTF-8", r"[a-z]{2,3}(_[A-Z]{2})?(\.(UTF-8|utf8))?(@[a-z]+)?",
                    "a locale such as en_US.UTF-8"),
     "keyboard": Rule("str", "us", r"[a-z]{2,}([_-][a-z0-9]+)*", "a keyboard layout such as us or de-nodeadkeys"),
@@ -81,6 +91,10 @@ def check_scalar(name: str, value: Any, rule: Rule, where: str, line: int) -> An
         raise reject("starts with --, which would add a kickstart option")
     if rule.pattern is not None and not re.fullmatch(rule.pattern, value):
         raise reject(f"{value!r} is not valid")
+    if rule.check is not None:
+        problem = rule.check(value)
+        if problem:
+            raise reject(problem)
     return value
 
 
@@ -109,9 +123,4 @@ def resolve_variables(given: Mapping[str, Any], rules: Mapping[str, Rule], where
             out[key] = check_value(key, given[key], rule, where, lines.get(key, 0))
         else:
             out[key] = list(rule.default) if rule.type == "list" else rule.default
-    tz = out.get("timezone")
-    if isinstance(tz, str) and os.path.isdir("/usr/share/zoneinfo") and tz != "UTC" \
-            and not os.path.isfile(os.path.join("/usr/share/zoneinfo", tz)):
-        raise ValueRejected("Value refused", f"timezone: {tz!r} is not a known time zone", file=where,
-                            line=lines.get("timezone", 0), hint="see /usr/share/zoneinfo for the names")
     return out

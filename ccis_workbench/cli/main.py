@@ -1,0 +1,89 @@
+"""`ccis-workbench`: the CLI entry point.
+
+Each command lives in a module of this package that defines `register(subparsers)`; the module's handler
+imports what it needs when it runs, so `render` never imports textual or libvirt. With no command, the TUI
+starts. Exit status: 0 clean, 1 findings (lint findings, a diff, a failed check), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+
+from ccis_workbench import __version__
+
+#: Command modules, in the order their commands appear in --help.
+COMMAND_MODULES = ("ccis_workbench.cli.compose_cmds",)
+#: Optional command modules (added by later features); missing ones are skipped.
+OPTIONAL_MODULES = ("ccis_workbench.cli.build_cmds", "ccis_workbench.cli.test_cmds",
+                    "ccis_workbench.cli.propose_cmds")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ccis-workbench",
+        description="Shape, build and test CentOS cloud images. Without a command, the terminal UI starts.")
+    parser.add_argument("--version", action="version", version=f"ccis-workbench {__version__}")
+    parser.add_argument("--catalog", metavar="DIR", help="catalog root holding kickstarts/ and profiles/ "
+                        "(default: $CCIS_WORKBENCH_ROOT, else this checkout)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    for name in OPTIONAL_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def print_error(exc: BaseException, as_json: bool) -> None:
+    from ccis_workbench.core.errors import WorkbenchError
+
+    if as_json and isinstance(exc, WorkbenchError):
+        print(json.dumps(exc.to_dict(), indent=2))
+        return
+    if isinstance(exc, WorkbenchError):
+        where = f"{exc.location}: " if exc.location else ""
+        lines = [f"error: {where}{exc.title}", f"  {exc.message}"]
+        if exc.hint:
+            lines.append(f"  hint: {exc.hint}")
+        print("\n".join(lines), file=sys.stderr)
+    else:
+        print(f"error: {exc}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ccis_workbench.core.errors import WorkbenchError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        try:
+            from ccis_workbench.ui.app import run_app
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("ccis_workbench.ui"):
+                parser.print_help()
+                return 0
+            raise
+        return run_app(catalog_root=args.catalog)
+    try:
+        return int(args.func(args) or 0)
+    except WorkbenchError as exc:
+        print_error(exc, getattr(args, "json", False))
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
