@@ -39,9 +39,13 @@ class _CollectingParser(KickstartParser):
             fn()
         except KickstartError as exc:
             self.errorsCount += 1
+            if self.errorsAreFatal:
+                raise
             self.problems.append(KsMessage("error", str(exc.message).strip(), exc.lineno or 0))
         except Exception as exc:  # noqa: BLE001 - pykickstart raises plain exceptions for some bad input
             self.errorsCount += 1
+            if self.errorsAreFatal:
+                raise KickstartError(str(exc)) from exc
             self.problems.append(KsMessage("error", str(exc).strip(), 0))
 
 

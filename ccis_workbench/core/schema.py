@@ -5,6 +5,7 @@ A schema is a dict of key -> Field. Unknown keys are refused (a typo must never 
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ def validate(data: Any, schema: dict[str, Field], file: str, *, what: str = "fil
     lines = data if isinstance(data, LineDict) else None
     for key in data:
         if key not in schema:
-            close = [k for k in schema if k.replace("_", "") == str(key).replace("_", "").replace("-", "")]
+            close = difflib.get_close_matches(str(key).replace("-", "_"), list(schema), n=1, cutoff=0.75)
             hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(schema))}"
             raise CatalogError("Unknown key", f"{key!r} is not a known key of a {what}", file=file,
                                line=lines.line_of(key) if lines else 0, hint=hint)

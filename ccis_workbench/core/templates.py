@@ -22,7 +22,7 @@ from jinja2.ext import Extension
 from jinja2.lexer import Token, TokenStream
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
-from ccis_workbench.core.errors import TemplateError
+from ccis_workbench.core.errors import TemplateError, WorkbenchError
 from ccis_workbench.core.textfile import read_text
 
 _MARK_OPEN = "\x1e"
@@ -122,7 +122,9 @@ class FragmentRenderer:
             file, line = self._locate(exc, name)
             raise TemplateError("Unsafe template", f"the sandbox refused: {exc}", file=file, line=line,
                                 hint="templates may only use plain values and filters") from None
-        except TemplateError:
+        except WorkbenchError as exc:  # e.g. an included file that is binary or too large
+            if exc.location is not None:
+                exc.location.file = self._display(exc.location.file)
             raise
         except Exception as exc:  # noqa: BLE001 - any other failure inside a template is the template's
             file, line = self._locate(exc, name)

@@ -1,0 +1,80 @@
+"""Shared fixtures: the repository catalog, a small private catalog for bad-input tests, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    from ccis_workbench.core.catalog import Catalog
+
+    return Catalog.load(REPO)
+
+
+@pytest.fixture
+def mini_catalog(tmp_path: Path) -> Path:
+    """A private catalog: the Stream 9 release and baseline, the openstack target, two test overlays."""
+    root = tmp_path / "catalog"
+    for rel in ("kickstarts/releases/centos-stream-9.yaml", "kickstarts/baseline/centos-stream-9.ks.j2",
+                "kickstarts/baseline/_seal.ks.j2", "kickstarts/targets/openstack.yaml",
+                "kickstarts/targets/openstack.ks.j2"):
+        dest = root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / rel, dest)
+    ov = root / "kickstarts/overlays"
+    ov.mkdir(parents=True)
+    (ov / "alpha.yaml").write_text(
+        "name: alpha\ntitle: Alpha\npackages: [htop]\nservices:\n  disabled: [chronyd]\n"
+        "kernel_args: [quiet, -no_timer_check]\nconflicts: [beta]\n")
+    (ov / "alpha.ks.j2").write_text("timezone Europe/Brussels --utc\n%post\necho alpha {{ vars.hostname }}\n%end\n")
+    (ov / "beta.yaml").write_text("name: beta\ntitle: Beta\npackages: [-rsync]\n")
+    (root / "profiles").mkdir()
+    (root / "profiles/p.yaml").write_text(
+        "name: p\nrelease: centos-stream-9\ntarget: openstack\noverlays: [alpha]\nvariables:\n"
+        "  hostname: node1.example.com\n  extra_packages: [vim-enhanced, -tar]\nkickstart: |\n"
+        "  selinux --permissive\n  %post --nochroot\n  echo profile\n  %end\n")
+    return root
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli():
+    """Run the real CLI in a subprocess (what a user types), optionally against another catalog root."""
+
+    def run(*args: str, root: Path | None = None, cwd: Path | None = None) -> Run:
+        env = dict(os.environ)
+        if root is not None:
+            env["CCIS_WORKBENCH_ROOT"] = str(root)
+        proc = subprocess.run([sys.executable, "-m", "ccis_workbench", *args], capture_output=True, text=True,
+                              env=env, cwd=cwd or REPO, timeout=120, check=False)
+        return Run(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def ksvalidator() -> str:
+    path = shutil.which("ksvalidator") or str(Path(sys.executable).with_name("ksvalidator"))
+    assert Path(path).exists(), "pykickstart's ksvalidator is not installed"
+    return path
