@@ -283,11 +283,14 @@ class Composer:
             if isinstance(layer.spec, LayerSpec):
                 self._declared(m, layer.label, layer.spec)
             handler = self._parse_layer(layer, version, messages)
-            self._merge(m, layer, handler)
+            if handler is not None:
+                self._merge(m, layer, handler)
         self._profile_declared(m, plabel, profile, variables)
         return self._emit(m, profile, release, target, overlays, variables, layers, messages)
 
     def _parse_layer(self, layer: Layer, version: str, messages: list[LayerMessage]) -> Any:
+        if not any(sl.text.strip() for sl in layer.lines):
+            return None  # nothing to parse (most profiles have no kickstart lines of their own)
         text = "\n".join(sl.text for sl in layer.lines) + "\n"
         for sl in layer.lines:
             if re.match(r"\s*%(include|ksappend)\b", sl.text):
