@@ -139,7 +139,7 @@ def test_missing_file(cli, mini_catalog: Path) -> None:
     _expect_refusal(cli, mini_catalog, "nope.yaml", None, "File not found", "render", str(mini_catalog / "nope.yaml"))
 
 
-def test_unreadable_file(tmp_path: Path) -> None:
+def test_unreadable_file(mini_catalog: Path) -> None:
     """chmod 0 stops a normal user; root reads anything, so the CLI runs as nobody (setpriv) for this test."""
     import shutil
     import subprocess
@@ -154,11 +154,13 @@ def test_unreadable_file(tmp_path: Path) -> None:
     d = Path(tempfile.mkdtemp(dir="/tmp"))
     try:
         d.chmod(0o755)
+        shutil.copytree(mini_catalog, d / "catalog")
         prof = d / "p.yaml"
         prof.write_text("name: p\nrelease: centos-stream-9\ntarget: openstack\n")
         prof.chmod(0)
+        env = dict(os.environ, CCIS_WORKBENCH_ROOT=str(d / "catalog"))
         res = subprocess.run([*drop, sys.executable, "-m", "ccis_workbench", "render", str(prof)],
-                             capture_output=True, text=True, check=False, cwd=d)
+                             capture_output=True, text=True, check=False, cwd=d, env=env)
         assert res.returncode == 2, res.stderr
         assert "Traceback" not in res.stderr
         assert f"{prof}: File not readable" in res.stderr and "permission denied" in res.stderr
