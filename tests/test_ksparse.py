@@ -57,3 +57,10 @@ def test_errors_are_collected_with_lines() -> None:
     assert [(p.severity, p.line) for p in problems] == [("error", 2), ("error", 3)]
     _, problems = parse_text("lang en_US\nauth --enableshadow\n", "RHEL9")
     assert problems and problems[0].severity == "deprecated" and problems[0].line == 2
+
+
+def test_handlers_keep_their_own_syntax_after_other_versions_are_parsed() -> None:
+    text = "%packages --instLangs=en --excludeWeakdeps\n@core\n%end\n"
+    rhel8, _ = parse_text(text, "RHEL8")
+    parse_text("%packages --inst-langs=en\n@core\n%end\n", "RHEL10")
+    assert "--instLangs=en" in str(rhel8) and "--inst-langs" not in str(rhel8)

@@ -29,7 +29,7 @@ from pykickstart.parser import Group, Packages
 from ccis_workbench import __version__
 from ccis_workbench.core.catalog import Catalog
 from ccis_workbench.core.errors import CatalogError, KickstartSyntaxError
-from ccis_workbench.core.ksparse import KsMessage, make_handler, parse_text, unique_commands, write_order
+from ccis_workbench.core.ksparse import make_handler, parse_text, pin_version, unique_commands, write_order
 from ccis_workbench.core.model import LayerSpec, Origin, Overlay, Profile, Release, Target
 from ccis_workbench.core.templates import FragmentRenderer, SourceLine
 from ccis_workbench.core.values import resolve_variables
@@ -569,6 +569,7 @@ class Composer:
                 add(t, (body[i] if i < len(body) else head,))
             add(chunk[-2], (head,))
 
+        pin_version(h)
         pk = h.packages
         for opt, (value, _) in m.pkg_opts.items():
             setattr(pk, opt, value)

@@ -118,7 +118,7 @@ def parse_text(text: str, version: str, *, follow_includes: bool = False,
             severity = "deprecated" if issubclass(w.category, KickstartDeprecationWarning) else "warning"
             problems.append(KsMessage(severity, _strip_line_prefix(text_w), int(m.group(1)) if m else known_line))
     problems.sort(key=lambda p: p.line)
-    return handler, problems
+    return pin_version(handler), problems
 
 
 def unique_commands(handler: Any) -> list[tuple[str, Any]]:
@@ -131,6 +131,19 @@ def unique_commands(handler: Any) -> list[tuple[str, Any]]:
         seen.add(id(cmd))
         out.append((name, cmd))
     return out
+
+
+def pin_version(handler: Any) -> Any:
+    """Make the handler's %packages and scripts print in its own version's syntax, whatever is parsed later.
+
+    pykickstart keeps that version in class attributes (Packages._ver, Script._ver) that every new
+    KickstartParser overwrites, so a RHEL8 handler printed after a RHEL10 parse would write `--inst-langs`.
+    Instance attributes shadow the class ones.
+    """
+    handler.packages._ver = handler.version
+    for script in handler.scripts:
+        script._ver = handler.version
+    return handler
 
 
 def write_order(handler: Any) -> list[Any]:
