@@ -264,9 +264,14 @@ def _package_options(a: Any, b: Any) -> list[tuple[str, str, str]]:
     out = []
     for key in list(oa) + [k for k in ob if k not in oa]:
         old, new = oa.get(key, ""), ob.get(key, "")
-        if old != new:
+        if _option_value(old) != _option_value(new) or bool(old) != bool(new):
             out.append(((new or old).split("=", 1)[0], old, new))
     return out
+
+
+def _option_value(token: str) -> str:
+    """The value of `--opt=value` (empty for a flag), so --instLangs=en and --inst-langs=en compare equal."""
+    return token.split("=", 1)[1] if "=" in token else ""
 
 
 def _header_options(pk: Any) -> dict[str, str]:
