@@ -28,14 +28,10 @@ def catalog():
 
 @pytest.fixture
 def mini_catalog(tmp_path: Path) -> Path:
-    """A private catalog: the Stream 9 release and baseline, the openstack target, two test overlays."""
+    """A private catalog: a frozen copy of the Stream 9 release, baseline and openstack target
+    (tests/data/mini_catalog, so that edits to the shipped catalog do not move these tests), plus two overlays."""
     root = tmp_path / "catalog"
-    for rel in ("kickstarts/releases/centos-stream-9.yaml", "kickstarts/baseline/centos-stream-9.ks.j2",
-                "kickstarts/baseline/_seal.ks.j2", "kickstarts/targets/openstack.yaml",
-                "kickstarts/targets/openstack.ks.j2"):
-        dest = root / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / rel, dest)
+    shutil.copytree(REPO / "tests/data/mini_catalog", root)
     ov = root / "kickstarts/overlays"
     ov.mkdir(parents=True)
     (ov / "alpha.yaml").write_text(

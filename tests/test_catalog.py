@@ -49,6 +49,13 @@ def test_shipped_profile_renders_matches_golden_and_validates(name: str, catalog
     assert golden.exists(), f"no golden file for {name}: run CCIS_REGEN_GOLDEN=1 pytest {__file__}"
     assert comp.text == golden.read_text(), f"{name} renders differently from {golden} (regenerate and review)"
     _ksvalidate(ksvalidator, comp.text, comp.version, tmp_path, name)
+    # ksflatten (what build systems run on a kickstart) accepts it and changes nothing but its own header
+    ksflatten = str(Path(ksvalidator).with_name("ksflatten"))
+    flat = tmp_path / f"{name}.flat.ks"
+    res = subprocess.run([sys.executable, ksflatten, "-c", str(tmp_path / f"{name}.ks"), "-v", comp.version, "-o",
+                          str(flat)], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    assert flat.read_text().split("\n", 2)[2] == comp.text.split("\n", 3)[3]
 
 
 def test_no_orphan_golden_files() -> None:

@@ -6,8 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from ccis_workbench.cli.common import add_choice_arguments, add_json, emit_json, load_catalog, profile_from_args, \
-    write_atomic
+from ccis_workbench.cli.common import (
+    add_choice_arguments,
+    add_json,
+    emit_json,
+    load_catalog,
+    profile_from_args,
+    write_atomic,
+)
 from ccis_workbench.core.errors import WorkbenchError
 
 FAILING_SEVERITIES = ("error", "warning")

@@ -18,11 +18,22 @@ from pathlib import Path
 from typing import Any
 
 from ccis_workbench.core.errors import CatalogError
-from ccis_workbench.core.model import AGENTS, FORMATS, SEEDS, Check, LayerSpec, Overlay, Profile, Release, Repo, \
-    Target, VariableSpec
+from ccis_workbench.core.model import (
+    AGENTS,
+    FORMATS,
+    SEEDS,
+    Check,
+    LayerSpec,
+    Overlay,
+    Profile,
+    Release,
+    Repo,
+    Target,
+    VariableSpec,
+)
 from ccis_workbench.core.schema import Field, validate
-from ccis_workbench.core.values import VARIABLES, Rule
 from ccis_workbench.core.textfile import read_text
+from ccis_workbench.core.values import VARIABLES, Rule
 from ccis_workbench.core.yamlfile import LineDict, LineList, load_yaml_file, load_yaml_text
 
 NAME = r"[a-z0-9][a-z0-9-]*"
@@ -301,7 +312,7 @@ class Catalog:
         vraw = raw.get("variables")
         if isinstance(vraw, LineDict):
             var_lines = {k: vraw.line_of(k) for k in vraw}
-        for i, ov in enumerate(d["overlays"]):
+        for i in range(len(d["overlays"])):
             lst = raw.get("overlays")
             lines[f"overlays[{i}]"] = lst.line_of(i) if isinstance(lst, LineList) else lines.get("overlays", 0)
         lines.update({f"variables.{k}": v for k, v in var_lines.items()})

@@ -300,15 +300,16 @@ class Composer:
         try:
             handler, problems = parse_text(text, version, fatal=True)
         except KickstartError as exc:
-            sl = layer.lines[exc.lineno - 1] if exc.lineno and 0 < exc.lineno <= len(layer.lines) else None
+            bad: SourceLine | None = layer.lines[exc.lineno - 1] \
+                if exc.lineno and 0 < exc.lineno <= len(layer.lines) else None
             raise KickstartSyntaxError(f"Not valid kickstart for {version}", str(exc.message).strip(),
-                                       file=sl.file if sl else self._layer_file(layer),
-                                       line=sl.line if sl else 0,
+                                       file=bad.file if bad else self._layer_file(layer),
+                                       line=bad.line if bad else 0,
                                        hint=f"check the {layer.label} layer against pykickstart's {version} "
                                             "syntax (ksvalidator -v " + version + ")") from None
         for p in problems:
-            sl = layer.lines[p.line - 1] if 0 < p.line <= len(layer.lines) else None
-            origin = Origin(layer.label, sl.file if sl else self._layer_file(layer), sl.line if sl else 0)
+            at = layer.lines[p.line - 1] if 0 < p.line <= len(layer.lines) else None
+            origin = Origin(layer.label, at.file if at else self._layer_file(layer), at.line if at else 0)
             messages.append(LayerMessage(p.severity, p.message, origin))
         return handler
 
@@ -542,7 +543,7 @@ class Composer:
                 for t in chunk:
                     add(t, origins)
             elif name in m.data:
-                by_text = {}
+                by_text: dict[str, Origin] = {}
                 for d, o in m.data[name]:
                     for t in str(d).rstrip("\n").split("\n"):
                         by_text.setdefault(t, o)
@@ -589,8 +590,8 @@ class Composer:
                     add(t, header_origin if s else ())
                     continue
                 key = s.split()[0]
-                o = m.pkg_excl.get(key[1:]) if key.startswith("-") else m.pkgs.get(key)
-                add(t, (o,) if o else header_origin)
+                entry = m.pkg_excl.get(key[1:]) if key.startswith("-") else m.pkgs.get(key)
+                add(t, (entry,) if entry else header_origin)
 
         comp = Composition(profile=profile, release=release, target=target, overlays=overlays,
                            variables=variables, layers=layers, lines=lines, overrides=m.overrides,

@@ -37,7 +37,7 @@ class _CollectingParser(KickstartParser):
         self.problems: list[KsMessage] = []
         self.command_warnings: list[tuple[warnings.WarningMessage, int]] = []
 
-    def handleCommand(self, lineno: int, args: Any) -> Any:  # noqa: N802 - pykickstart's name
+    def handleCommand(self, lineno: int, args: Any) -> Any:
         # Some deprecation warnings do not say their line: catch them per command, where the line is known.
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", KickstartDeprecationWarning)
@@ -47,7 +47,7 @@ class _CollectingParser(KickstartParser):
             finally:
                 self.command_warnings.extend((w, lineno) for w in caught)
 
-    def _tryFunc(self, fn: Any) -> None:  # noqa: N802 - pykickstart's name
+    def _tryFunc(self, fn: Any) -> None:
         try:
             fn()
         except KickstartError as exc:
@@ -55,7 +55,7 @@ class _CollectingParser(KickstartParser):
             if self.errorsAreFatal:
                 raise
             self.problems.append(KsMessage("error", str(exc.message).strip(), exc.lineno or 0))
-        except Exception as exc:  # noqa: BLE001 - pykickstart raises plain exceptions for some bad input
+        except Exception as exc:
             self.errorsCount += 1
             if self.errorsAreFatal:
                 raise KickstartError(str(exc)) from exc
@@ -140,9 +140,9 @@ def pin_version(handler: Any) -> Any:
     KickstartParser overwrites, so a RHEL8 handler printed after a RHEL10 parse would write `--inst-langs`.
     Instance attributes shadow the class ones.
     """
-    handler.packages._ver = handler.version
+    handler.packages._ver = handler.version  # noqa: SLF001 - see docstring
     for script in handler.scripts:
-        script._ver = handler.version
+        script._ver = handler.version  # noqa: SLF001
     return handler
 
 

@@ -5,6 +5,7 @@ A schema is a dict of key -> Field. Unknown keys are refused (a typo must never 
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import re
 from collections.abc import Callable, Iterable
@@ -22,9 +23,9 @@ _TYPE_NAMES = {str: "a string", int: "a whole number", bool: "true or false", li
 class Field:
     """One key of a mapping: its type, whether it is required, item type for lists, choices, a check."""
 
-    type: type
+    type: builtins.type
     required: bool = False
-    items: type | None = None
+    items: builtins.type | None = None
     choices: Iterable[str] | None = None
     pattern: str | None = None
     check: Callable[[Any], str | None] | None = None
