@@ -85,3 +85,11 @@ def test_usage_errors_exit_2(cli, mini_catalog: Path) -> None:
     assert cli("render", "p", "--release", "centos-stream-9", root=mini_catalog).code == 2
     assert cli("render", "p", "--set", "novalue", root=mini_catalog).code == 2
     assert cli("render", "p", "--set", "nosuchvar=1", root=mini_catalog).code == 2
+
+
+def test_lint_rules_listing(cli) -> None:
+    res = cli("lint", "--rules", "--json")
+    assert res.code == 0
+    rules = json.loads(res.out)
+    assert len({r["id"] for r in rules}) == len(rules) > 20
+    assert {"root-locked", "final-command", "serial-console"} <= {r["name"] for r in rules}

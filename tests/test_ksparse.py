@@ -64,3 +64,8 @@ def test_handlers_keep_their_own_syntax_after_other_versions_are_parsed() -> Non
     rhel8, _ = parse_text(text, "RHEL8")
     parse_text("%packages --inst-langs=en\n@core\n%end\n", "RHEL10")
     assert "--instLangs=en" in str(rhel8) and "--inst-langs" not in str(rhel8)
+
+
+def test_unclosed_quote_is_an_error_with_its_line() -> None:
+    _, problems = parse_text('lang en_US\n\nbootloader --append="console=ttyS0\n', "RHEL9")
+    assert [(p.severity, p.line) for p in problems] == [("error", 3)]

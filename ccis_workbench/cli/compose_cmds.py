@@ -54,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--backend", choices=("libvirt", "koji", "imagefactory", "livemedia-creator", "none"),
                    help="build backend whose final command and install source are checked "
                         "(default: libvirt for profiles, none for files)")
+    p.add_argument("--rules", action="store_true", help="list the lint rules (id, name, severity) and exit")
     p.set_defaults(func=cmd_list_rules_or_lint)
 
 
@@ -192,6 +193,15 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_list_rules_or_lint(args: argparse.Namespace) -> int:
     from ccis_workbench.core import lint
 
+    if args.rules:
+        rules = sorted(lint.RULES.values(), key=lambda r: r.id)
+        if args.json:
+            emit_json([{"id": r.id, "name": r.name, "severity": r.severity, "title": r.title,
+                        "explanation": r.explanation} for r in rules])
+        else:
+            for r in rules:
+                print(f"{r.id:8} {r.name:26} {r.severity:8} {r.title}")
+        return 0
     backend = None if args.backend == "none" else args.backend
     if args.file:
         from ccis_workbench.core.textfile import read_text

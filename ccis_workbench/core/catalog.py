@@ -123,6 +123,7 @@ PROFILE_SCHEMA = {
     "variables": Field(dict, default=dict),
     "kickstart": Field(str, default=""),
     "checks": Field(list, default=list, items=dict, schema=CHECK_SCHEMA),
+    "waivers": Field(dict, default=dict, doc="lint rule id or name -> why this profile may break it"),
 }
 
 
@@ -322,7 +323,8 @@ class Catalog:
         return Profile(name=d["name"] or default_name, release=d["release"], target=d["target"],
                        overlays=list(d["overlays"]), variables=dict(d["variables"]), description=d["description"],
                        kickstart=d["kickstart"], kickstart_line=ks_line,
-                       checks=_checks(d["checks"], raw.get("checks"), rel, "profile"), source=rel, lines=lines)
+                       checks=_checks(d["checks"], raw.get("checks"), rel, "profile"),
+                       waivers={str(k): str(v) for k, v in d["waivers"].items()}, source=rel, lines=lines)
 
     def variable_rules(self, overlays: list[Overlay]) -> dict[str, Rule]:
         """The variables a profile with these overlays accepts: the common ones plus each overlay's."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shlex
 import threading
 import warnings
 from collections.abc import Sequence
@@ -110,6 +111,13 @@ def parse_text(text: str, version: str, *, follow_includes: bool = False,
             if fatal:
                 raise
             parser.problems.append(KsMessage("error", str(exc.message).strip(), exc.lineno or 0))
+        except ValueError as exc:
+            # pykickstart splits command lines with shlex outside its own error handling: an unclosed quote
+            # escapes as a bare ValueError. Find the line ourselves.
+            line = _unsplittable_line(text)
+            if fatal:
+                raise KickstartError(f"cannot split the line: {exc}", lineno=line) from None
+            parser.problems.append(KsMessage("error", f"cannot split the line: {exc}", line))
     problems = list(parser.problems)
     for w, known_line in [(w, 0) for w in caught] + parser.command_warnings:
         if issubclass(w.category, (KickstartDeprecationWarning, KickstartParseWarning)):
@@ -119,6 +127,23 @@ def parse_text(text: str, version: str, *, follow_includes: bool = False,
             problems.append(KsMessage(severity, _strip_line_prefix(text_w), int(m.group(1)) if m else known_line))
     problems.sort(key=lambda p: p.line)
     return pin_version(handler), problems
+
+
+def _unsplittable_line(text: str) -> int:
+    """The first line outside a section body that shlex cannot split (an unclosed quote), or 0."""
+    in_body = False
+    for number, line in enumerate(text.split("\n"), start=1):
+        stripped = line.strip()
+        if stripped.startswith("%"):
+            in_body = not stripped.startswith("%end") and not stripped.startswith(("%include", "%ksappend"))
+            continue
+        if in_body or not stripped or stripped.startswith("#"):
+            continue
+        try:
+            shlex.split(line, comments=True)
+        except ValueError:
+            return number
+    return 0
 
 
 def unique_commands(handler: Any) -> list[tuple[str, Any]]:

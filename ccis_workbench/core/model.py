@@ -135,5 +135,6 @@ class Profile:
     kickstart: str = ""
     kickstart_line: int = 0  # line in the YAML where the kickstart block's first line is
     checks: list[Check] = field(default_factory=list)
+    waivers: dict[str, str] = field(default_factory=dict)  # lint rule id or name -> reason
     source: str | None = None  # path of the YAML, None for an ad-hoc choice
     lines: dict[str, int] = field(default_factory=dict)  # key -> line in the YAML
