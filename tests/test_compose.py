@@ -127,3 +127,24 @@ def test_baseline_alone(mini_catalog: Path) -> None:
     assert base.target is None
     assert "/9-stream/BaseOS/aarch64/os/" in base.text
     assert "cloud-init" not in base.handler.packages.packageList
+
+
+def test_run_last_script_follows_every_layer(mini_catalog: Path) -> None:
+    seal = mini_catalog / "kickstarts/baseline/_seal.ks.j2"
+    seal.write_text("# ccis: run-last\n" + seal.read_text())
+    cat = Catalog.load(mini_catalog)
+    comp = Composer(cat).compose(cat.load_profile("p"))
+    posts = [ln for ln in comp.lines if ln.text.startswith("%post")]
+    assert [ln.origin.layer for ln in posts] == ["target:openstack", "overlay:alpha", "profile:p", "baseline"]
+    assert comp.text.rstrip().split("%packages")[0].rstrip().endswith("rm -f /var/tmp/zero\n%end".rstrip())
+
+
+def test_yaml_can_unset_a_service(mini_catalog: Path) -> None:
+    (mini_catalog / "kickstarts/overlays/beta.yaml").write_text(
+        "name: beta\ntitle: Beta\nservices:\n  enabled: [-qemu-guest-agent]\n")
+    cat = Catalog.load(mini_catalog)
+    comp = Composer(cat).compose(choice("centos-stream-9", "openstack", ["beta"]))
+    svc = comp.handler.services
+    assert "qemu-guest-agent" not in svc.enabled + svc.disabled
+    unset = next(o for o in comp.overrides if o.subject == "service qemu-guest-agent")
+    assert (unset.old, unset.new) == ("enabled", "(unset)") and unset.later.line == 4

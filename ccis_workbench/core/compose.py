@@ -36,6 +36,8 @@ from ccis_workbench.core.values import resolve_variables
 
 #: Commands that together describe the disk layout; a layer that sets one replaces all of them.
 LAYOUT = ("autopart", "part", "logvol", "volgroup", "raid", "reqpart", "btrfs")
+#: First line of a script body that makes the script run after all others of every layer (the seal).
+RUN_LAST = "# ccis: run-last"
 #: Kernel arguments that legitimately repeat (several consoles).
 MULTI_KARGS = ("console",)
 _PKG_OPTIONS = ("default", "excludeDocs", "addBase", "nocore", "handleMissing", "handleBroken", "instLangs",
@@ -364,6 +366,12 @@ class Composer:
         m.pkgs.setdefault(key, origin)
 
     def _service(self, m: _Merge, name: str, enable: bool, origin: Origin) -> None:
+        if name.startswith("-"):  # `-name` in a layer's YAML: the service is neither enabled nor disabled
+            gone = name[1:]
+            for state, table in (("enabled", m.services_on), ("disabled", m.services_off)):
+                if gone in table:
+                    m.overrides.append(Override(f"service {gone}", table.pop(gone), origin, state, "(unset)"))
+            return
         mine, other = (m.services_on, m.services_off) if enable else (m.services_off, m.services_on)
         if name in other:
             m.overrides.append(Override(f"service {name}", other[name], origin,
@@ -560,7 +568,10 @@ class Composer:
                     add(t, ())
 
         h.scripts[:] = []
-        for script, head, body in m.scripts:
+        # A script whose body starts with the RUN_LAST marker (the baseline's seal) runs after every other
+        # layer's scripts: sealing must come after the last package a target or overlay installs.
+        ordered = sorted(m.scripts, key=lambda item: _runs_last(item[0]))
+        for script, head, body in ordered:
             h.scripts.append(script)
             chunk = str(script).split("\n")
             # "\n%post ...\nbody...\n%end\n": blank, header, body lines, %end, trailing blank
@@ -610,6 +621,11 @@ class Composer:
                                        f"line {p.line} of the merged kickstart: {p.message}",
                                        file=o.file if o else comp.profile.source, line=o.line if o else 0,
                                        hint="the layers combine into something pykickstart refuses")
+
+
+def _runs_last(script: Any) -> bool:
+    first = next((ln.strip() for ln in script.script.split("\n") if ln.strip()), "")
+    return first.replace(" ", "") == RUN_LAST.replace(" ", "")
 
 
 def _cmd_text(cmd: Any) -> str:
