@@ -108,6 +108,9 @@ class Composition:
     messages: list[LayerMessage]
     kernel_args: list[str]
     handler: Any = field(repr=False, default=None)
+    #: pykickstart's own parse of `text` (handler, problems), made once when the result is validated and
+    #: reused by lint and diff instead of parsing the same text again.
+    parsed: tuple[Any, list[Any]] | None = field(repr=False, default=None)
 
     @property
     def text(self) -> str:
@@ -151,6 +154,8 @@ class Composer:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self.renderer = FragmentRenderer(catalog.root)
+        # Baselines depend only on release and arch; a Composer lives as long as its catalog is unchanged.
+        self._baselines: dict[tuple[str, str | None], Composition] = {}
 
     # -- resolving the choice --------------------------------------------------------------------------------
 
@@ -255,13 +260,17 @@ class Composer:
         choices (time zone, locale...) show up in its diff against the baseline.
         """
         arch = (variables or {}).get("arch")
+        key = (release_name, arch)
+        if key in self._baselines:
+            return self._baselines[key]
         profile = choice(release_name, "", [], {"arch": arch} if arch else {}, name=f"baseline-{release_name}")
         if release_name not in self.catalog.releases:
             raise CatalogError("Unknown release", f"{release_name!r} is not a release",
                                hint=f"known releases: {', '.join(self.catalog.releases)}")
         release = self.catalog.releases[release_name]
         resolved = resolve_variables(profile.variables, self.catalog.variable_rules([]), "<baseline>")
-        return self._compose(profile, release, None, [], resolved)
+        self._baselines[key] = self._compose(profile, release, None, [], resolved)
+        return self._baselines[key]
 
     def _compose(self, profile: Profile, release: Release, target: Target | None, overlays: list[Overlay],
                  variables: dict[str, Any]) -> Composition:
@@ -612,8 +621,8 @@ class Composer:
 
     def _validate_merged(self, comp: Composition) -> None:
         """The merged result must itself be valid for the release (layers can clash, e.g. two displaymodes)."""
-        _, problems = parse_text(comp.text, comp.version)
-        for p in problems:
+        comp.parsed = parse_text(comp.text, comp.version)
+        for p in comp.parsed[1]:
             if p.severity != "error":
                 continue
             o = comp.origin_of(p.line)

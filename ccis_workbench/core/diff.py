@@ -168,7 +168,9 @@ class Side:
     @classmethod
     def from_composition(cls, comp: Composition, label: str | None = None) -> Side:
         """A composed profile: its merged handler for meaning, its text (re-rendered by pykickstart) for text."""
-        return cls(label or comp.profile.name, comp.version, comp.handler, canonical_text(comp.text, comp.version))
+        canonical = _strip_generated(str(comp.parsed[0])) if comp.parsed is not None \
+            else canonical_text(comp.text, comp.version)
+        return cls(label or comp.profile.name, comp.version, comp.handler, canonical)
 
 
 def _strip_generated(text: str) -> str:

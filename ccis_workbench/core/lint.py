@@ -210,7 +210,7 @@ def lint_composition(comp: Any, backend: str | None = "libvirt") -> list[Finding
     """
     _check_backend(backend)
     text = comp.text
-    handler, problems = _parse(text, comp.version)
+    handler, problems = comp.parsed if comp.parsed is not None else _parse(text, comp.version)
     overlay_agent = next(((o.agent, o) for o in comp.overlays if getattr(o, "agent", None)), None)
     if overlay_agent:
         agent, chooser, label = overlay_agent[0], overlay_agent[1], f"overlay:{overlay_agent[1].name}"
