@@ -118,3 +118,14 @@ def test_cli_lists(cli) -> None:
 
     res = cli("list", "profiles", "--json")
     assert {p["name"] for p in json.loads(res.out)} == set(PROFILES)
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_shipped_profile_lints_without_unwaived_errors_or_warnings(name: str, catalog: Catalog,
+                                                                   composer: Composer) -> None:
+    from ccis_workbench.core.lint import lint_composition
+
+    findings = lint_composition(composer.compose(catalog.load_profile(name)), backend="libvirt")
+    failing = [f"{f.id} {f.name} line {f.line}: {f.message}" for f in findings
+               if f.severity in ("error", "warning") and not f.waived]
+    assert failing == [], f"{name}:\n" + "\n".join(failing)
