@@ -92,7 +92,7 @@ def test_overlay_composes_where_it_applies(overlay: str, catalog: Catalog, compo
     o = catalog.overlays[overlay]
     composed = 0
     for release in o.releases:
-        for target in o.targets or list(catalog.targets):
+        for target in [t for t in catalog.targets if o.applies_to(t)]:
             t = catalog.targets[target]
             if release not in t.releases:
                 continue

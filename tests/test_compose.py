@@ -148,3 +148,27 @@ def test_yaml_can_unset_a_service(mini_catalog: Path) -> None:
     assert "qemu-guest-agent" not in svc.enabled + svc.disabled
     unset = next(o for o in comp.overrides if o.subject == "service qemu-guest-agent")
     assert (unset.old, unset.new) == ("enabled", "(unset)") and unset.later.line == 4
+
+
+def test_bootloader_merges_option_by_option(mini_catalog: Path) -> None:
+    (mini_catalog / "kickstarts/overlays/beta.ks.j2").write_text('bootloader --append="rd.shell=0"\n')
+    cat = Catalog.load(mini_catalog)
+    comp = Composer(cat).compose(choice("centos-stream-9", "openstack", ["beta"]))
+    boot = comp.handler.bootloader
+    assert boot.timeout == 1 and "rd.shell=0" in boot.appendLine and "no_timer_check" in boot.appendLine
+    assert not [o for o in comp.overrides if o.subject.startswith("command bootloader")]
+    (mini_catalog / "kickstarts/overlays/beta.ks.j2").write_text("bootloader --timeout=5\n")
+    comp = Composer(Catalog.load(mini_catalog)).compose(choice("centos-stream-9", "openstack", ["beta"]))
+    assert comp.handler.bootloader.timeout == 5
+    assert [(o.old, o.new) for o in comp.overrides if o.subject == "command bootloader timeout"] == [("1", "5")]
+
+
+def test_exclude_targets(mini_catalog: Path) -> None:
+    from ccis_workbench.core.errors import CatalogError
+
+    beta = mini_catalog / "kickstarts/overlays/beta.yaml"
+    beta.write_text(beta.read_text() + "exclude_targets: [openstack]\n")
+    cat = Catalog.load(mini_catalog)
+    with pytest.raises(CatalogError) as err:
+        Composer(cat).compose(choice("centos-stream-9", "openstack", ["beta"]))
+    assert "every target but openstack" in err.value.hint

@@ -71,7 +71,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                  "releases": t.releases} for t in sorted(cat.targets.values(), key=lambda t: t.name)]
     elif args.what == "overlays":
         rows = [{"name": o.name, "title": o.title, "requires": o.requires, "conflicts": o.conflicts,
-                 "releases": o.releases, "targets": o.targets or "all"}
+                 "releases": o.releases,
+                 "targets": o.targets if o.targets is not None else [t for t in sorted(cat.targets) if o.applies_to(t)]}
                 for o in sorted(cat.overlays.values(), key=lambda o: o.name)]
     else:
         for name in cat.profile_names():

@@ -103,6 +103,7 @@ OVERLAY_SCHEMA = dict(_LAYER_FIELDS, **{
     "requires": Field(list, default=list, items=str, pattern=NAME),
     "conflicts": Field(list, default=list, items=str, pattern=NAME),
     "targets": Field(list, items=str, pattern=NAME),
+    "exclude_targets": Field(list, default=list, items=str, pattern=NAME),
     "agent": Field(str, choices=AGENTS),
     "variables": Field(dict, default=dict),
 })
@@ -267,18 +268,22 @@ class Catalog:
                                    line=line, hint="give the overlay's variable its own name")
             v = validate(vdef, VARIABLE_SCHEMA, rel, what="variable")
             variables[vname] = VariableSpec(vname, v["type"], v["default"], v["pattern"], v["description"])
+        if d["targets"] is not None and d["exclude_targets"]:
+            raise CatalogError("Conflicting keys", "give targets or exclude_targets, not both", file=rel,
+                               line=raw.line_of("exclude_targets"))
         return Overlay(**common, requires=d["requires"], conflicts=d["conflicts"], targets=d["targets"],
-                       agent=d["agent"], variables=variables)
+                       exclude_targets=d["exclude_targets"], agent=d["agent"], variables=variables)
 
     def _cross_check(self) -> None:
         for o in self.overlays.values():
             for kind, names, table in (("requires", o.requires, self.overlays), ("conflicts", o.conflicts,
                                                                                  self.overlays),
-                                       ("targets", o.targets or [], self.targets)):
+                                       ("targets", o.targets or [], self.targets),
+                                       ("exclude_targets", o.exclude_targets, self.targets)):
                 for n in names:
                     if n not in table:
                         raise CatalogError("Unknown name", f"{kind}: {n!r} is not a known "
-                                           f"{'target' if kind == 'targets' else 'overlay'}", file=o.source)
+                                           f"{'overlay' if kind in ('requires', 'conflicts') else 'target'}", file=o.source)
 
     # -- profiles -------------------------------------------------------------------------------------------
 

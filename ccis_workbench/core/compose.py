@@ -25,6 +25,7 @@ from typing import Any
 
 from pykickstart.errors import KickstartError
 from pykickstart.parser import Group, Packages
+from pykickstart.version import versionToString as version_string
 
 from ccis_workbench import __version__
 from ccis_workbench.core.catalog import Catalog
@@ -188,10 +189,11 @@ class Composer:
             if release.name not in o.releases:
                 raise CatalogError("Overlay not supported", f"overlay {name} does not support {release.name}",
                                    file=src, line=line, hint=f"{name} supports: {', '.join(o.releases)}")
-            if o.targets is not None and target.name not in o.targets:
+            if not o.applies_to(target.name):
+                allowed = ", ".join(o.targets) if o.targets is not None else \
+                    f"every target but {', '.join(o.exclude_targets)}"
                 raise CatalogError("Overlay not supported", f"overlay {name} does not apply to target "
-                                   f"{target.name}", file=src, line=line,
-                                   hint=f"{name} applies to: {', '.join(o.targets)}")
+                                   f"{target.name}", file=src, line=line, hint=f"{name} applies to: {allowed}")
             overlays.append(o)
         names = [o.name for o in overlays]
         for i, o in enumerate(overlays):
@@ -461,6 +463,11 @@ class Composer:
                     self._karg(m, arg, o)
                 cmd = copy.copy(cmd)
                 cmd.appendLine = None
+                if name in m.single:
+                    # bootloader is merged option by option: a layer that only adds kernel arguments keeps
+                    # the earlier --timeout; an option it does set replaces the earlier one, reported.
+                    self._merge_options(m, name, cmd, o, h.version)
+                    continue
             if name in m.single:
                 prev, po = m.single[name]
                 if str(prev) != str(cmd):
@@ -473,6 +480,20 @@ class Composer:
             head = origin(script.lineno)
             body = [origin(script.lineno + 1 + i) for i in range(script.script.count("\n") + 1)]
             m.scripts.append((script, head, body))
+
+    def _merge_options(self, m: _Merge, name: str, cmd: Any, o: Origin, version: Any) -> None:
+        prev, po = m.single[name]
+        default = make_handler(version_string(version)).commands[name]
+        merged = copy.copy(prev)
+        skip = {"lineno", "seen", "currentCmd", "currentLine", "handler", "op", "appendLine", "writePriority"}
+        for key, value in vars(cmd).items():
+            if key in skip or value == getattr(default, key, None):
+                continue
+            old = getattr(prev, key, None)
+            if old != getattr(default, key, None) and old != value:
+                m.overrides.append(Override(f"command {name} {key}", po, o, str(old), str(value)))
+            setattr(merged, key, value)
+        m.single[name] = (merged, o)
 
     def _merge_packages(self, m: _Merge, pk: Any, src: list[SourceLine], origin: Any) -> None:
         entry_line: dict[str, int] = {}

@@ -117,7 +117,14 @@ class VariableSpec:
 class Overlay(LayerSpec):
     requires: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
-    targets: list[str] | None = None  # None: every target
+    targets: list[str] | None = None  # None: every target (less exclude_targets)
+    exclude_targets: list[str] = field(default_factory=list)
+
+    def applies_to(self, target: str) -> bool:
+        """Whether the overlay may be put on *target* (its targets list, or every target but the excluded)."""
+        if self.targets is not None:
+            return target in self.targets
+        return target not in self.exclude_targets
     variables: dict[str, VariableSpec] = field(default_factory=dict)
     agent: str | None = None  # an overlay may replace the target's agent (e.g. one-context)
 
