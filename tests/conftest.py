@@ -33,13 +33,13 @@ def mini_catalog(tmp_path: Path) -> Path:
     root = tmp_path / "catalog"
     shutil.copytree(REPO / "tests/data/mini_catalog", root)
     ov = root / "kickstarts/overlays"
-    ov.mkdir(parents=True)
+    ov.mkdir(parents=True, exist_ok=True)
     (ov / "alpha.yaml").write_text(
         "name: alpha\ntitle: Alpha\npackages: [htop]\nservices:\n  disabled: [chronyd]\n"
         "kernel_args: [quiet, -no_timer_check]\nconflicts: [beta]\n")
     (ov / "alpha.ks.j2").write_text("timezone Europe/Brussels --utc\n%post\necho alpha {{ vars.hostname }}\n%end\n")
     (ov / "beta.yaml").write_text("name: beta\ntitle: Beta\npackages: [-rsync]\n")
-    (root / "profiles").mkdir()
+    (root / "profiles").mkdir(exist_ok=True)
     (root / "profiles/p.yaml").write_text(
         "name: p\nrelease: centos-stream-9\ntarget: openstack\noverlays: [alpha]\nvariables:\n"
         "  hostname: node1.example.com\n  extra_packages: [vim-enhanced, -tar]\nkickstart: |\n"

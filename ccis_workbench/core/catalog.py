@@ -182,8 +182,8 @@ class Catalog:
             raise CatalogError("Catalog not found", f"no kickstarts/ folder under {root}", file=str(root),
                                hint="run from the repository or set CCIS_WORKBENCH_ROOT")
         cat = cls(root=root, releases={}, targets={}, overlays={})
-        for path in sorted((ks / "releases").glob("*.yaml")):
-            r = cat._load_release(path)
+        releases = [cat._load_release(path) for path in (ks / "releases").glob("*.yaml")]
+        for r in sorted(releases, key=lambda r: int(r.name.rsplit("-", 1)[1])):  # 7, 8, 9, 10: not 10, 7, 8
             cat.releases[r.name] = r
         for path in sorted((ks / "targets").glob("*.yaml")):
             t = cat._load_layer(path, TARGET_SCHEMA, "target")

@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""TUI speed: (1) selection change -> updated preview, (2) cold start to first frame vs a bare Textual app.
+
+    python benchmarks/bench_tui.py [--runs 20] [--starts 7] [--catalog ROOT]
+
+(1) runs the real app headless (run_test) on the catalog and toggles an overlay N times; the time is from the
+    change (the SelectionList toggle, which posts the same message a key press does) to the PreviewUpdated
+    message the screen posts once the preview widget holds the new kickstart. Results are uncached (the
+    workbench cache is cleared before each change) and, for comparison, cached. The core's own compose time
+    for the same choices is printed too, so the UI's share is visible.
+(2) starts `python -m ccis_workbench` and a bare Textual app showing one Static, both as subprocesses on a
+    pseudo-terminal of 120x36, both with CCIS_WORKBENCH_FIRST_FRAME_FILE set: each writes time.time() right
+    after its first refresh and exits. Same method for both; the ratio is printed. The goal is within 1.5x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import os
+import pty
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+BARE_APP = """
+import os, time
+from pathlib import Path
+from textual.app import App
+from textual.widgets import Static
+
+class Bare(App):
+    def compose(self):
+        yield Static("hello")
+    def on_mount(self):
+        if os.environ.get("CCIS_WORKBENCH_FIRST_FRAME_FILE"):
+            self.call_after_refresh(self.first)
+    def first(self):
+        Path(os.environ["CCIS_WORKBENCH_FIRST_FRAME_FILE"]).write_text(repr(time.time()))
+        self.exit()
+
+Bare().run()
+"""
+
+
+def ms(values: list[float]) -> str:
+    return f"median {statistics.median(values) * 1000:.1f} ms (min {min(values) * 1000:.1f}, max " \
+           f"{max(values) * 1000:.1f}, n={len(values)})"
+
+
+async def selection_to_preview(root: Path, runs: int) -> tuple[list[float], list[float], list[float], str]:
+    from textual.widgets import SelectionList
+
+    from ccis_workbench.ui.app import WorkbenchApp
+    from ccis_workbench.ui.capabilities import FixedCapabilities
+    from ccis_workbench.ui.messages import PreviewUpdated
+
+    arrived: list[float] = []
+
+    def hook(message: object) -> None:
+        if isinstance(message, PreviewUpdated):
+            arrived.append(time.perf_counter())
+
+    app = WorkbenchApp(root, capabilities=FixedCapabilities())
+    uncached: list[float] = []
+    cached: list[float] = []
+    core: list[float] = []
+    async with app.run_test(size=(120, 36), message_hook=hook) as pilot:
+        for _ in range(5):
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+        screen = app.compose_screen
+        wb = screen.workbench
+        assert wb is not None and screen.choice is not None
+        free = [n for n, why in wb.overlay_states(screen.choice).items() if not why and n not in screen.choice.overlays]
+        if not free:
+            raise SystemExit("no overlay applies to the first profile: nothing to toggle")
+        overlay = free[0]
+        sl = screen.query_one("#overlays", SelectionList)
+        for i in range(runs * 2):
+            use_cache = i >= runs
+            if not use_cache:
+                wb.clear_cache()
+            count = len(arrived)
+            started = time.perf_counter()
+            sl.toggle(overlay)
+            while len(arrived) == count:
+                await pilot.pause()
+            (cached if use_cache else uncached).append(arrived[-1] - started)
+            await app.workers.wait_for_complete()
+        label = f"{screen.choice.name} +/- {overlay}"
+        # the core alone, same two choices
+        from copy import deepcopy
+
+        ch = deepcopy(screen.choice)
+        for _ in range(runs):
+            ch.overlays = [o for o in ch.overlays if o != overlay] if overlay in ch.overlays else [*ch.overlays,
+                                                                                                    overlay]
+            t = time.perf_counter()
+            wb.composer.compose(ch.to_profile())
+            core.append(time.perf_counter() - t)
+    return uncached, cached, core, label
+
+
+def first_frame(argv: list[str], size: tuple[int, int] = (120, 36),
+                variable: str = "CCIS_WORKBENCH_FIRST_FRAME_FILE") -> float:
+    """Seconds from spawning *argv* on a pty to the time the app wrote into the file named by *variable*."""
+    with tempfile.TemporaryDirectory() as tmp:
+        marker = Path(tmp) / "first-frame"
+        env = dict(os.environ, TERM="xterm-256color",
+                   COLUMNS=str(size[0]), LINES=str(size[1]))
+        env[variable] = str(marker)
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
+        started = time.time()
+        proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=str(REPO),
+                                close_fds=True)
+        os.close(slave)
+
+        def drain() -> None:
+            try:
+                while os.read(master, 65536):
+                    pass
+            except OSError:
+                pass
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        try:
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            os.close(master)
+        if not marker.exists():
+            raise RuntimeError(f"{argv} exited ({proc.returncode}) without reaching a first frame")
+        return float(marker.read_text()) - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=20, help="selection changes to time")
+    parser.add_argument("--starts", type=int, default=7, help="cold starts of each app")
+    parser.add_argument("--catalog", default=str(REPO), help="catalog root (default: this checkout)")
+    args = parser.parse_args(argv)
+
+    uncached, cached, core, label = asyncio.run(selection_to_preview(Path(args.catalog), args.runs))
+    print(f"selection change -> preview updated ({label}):")
+    print(f"  uncached: {ms(uncached)}")
+    print(f"  cached:   {ms(cached)}")
+    print(f"  core compose alone (Composer.compose): {ms(core)}")
+    print(f"  goal: under 50 ms median -> uncached {'met' if statistics.median(uncached) < 0.05 else 'NOT met'}")
+
+    py = sys.executable
+    workbench_times, bare_times, ready_times = [], [], []
+    command = [py, "-m", "ccis_workbench", "--catalog", args.catalog]
+    for _ in range(args.starts):  # interleaved, so machine noise hits both alike
+        workbench_times.append(first_frame(command))
+        bare_times.append(first_frame([py, "-c", BARE_APP]))
+        ready_times.append(first_frame(command, variable="CCIS_WORKBENCH_READY_FILE"))
+    ratio = statistics.median(workbench_times) / statistics.median(bare_times)
+    print("cold start to first frame (subprocess on a 120x36 pty):")
+    print(f"  ccis-workbench:   {ms(workbench_times)}  (header, status line, footer; the chooser and tabs mount "
+          "right after)")
+    print(f"  bare Textual app: {ms(bare_times)}")
+    print(f"  ratio: {ratio:.2f}x (goal within 1.5x: {'met' if ratio <= 1.5 else 'NOT met'})")
+    print(f"  ccis-workbench to the first preview (catalog loaded, kickstart composed and shown): {ms(ready_times)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

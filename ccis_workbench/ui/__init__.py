@@ -1,0 +1,1 @@
+"""The terminal UI (Textual) over the core: compose, preview with provenance, diff, lint, profiles, review."""

@@ -1,0 +1,198 @@
+"""The CCIS Workbench terminal UI: `WorkbenchApp` and `run_app` (what `ccis-workbench` with no command runs).
+
+Blocking work (loading the catalog, composing, the review matrix, checking libvirt) runs in thread workers that
+post messages; handlers on the main thread update widgets. The host capabilities object is passed in, so tests
+and the screenshot script decide what the status line reports.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from textual import on, work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from ccis_workbench.ui.capabilities import Capabilities, HostStatus, LocalCapabilities
+from ccis_workbench.ui.messages import HostChecked
+from ccis_workbench.ui.modals import HelpScreen
+from ccis_workbench.ui.screens.compose import ComposeScreen
+
+#: When set, the app writes time.time() to this file at its first frame and exits (benchmarks/bench_tui.py).
+FIRST_FRAME_ENV = "CCIS_WORKBENCH_FIRST_FRAME_FILE"
+#: When set, the app writes time.time() to this file when the first preview is shown and exits.
+READY_ENV = "CCIS_WORKBENCH_READY_FILE"
+
+
+class WorkbenchApp(App[int]):
+    """Compose, preview, diff, lint and review kickstarts from the catalog."""
+
+    CSS_PATH = "workbench.tcss"
+    TITLE = "CCIS Workbench"
+    BINDINGS = [
+        Binding("question_mark,f1", "help", "Help", id="app.help", tooltip="Keys and the flow"),
+        Binding("ctrl+t", "toggle_theme", "Theme", show=False, id="app.theme"),
+        Binding("q", "quit", "Quit", id="app.quit"),
+    ]
+
+    host_status: reactive[HostStatus] = reactive(HostStatus("qemu:///system", None, "checking…", "tcg"),
+                                                 init=False)
+    """The libvirt connection and accelerator as last checked (shown in the status line)."""
+
+    def __init__(self, catalog_root: str | Path | None = None, *, capabilities: Capabilities | None = None,
+                 profile: str | None = None, theme: str | None = None) -> None:
+        super().__init__()
+        self.catalog_root = catalog_root
+        self.capabilities = capabilities or LocalCapabilities()
+        self.initial_profile = profile
+        self.set_reactive(WorkbenchApp.host_status, self.capabilities.initial_status())
+        if theme:
+            self.theme = theme
+
+    def on_mount(self) -> None:
+        self.push_screen(ComposeScreen(self.initial_profile))
+        self.call_after_refresh(self.check_host)
+
+    def first_frame_drawn(self) -> bool:
+        """Called by the compose screen after its first frame; True when the benchmark asked to exit there."""
+        if not os.environ.get(FIRST_FRAME_ENV):
+            return False
+        Path(os.environ[FIRST_FRAME_ENV]).write_text(repr(time.time()))
+        self.exit(0)
+        return True
+
+    def preview_ready(self) -> None:
+        """Called when a preview is shown; exits when the benchmark asked for the time to the first one."""
+        if os.environ.get(READY_ENV):
+            Path(os.environ[READY_ENV]).write_text(repr(time.time()))
+            self.exit(0)
+
+    @property
+    def compose_screen(self) -> ComposeScreen:
+        """The compose screen (always at the bottom of the stack)."""
+        return next(s for s in self.screen_stack if isinstance(s, ComposeScreen))
+
+    # -- host check ----------------------------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="host", description="check the libvirt host")
+    def check_host(self) -> None:
+        self.post_message(HostChecked(self.capabilities.check_host()))
+
+    @on(HostChecked)
+    def _host_checked(self, message: HostChecked) -> None:
+        self.host_status = message.status
+
+    def watch_host_status(self) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, ComposeScreen):
+                screen.update_status()
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        """One place that turns an unexpected worker error into a notification (the app stays up)."""
+        if event.state == WorkerState.ERROR:
+            error = event.worker.error
+            self.notify(f"{type(error).__name__}: {error}", title=f"{event.worker.description or 'work'} failed",
+                        severity="error", timeout=10)
+
+    # -- navigation ----------------------------------------------------------------------------------------------
+
+    def open_review(self, overlay: str | None = None) -> None:
+        """Show the review matrix for *overlay* (default: the first overlay)."""
+        from ccis_workbench.ui.screens.review import ReviewScreen
+
+        compose = self.compose_screen
+        if compose.workbench is None:
+            self.notify("the catalog is not loaded yet", title="Review unavailable", severity="warning")
+            return
+        if not compose.workbench.catalog.overlays:
+            self.notify("the catalog has no overlays to review", title="Review unavailable", severity="warning")
+            return
+        self.push_screen(ReviewScreen(compose.workbench, overlay))
+
+    def open_in_compose(self, release: str, target: str, overlays: list[str]) -> None:
+        """Leave review mode with this release + target + overlays in the compose view."""
+        from ccis_workbench.ui.engine import Choice
+
+        while not isinstance(self.screen, ComposeScreen):
+            self.pop_screen()
+        compose = self.compose_screen
+        variables = {}
+        if compose.choice is not None:
+            variables = {k: v for k, v in compose.choice.variables.items() if k != "arch"}
+        compose.set_choice(Choice(release, target, list(overlays), variables))
+        compose.action_show_tab("preview")
+
+    # -- actions ---------------------------------------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+
+    def watch_theme(self) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, ComposeScreen) and screen.is_mounted and screen.choice is not None:
+                screen.show_profile()
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The palette: commands for the current state, titles namespaced ("view: …", "profile: …")."""
+        yield from super().get_system_commands(screen)
+        compose = next((s for s in self.screen_stack if isinstance(s, ComposeScreen)), None)
+        if compose is None or compose.workbench is None:
+            yield SystemCommand("catalog: reload", "Reload the catalog from disk",
+                                lambda: compose.action_reload() if compose else None)
+            return
+        from ccis_workbench.ui.engine import DIFF_MODES
+
+        c = compose
+        yield SystemCommand("help: keys and flow", "Show the help screen", self.action_help)
+        for tab, title in (("preview", "preview"), ("diff", "diff"), ("lint", "lint findings"),
+                           ("profile", "profile YAML")):
+            yield SystemCommand(f"view: {title}", f"Show the {title} tab", lambda t=tab: c.action_show_tab(t))
+        yield SystemCommand("view: toggle provenance", "Show which layer file:line produced each line",
+                            lambda: (c.action_show_tab("preview"), c.action_toggle_provenance()))
+        for key, title in DIFF_MODES:
+            if key == "file":
+                yield SystemCommand("diff: against a kickstart file…", "Choose a file to diff against",
+                                    c.action_diff_file)
+            else:
+                yield SystemCommand(f"diff: {title}", f"Diff the current kickstart {title}",
+                                    lambda k=key: c.set_diff_mode(k))
+        yield SystemCommand("profile: open…", "Open a saved profile", c.action_open_profile)
+        if c.analysis is not None and c.analysis.error is None:
+            yield SystemCommand("profile: save as new…", "Save the current choice as a new profile",
+                                c.action_save_profile)
+        if c.choice is not None:
+            for name, why in sorted(c.overlay_states.items()):
+                if name in c.choice.overlays:
+                    yield SystemCommand(f"overlay: remove {name}", f"Remove overlay {name} from the choice",
+                                        lambda n=name: c.toggle_overlay(n))
+                elif not why:
+                    yield SystemCommand(f"overlay: add {name}", f"Add overlay {name} to the choice",
+                                        lambda n=name: c.toggle_overlay(n))
+        for name in sorted(c.workbench.catalog.overlays):
+            yield SystemCommand(f"review: overlay {name}", f"Matrix of releases x targets for {name}",
+                                lambda n=name: self.open_review(n))
+        yield SystemCommand("catalog: reload", "Reload the catalog from disk (after fixing a file)",
+                            c.action_reload)
+        for action in ("build", "boot-test"):
+            reason = self.capabilities.build_unavailable(self.host_status, action)
+            yield SystemCommand(f"{action}: run" + (" (unavailable)" if reason else ""), reason or action,
+                                c.action_build if action == "build" else c.action_boot_test)
+        yield SystemCommand("host: check libvirt again", "Re-check the libvirt connection", self.check_host)
+
+
+def run_app(catalog_root: str | None = None) -> int:
+    """Run the TUI on the catalog at *catalog_root* (default: $CCIS_WORKBENCH_ROOT or this checkout)."""
+    app = WorkbenchApp(catalog_root, capabilities=LocalCapabilities())
+    result = app.run()
+    return int(result or 0)

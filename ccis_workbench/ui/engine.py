@@ -1,0 +1,442 @@
+"""The UI's view of the core: one choice -> composition, lint findings and a diff; overlay availability; the
+review matrix; saving profiles. Plain Python (no Textual), called from thread workers and tested directly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ccis_workbench.core.catalog import Catalog
+from ccis_workbench.core.compose import Composer, Composition, choice
+from ccis_workbench.core.errors import CatalogError, WorkbenchError
+from ccis_workbench.core.model import Profile
+from ccis_workbench.core.values import VARIABLES
+
+#: Diff modes, in the order the "cycle" key walks them: (key, title).
+DIFF_MODES: tuple[tuple[str, str], ...] = (
+    ("baseline", "against the release baseline"),
+    ("target", "against the target alone (no overlays, default variables)"),
+    ("profile", "against the saved profile"),
+    ("file", "against a kickstart file"),
+)
+#: The variables the chooser edits, in display order.
+EDITED_VARIABLES = ("arch", "disk_size", "timezone", "locale", "hostname", "extra_packages")
+
+
+@dataclass
+class Choice:
+    """What the user has picked: release, target, overlays (in order), variables and the profile it came from."""
+
+    release: str
+    target: str
+    overlays: list[str] = field(default_factory=list)
+    variables: dict[str, Any] = field(default_factory=dict)
+    base: Profile | None = None  # the profile opened, if any (kept: description, kickstart block, checks)
+
+    @property
+    def name(self) -> str:
+        return self.base.name if self.base else f"{self.release}-{self.target}"
+
+    @property
+    def modified(self) -> bool:
+        """True when the choice differs from the profile it was opened from."""
+        b = self.base
+        return b is not None and (b.release, b.target, list(b.overlays), dict(b.variables)) != (
+            self.release, self.target, list(self.overlays), dict(self.variables))
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.release, self.target, tuple(self.overlays),
+                tuple(sorted((k, repr(v)) for k, v in self.variables.items())),
+                self.base.source if self.base else None)
+
+    def to_profile(self) -> Profile:
+        """An ad-hoc profile for the core (errors name '<choice>' unless a kickstart block comes from a file)."""
+        if self.base is None:
+            return choice(self.release, self.target, self.overlays, self.variables, name=self.name)
+        keep_source = self.base.source if self.base.kickstart else None
+        return replace(self.base, release=self.release, target=self.target, overlays=list(self.overlays),
+                       variables=dict(self.variables), source=keep_source, lines={})
+
+    @classmethod
+    def from_profile(cls, profile: Profile) -> Choice:
+        return cls(profile.release, profile.target, list(profile.overlays), dict(profile.variables), profile)
+
+
+@dataclass
+class DiffResult:
+    """The diff shown in the Diff tab, or why there is none."""
+
+    mode: str
+    label: str
+    diff: Any = None  # core.diff.KickstartDiff
+    error: str = ""
+
+
+@dataclass
+class Analysis:
+    """Everything the compose screen shows for one choice."""
+
+    key: tuple[Any, ...]
+    composition: Composition | None = None
+    error: WorkbenchError | None = None
+    findings: list[Any] | None = None
+    lint_error: str = ""
+    diff: DiffResult | None = None
+    elapsed_ms: float = 0.0
+    complete: bool = False  # False: composed only (lint and diff follow)
+
+
+@dataclass
+class ReviewCell:
+    """One release x target cell of the review matrix for an overlay."""
+
+    release: str
+    target: str
+    applicable: bool
+    reason: str = ""
+    errors: int = 0
+    warnings: int = 0
+    lint_note: str = ""
+    diff_lines: int = 0
+    overlays: list[str] = field(default_factory=list)
+
+    def lint_status(self) -> str:
+        if not self.applicable:
+            return "—"
+        if self.lint_note:
+            return self.lint_note
+        if self.errors:
+            return f"{self.errors} error{'s' * (self.errors != 1)}"
+        if self.warnings:
+            return f"{self.warnings} warning{'s' * (self.warnings != 1)}"
+        return "clean"
+
+
+def optional_module(name: str) -> Any | None:
+    """Import a core module written by another feature; None while it does not exist yet."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:
+            return None
+        raise
+
+
+def parse_list(text: str) -> list[str]:
+    """'a, b c' -> ['a', 'b', 'c'] (the chooser's list inputs)."""
+    return [t for t in re.split(r"[,\s]+", text.strip()) if t]
+
+
+class Workbench:
+    """A loaded catalog with its composer and caches. Reload by making a new one."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.catalog = Catalog.load(root)
+        self.root = self.catalog.root
+        self.composer = Composer(self.catalog)
+        self._review_composer: Composer | None = None
+        self._cache: dict[tuple[Any, ...], Composition] = {}
+
+    def clear_cache(self) -> None:
+        """Forget composed results (the benchmark measures uncached compositions)."""
+        self._cache.clear()
+
+    # -- the choice --------------------------------------------------------------------------------------------
+
+    def default_choice(self) -> Choice:
+        """The first profile if there is one, else the first release with the first target that supports it."""
+        names = self.catalog.profile_names()
+        for name in names:
+            try:
+                return Choice.from_profile(self.catalog.load_profile(name))
+            except WorkbenchError:
+                continue
+        release = next(iter(self.catalog.releases), "")
+        target = next((t.name for t in self.catalog.targets.values() if release in t.releases),
+                      next(iter(self.catalog.targets), ""))
+        return Choice(release, target)
+
+    def targets_for(self, release: str) -> dict[str, str]:
+        """Every target -> '' when it supports *release*, else the reason it does not."""
+        out = {}
+        for name, t in sorted(self.catalog.targets.items()):
+            out[name] = "" if release in t.releases else f"does not support {release}"
+        return out
+
+    def overlay_states(self, ch: Choice) -> dict[str, str]:
+        """Every overlay -> '' when it can be added to (or is in) the choice, else the reason it cannot."""
+        out: dict[str, str] = {}
+        arch = ch.variables.get("arch", VARIABLES["arch"].default)
+        for name in sorted(self.catalog.overlays):
+            if name in ch.overlays:
+                out[name] = ""
+                continue
+            why = self._metadata_reason(ch, name, arch)
+            if not why:
+                trial = choice(ch.release, ch.target, [*ch.overlays, name], {"arch": arch})
+                try:
+                    self.composer.resolve(trial)
+                except WorkbenchError as exc:
+                    why = _short_reason(exc)
+            out[name] = why
+        return out
+
+    def _metadata_reason(self, ch: Choice, name: str, arch: str) -> str:
+        """A short reason from the overlay's metadata (it fits the chooser's width), or ''."""
+        o = self.catalog.overlays[name]
+        if ch.release not in o.releases:
+            return f"not for {ch.release}"
+        if not o.applies_to(ch.target):
+            return f"not for {ch.target}"
+        if arch not in o.arches:
+            return f"not for {arch}"
+        for other in ch.overlays:
+            other_o = self.catalog.overlays.get(other)
+            if other in o.conflicts or (other_o is not None and name in other_o.conflicts):
+                return f"conflicts with {other}"
+        missing = [r for r in o.requires if r not in ch.overlays]
+        if missing:
+            return f"needs {', '.join(missing)} first"
+        return ""
+
+    def drop_inapplicable(self, ch: Choice) -> list[tuple[str, str]]:
+        """Remove overlays that no longer apply (after a release/target change); return (name, reason) dropped."""
+        dropped = []
+        kept: list[str] = []
+        arch = ch.variables.get("arch", VARIABLES["arch"].default)
+        for name in ch.overlays:
+            try:
+                self.composer.resolve(choice(ch.release, ch.target, [*kept, name], {"arch": arch}))
+                kept.append(name)
+            except WorkbenchError as exc:
+                dropped.append((name, _short_reason(exc)))
+        ch.overlays = kept
+        return dropped
+
+    # -- analysis ----------------------------------------------------------------------------------------------
+
+    def compose(self, ch: Choice) -> Composition:
+        key = ch.key()
+        comp = self._cache.get(key)
+        if comp is None:
+            comp = self.composer.compose(ch.to_profile())
+            if len(self._cache) > 64:
+                self._cache.clear()
+            self._cache[key] = comp
+        return comp
+
+    def analyse(self, ch: Choice, diff_mode: str = "baseline", diff_file: str | None = None,
+                saved_profile: str | None = None) -> Analysis:
+        """Compose the choice, lint it and diff it; never raises for bad input (the error is in the result)."""
+        first = self.preview(ch)
+        return self.complete(first, ch, diff_mode, diff_file, saved_profile) if first.composition else first
+
+    def preview(self, ch: Choice) -> Analysis:
+        """Only compose (what the preview needs first); the error, if any, is in the result."""
+        started = time.perf_counter()
+        result = Analysis(key=ch.key())
+        try:
+            result.composition = self.compose(ch)
+        except WorkbenchError as exc:
+            result.error = exc
+        result.elapsed_ms = (time.perf_counter() - started) * 1000
+        return result
+
+    def complete(self, first: Analysis, ch: Choice, diff_mode: str = "baseline", diff_file: str | None = None,
+                 saved_profile: str | None = None) -> Analysis:
+        """A copy of *first* with lint findings and the diff added."""
+        started = time.perf_counter()
+        result = replace(first, complete=True)
+        if first.composition is not None:
+            result.findings, result.lint_error = self.lint(first.composition)
+            result.diff = self.diff(first.composition, ch, diff_mode, diff_file, saved_profile)
+        result.elapsed_ms = first.elapsed_ms + (time.perf_counter() - started) * 1000
+        return result
+
+    def lint(self, comp: Composition) -> tuple[list[Any] | None, str]:
+        lint = optional_module("ccis_workbench.core.lint")
+        if lint is None:
+            return None, "lint is not available yet (ccis_workbench.core.lint is missing)"
+        try:
+            return list(lint.lint_composition(comp)), ""
+        except WorkbenchError as exc:
+            return None, str(exc)
+
+    def diff(self, comp: Composition, ch: Choice, mode: str, diff_file: str | None,
+             saved_profile: str | None) -> DiffResult:
+        diff = optional_module("ccis_workbench.core.diff")
+        title = dict(DIFF_MODES).get(mode, mode)
+        if diff is None:
+            return DiffResult(mode, title, error="diff is not available yet (ccis_workbench.core.diff is missing)")
+        try:
+            if mode == "baseline":
+                base = "\n".join(sl.text for sl in comp.layers[0].lines) + "\n"
+                label = f"baseline {comp.release.name} ({comp.release.baseline})"
+                return DiffResult(mode, label, diff.diff_texts(base, comp.text, comp.version, label, ch.name))
+            if mode == "target":
+                other = self.compose(Choice(ch.release, ch.target, [], {"arch": comp.variables["arch"]}))
+                label = f"{ch.release} + {ch.target} (no overlays, default variables)"
+                return DiffResult(mode, label, diff.diff_compositions(other, comp))
+            if mode == "profile":
+                if not saved_profile:
+                    return DiffResult(mode, title, error="no saved profile is open: open one (o) or save this "
+                                                         "choice (s) first")
+                saved = self.composer.compose(self.catalog.load_profile(saved_profile))
+                label = f"saved profile {saved.profile.source or saved_profile}"
+                return DiffResult(mode, label, diff.diff_compositions(saved, comp))
+            if mode == "file":
+                if not diff_file:
+                    return DiffResult(mode, title, error="no kickstart file chosen: press f to choose one")
+                from ccis_workbench.core.textfile import read_text
+
+                text = read_text(Path(diff_file), what="kickstart")
+                return DiffResult(mode, f"file {diff_file}",
+                                  diff.diff_texts(text, comp.text, comp.version, diff_file, ch.name))
+            return DiffResult(mode, title, error=f"unknown diff mode {mode!r}")
+        except WorkbenchError as exc:
+            return DiffResult(mode, title, error=str(exc))
+        except OSError as exc:
+            return DiffResult(mode, title, error=f"{diff_file}: {exc.strerror or exc}")
+
+    # -- review ------------------------------------------------------------------------------------------------
+
+    def review(self, overlay: str) -> Iterator[ReviewCell]:
+        """Every release x target cell for *overlay* (with the overlays it requires listed first)."""
+        if self._review_composer is None:
+            self._review_composer = Composer(self.catalog)
+        comp = self._review_composer
+        lint = optional_module("ccis_workbench.core.lint")
+        diff = optional_module("ccis_workbench.core.diff")
+        wanted = _with_requires(self.catalog, overlay)
+        for release in self.catalog.releases:
+            for target in sorted(self.catalog.targets):
+                cell = ReviewCell(release, target, False, overlays=wanted)
+                try:
+                    with_overlay = comp.compose(choice(release, target, wanted))
+                except WorkbenchError as exc:
+                    cell.reason = _short_reason(exc)
+                    yield cell
+                    continue
+                cell.applicable = True
+                if lint is None:
+                    cell.lint_note = "lint n/a"
+                else:
+                    findings = [f for f in lint.lint_composition(with_overlay) if not getattr(f, "waived", None)]
+                    cell.errors = sum(1 for f in findings if f.severity == "error")
+                    cell.warnings = sum(1 for f in findings if f.severity == "warning")
+                try:
+                    without = comp.compose(choice(release, target, [o for o in wanted if o != overlay]))
+                    if diff is not None:
+                        unified = diff.diff_compositions(without, with_overlay).unified
+                    else:
+                        unified = _plain_unified(without.text, with_overlay.text)
+                    cell.diff_lines = sum(1 for ln in unified.splitlines()
+                                          if ln[:1] in "+-" and not ln.startswith(("+++", "---")))
+                except WorkbenchError as exc:
+                    cell.lint_note = f"base fails: {_short_reason(exc)}"
+                yield cell
+
+    # -- profiles ----------------------------------------------------------------------------------------------
+
+    def profile_yaml(self, ch: Choice, name: str | None = None, description: str | None = None) -> str:
+        """The YAML that saving this choice writes."""
+        data: dict[str, Any] = {"name": name or ch.name}
+        desc = description if description is not None else (ch.base.description if ch.base else "")
+        if desc:
+            data["description"] = desc
+        data["release"] = ch.release
+        data["target"] = ch.target
+        data["overlays"] = list(ch.overlays)
+        data["variables"] = {k: _plain(v) for k, v in ch.variables.items() if v not in (None, "", [])}
+        if ch.base and ch.base.kickstart:
+            data["kickstart"] = ch.base.kickstart
+        if ch.base and ch.base.source:
+            raw = _raw_yaml(self.root / ch.base.source)
+            if raw.get("checks"):
+                data["checks"] = _plain(raw["checks"])
+        return yaml.dump(data, Dumper=_ProfileDumper, sort_keys=False, default_flow_style=False, allow_unicode=True,
+                         width=100)
+
+    def validate_new_profile(self, ch: Choice, name: str, description: str = "") -> tuple[Path, str]:
+        """Check the name and the content; return (path, yaml). Raises WorkbenchError."""
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name or ""):
+            raise CatalogError("Invalid profile name", f"{name!r} is not a valid profile name",
+                               hint="lower-case letters, digits and hyphens, starting with a letter or digit")
+        text = self.profile_yaml(ch, name, description)
+        path = self.root / "profiles" / f"{name}.yaml"
+        profile = self.catalog.parse_profile_text(text, self.catalog.rel(path))
+        self.composer.compose(profile)
+        return path, text
+
+    def save_profile(self, path: Path, text: str) -> None:
+        """Write the profile atomically (the caller asked before overwriting)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+
+
+class _ProfileDumper(yaml.SafeDumper):
+    """SafeDumper that writes multi-line strings (the kickstart block) as literal `|` blocks."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_ProfileDumper.add_representer(str, _str_representer)
+
+
+def _plain(value: Any) -> Any:
+    """Plain lists/dicts/scalars for yaml.safe_dump (the catalog's YAML loader returns line-aware subclasses)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return str(value)
+
+
+def _raw_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _with_requires(catalog: Catalog, name: str, seen: tuple[str, ...] = ()) -> list[str]:
+    """*name* preceded by what it requires (depth first), without repeats."""
+    out: list[str] = []
+    overlay = catalog.overlays.get(name)
+    for req in overlay.requires if overlay else []:
+        if req not in seen:
+            for n in _with_requires(catalog, req, (*seen, name)):
+                if n not in out:
+                    out.append(n)
+    out.append(name)
+    return out
+
+
+def _short_reason(exc: WorkbenchError) -> str:
+    return exc.message
+
+
+def _plain_unified(a: str, b: str) -> str:
+    import difflib
+
+    return "\n".join(difflib.unified_diff(a.splitlines(), b.splitlines(), lineterm=""))

@@ -1,0 +1,1 @@
+"""The workbench's screens: compose (the main one) and review."""
