@@ -282,8 +282,8 @@ class Catalog:
                                        ("exclude_targets", o.exclude_targets, self.targets)):
                 for n in names:
                     if n not in table:
-                        raise CatalogError("Unknown name", f"{kind}: {n!r} is not a known "
-                                           f"{'overlay' if kind in ('requires', 'conflicts') else 'target'}", file=o.source)
+                        noun = "overlay" if kind in ("requires", "conflicts") else "target"
+                        raise CatalogError("Unknown name", f"{kind}: {n!r} is not a known {noun}", file=o.source)
 
     # -- profiles -------------------------------------------------------------------------------------------
 
