@@ -37,3 +37,14 @@ def test_render_command_does_not_import_ui_or_libvirt() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def test_import_linter_contract_is_kept() -> None:
+    """The same rule, statically, over every import in the package (pyproject.toml [tool.importlinter])."""
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("lint-imports")
+    res = subprocess.run([str(exe)], capture_output=True, text=True, check=False,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "1 kept, 0 broken" in res.stdout

@@ -1,0 +1,576 @@
+"""Propose a profile upstream: the evidence for its exact kickstart, SIG naming, commit message and PR text.
+
+Pure: no git here (ccis_workbench/gitops.py does git). Evidence is tied to the kickstart by the sha256 of the
+rendered text (`Composition.text`, UTF-8). Lint and the diff against the baseline are computed now, so they
+always match; a build manifest (+ CHECKSUM) and a boot-test report come from an artifacts folder and match only
+when their `kickstart_sha256` equals this kickstart's. Evidence that is missing or refers to another kickstart
+(stale) is reported as such, never copied into the proposal as if it matched, and the caller decides.
+
+Naming follows the SIG's published kickstarts: `CentOS-<release>-<arch>-<target>-<tag>.ks` where <release> is
+spelled as in CentOS-Stream-9 / CentOS-7 (so CentOS-Stream-9-x86_64-openstack-20261126.ks).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ccis_workbench import __version__
+from ccis_workbench.core.errors import WorkbenchError
+
+#: Key every build manifest and boot-test report carries: sha256 of the kickstart text they were made from.
+KICKSTART_SHA_KEY = "kickstart_sha256"
+#: Where a profile's proposal lives in the repository.
+PROPOSALS_DIR = "proposals"
+MANIFEST_NAME = "manifest.json"
+CHECKSUM_NAME = "CHECKSUM"
+#: File names a boot-test report may have in an artifacts folder (first match wins; else any *.json with
+#: kickstart_sha256 that looks like a test report).
+BOOT_TEST_NAMES = ("boot-test.json", "boot-test-report.json", "boottest.json", "test-report.json", "report.json")
+
+TAG_RX = re.compile(r"[0-9A-Za-z][0-9A-Za-z._]{0,63}")
+_CHECKSUM_RX = re.compile(r"^SHA256 \((?P<file>[^)]+)\) = (?P<hex>[0-9a-fA-F]{64})$")
+
+#: Evidence statuses. Only "missing" and "stale" need the user's explicit consent (--allow-missing).
+OK, FAILING, STALE, MISSING = "ok", "failing", "stale", "missing"
+
+
+def sha256_text(text: str) -> str:
+    """sha256 hex digest of *text* encoded as UTF-8 (how every kickstart sha256 in the workbench is taken)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    """sha256 hex digest of *data*."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file, read in chunks (images can be large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- naming ----------------------------------------------------------------------------------------------------
+
+def release_spelling(release_name: str) -> str:
+    """How the SIG spells a release in file names: centos-stream-9 -> 'Stream-9', centos-7 -> '7'."""
+    m = re.fullmatch(r"centos-(stream-)?(\d+)", release_name)
+    if not m:
+        raise WorkbenchError("Unknown release", f"cannot name a kickstart for release {release_name!r}",
+                             hint="release names look like centos-stream-9 or centos-7")
+    return f"Stream-{m.group(2)}" if m.group(1) else m.group(2)
+
+
+def release_major(release_name: str) -> int:
+    """The major version of a release name: centos-stream-10 -> 10."""
+    m = re.fullmatch(r"centos-(?:stream-)?(\d+)", release_name)
+    if not m:
+        raise WorkbenchError("Unknown release", f"no major version in release {release_name!r}")
+    return int(m.group(1))
+
+
+def default_tag(today: _dt.date | None = None) -> str:
+    """The default tag: the date as YYYYMMDD (UTC today when not given)."""
+    day = today or _dt.datetime.now(_dt.UTC).date()
+    return day.strftime("%Y%m%d")
+
+
+def check_tag(tag: str) -> str:
+    """A tag goes into file names and koji's NVR: letters, digits, dots and underscores, no dash."""
+    if not TAG_RX.fullmatch(tag):
+        raise WorkbenchError("Bad tag", f"tag {tag!r} is not usable in a file name or a koji release",
+                             hint="use letters, digits, '.' and '_' (no '-'), e.g. 20261126 or 20261126.1")
+    return tag
+
+
+def kickstart_name(release_name: str, arch: str, target: str, tag: str) -> str:
+    """`CentOS-<release>-<arch>-<target>-<tag>.ks`, e.g. CentOS-Stream-9-x86_64-openstack-20261126.ks."""
+    return f"CentOS-{release_spelling(release_name)}-{arch}-{target}-{check_tag(tag)}.ks"
+
+
+def default_branch(profile_name: str) -> str:
+    """The branch a proposal goes to unless --branch says otherwise: propose/<profile>."""
+    return f"propose/{profile_name}"
+
+
+# -- evidence --------------------------------------------------------------------------------------------------
+
+@dataclass
+class EvidenceItem:
+    """One piece of evidence and whether it holds for this exact kickstart.
+
+    status: ok | failing (real and matching, but it reports problems) | stale (made from another kickstart)
+    | missing. *file* is its name inside proposals/<profile>/ when it is part of the proposal (never for
+    stale or missing evidence); *sha256* is that file's sha256.
+    """
+
+    kind: str  # lint | diff | manifest | checksum | boot-test
+    title: str
+    status: str
+    detail: str
+    file: str | None = None
+    sha256: str | None = None
+    source: str | None = None  # where it was read from
+    kickstart_sha256: str | None = None  # the kickstart it refers to (None when not applicable)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return {"kind": self.kind, "title": self.title, "status": self.status, "detail": self.detail,
+                "file": self.file, "sha256": self.sha256, "source": self.source,
+                "kickstart_sha256": self.kickstart_sha256}
+
+
+@dataclass
+class Evidence:
+    """Every evidence item plus the files that go into proposals/<profile>/ (name -> bytes)."""
+
+    kickstart_sha256: str
+    items: list[EvidenceItem]
+    files: dict[str, bytes] = field(default_factory=dict)
+    diff_summary: list[str] = field(default_factory=list)  # the semantic summary against the baseline
+    accepted: dict[str, str] = field(default_factory=dict)  # sha256 -> form of this kickstart it names
+
+    def __post_init__(self) -> None:
+        self.accepted.setdefault(self.kickstart_sha256, "this kickstart")
+
+    def unmet(self) -> list[EvidenceItem]:
+        """Missing or stale items: these need the user's explicit consent."""
+        return [i for i in self.items if i.status in (STALE, MISSING)]
+
+    def add_file(self, item: EvidenceItem, name: str, data: bytes) -> None:
+        """Put *data* into the proposal as *name* and record its sha256 on *item*."""
+        self.files[name] = data
+        item.file = name
+        item.sha256 = sha256_bytes(data)
+
+
+def _json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=False, default=str) + "\n").encode("utf-8")
+
+
+def lint_evidence(findings: list[Any], kickstart_sha: str, subject: str, backend: str) -> tuple[EvidenceItem, bytes]:
+    """The lint report as evidence: ok when no unwaived error or warning remains, else failing."""
+    counts = {s: sum(1 for f in findings if f.severity == s and not f.waived) for s in ("error", "warning", "info")}
+    waived = sum(1 for f in findings if f.waived)
+    status = FAILING if counts["error"] or counts["warning"] else OK
+    detail = f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} note(s)" + \
+        (f", {waived} waived" if waived else "") + f" (backend {backend})"
+    report = {"subject": subject, KICKSTART_SHA_KEY: kickstart_sha, "backend": backend, "counts": counts,
+              "waived": waived, "findings": [f.to_dict() for f in findings]}
+    item = EvidenceItem("lint", "Lint report", status, detail, kickstart_sha256=kickstart_sha)
+    return item, _json_bytes(report)
+
+
+def diff_evidence(diff: Any, kickstart_sha: str, baseline_sha: str) -> tuple[EvidenceItem, bytes]:
+    """The diff against the baseline as a JSON report: semantic summary, semantic details and the unified diff."""
+    summary = diff.semantic.summary_lines()
+    report = {KICKSTART_SHA_KEY: kickstart_sha, "baseline_sha256": baseline_sha, "a_label": diff.a_label,
+              "b_label": diff.b_label, "summary": summary, "semantic": diff.semantic.to_dict(),
+              "unified": diff.unified}
+    n = len(summary)
+    detail = f"{n} semantic change(s) against {diff.a_label}" if n else f"no semantic change against {diff.a_label}"
+    item = EvidenceItem("diff", "Diff against the baseline", OK, detail, kickstart_sha256=kickstart_sha)
+    return item, _json_bytes(report)
+
+
+def _read_json(path: Path) -> tuple[Any, bytes]:
+    data = path.read_bytes()
+    try:
+        return json.loads(data.decode("utf-8")), data
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        line = getattr(exc, "lineno", 0)
+        raise WorkbenchError("Bad evidence file", f"not valid JSON: {exc}", file=str(path), line=line,
+                             hint="evidence files are written by `ccis-workbench build` and `test`") from None
+
+
+def parse_checksum(text: str, filename: str = CHECKSUM_NAME) -> dict[str, str]:
+    """Parse a CentOS-style CHECKSUM file (`SHA256 (file) = hex` lines; '#' comments and blanks ignored)."""
+    out: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), start=1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        m = _CHECKSUM_RX.match(s)
+        if not m:
+            raise WorkbenchError("Bad CHECKSUM file", f"line is not `SHA256 (file) = hex`: {s[:80]!r}",
+                                 file=filename, line=n)
+        out[m.group("file")] = m.group("hex").lower()
+    return out
+
+
+def _find_boot_test(artifacts: Path) -> Path | None:
+    """A boot-test report in an artifacts folder: a known name, else the newest boot-test-*/report.json that
+    `ccis-workbench test` writes beside a build, else a *.json whose name says test."""
+    for name in BOOT_TEST_NAMES:
+        if (artifacts / name).is_file():
+            return artifacts / name
+    runs = sorted((p for p in artifacts.glob("boot-test*/report.json") if p.is_file()),
+                  key=lambda p: (p.stat().st_mtime, str(p)))
+    if runs:
+        return runs[-1]
+    for path in sorted(artifacts.glob("*.json")):
+        if path.name != MANIFEST_NAME and "test" in path.name.lower():
+            return path
+    return None
+
+
+def _boot_test_summary(report: Any) -> tuple[bool | None, str]:
+    """(passed?, one line) from a boot-test report, reading the common field spellings; None when unknown."""
+    if not isinstance(report, dict):
+        return None, "unreadable report"
+    for key in ("passed", "ok", "success"):
+        if isinstance(report.get(key), bool):
+            verdict: bool | None = report[key]
+            break
+    else:
+        status = str(report.get("status") or report.get("result") or report.get("verdict") or "").lower()
+        verdict = True if status in ("passed", "pass", "ok", "success") else \
+            False if status in ("failed", "fail", "error", "failure") else None
+    checks = report.get("checks") or report.get("results")
+    counted = ""
+    if isinstance(checks, list) and checks:
+        def passed(c: Any) -> bool:
+            if not isinstance(c, dict):
+                return False
+            if isinstance(c.get("passed"), bool):
+                return bool(c["passed"])
+            return str(c.get("status") or c.get("result") or "").lower() in ("passed", "pass", "ok", "success")
+        good = sum(1 for c in checks if passed(c))
+        counted = f"{good}/{len(checks)} check(s) passed"
+        if verdict is None:
+            verdict = good == len(checks)
+    word = {True: "passed", False: "FAILED", None: "verdict unknown"}[verdict]
+    return verdict, f"{word}" + (f", {counted}" if counted else "")
+
+
+def _matches(ev: Evidence, got: Any) -> str | None:
+    """Which of this kickstart's forms *got* (a sha256 from a file) names, or None."""
+    return ev.accepted.get(got) if isinstance(got, str) else None
+
+
+def _stale_detail(got: Any) -> str:
+    return f"made from kickstart sha256 {got}, not this one" if got else f"has no {KICKSTART_SHA_KEY} field"
+
+
+def artifact_evidence(ev: Evidence, artifacts: Path | None, boot_test: Path | None = None) -> None:
+    """Add the build manifest, CHECKSUM and boot-test report from *artifacts* (and/or *boot_test*) to *ev*.
+
+    Each is ok (and copied into the proposal) only when it is tied to this kickstart: its kickstart_sha256 is
+    one of `ev.accepted`, or (a boot-test report without that field) the image it tested is an artifact listed
+    in the CHECKSUM of a build whose manifest matches. Otherwise it is stale (not copied; both sha256s shown)
+    or missing.
+    """
+    where = "no artifacts folder given (--artifacts DIR)"
+    manifest_item = EvidenceItem("manifest", "Build manifest", MISSING, where)
+    checksum_item = EvidenceItem("checksum", "Artifact checksums (CHECKSUM)", MISSING, where)
+    boot_item = EvidenceItem("boot-test", "Boot-test report", MISSING,
+                             "no boot-test report (--artifacts DIR or --boot-test FILE)")
+    sums: dict[str, str] = {}
+    if artifacts is not None:
+        if not artifacts.is_dir():
+            raise WorkbenchError("Artifacts not found", "not a folder", file=str(artifacts),
+                                 hint="give the folder a build wrote (it holds manifest.json and CHECKSUM)")
+        manifest_path = artifacts / MANIFEST_NAME
+        if manifest_path.is_file():
+            manifest, data = _read_json(manifest_path)
+            got = manifest.get(KICKSTART_SHA_KEY) if isinstance(manifest, dict) else None
+            manifest_item.source = str(manifest_path)
+            manifest_item.kickstart_sha256 = got
+            form = _matches(ev, got)
+            if form:
+                manifest_item.status = OK
+                arts = manifest.get("artifacts") or manifest.get("formats") or []
+                manifest_item.detail = f"build of {form}" + (f", {len(arts)} artifact(s)" if arts else "")
+                ev.add_file(manifest_item, MANIFEST_NAME, data)
+            else:
+                manifest_item.status = STALE
+                manifest_item.detail = _stale_detail(got)
+        else:
+            manifest_item.detail = f"no {MANIFEST_NAME} in {artifacts}"
+        checksum_path = artifacts / CHECKSUM_NAME
+        if checksum_path.is_file():
+            text = checksum_path.read_text(encoding="utf-8", errors="replace")
+            sums = parse_checksum(text, str(checksum_path))
+            checksum_item.source = str(checksum_path)
+            checksum_item.kickstart_sha256 = manifest_item.kickstart_sha256
+            if manifest_item.status != OK:
+                checksum_item.status = manifest_item.status
+                checksum_item.detail = "belongs to a build whose manifest does not match this kickstart" \
+                    if manifest_item.status == STALE else "no manifest ties these checksums to this kickstart"
+                sums = {}
+            else:
+                bad = [name for name, hexd in sums.items()
+                       if (artifacts / name).is_file() and sha256_file(artifacts / name) != hexd]
+                absent = [name for name in sums if not (artifacts / name).is_file()]
+                if bad:
+                    checksum_item.status = FAILING
+                    checksum_item.detail = f"{len(bad)} file(s) do not match their checksum: {', '.join(bad)}"
+                    sums = {}
+                else:
+                    checksum_item.status = OK
+                    checksum_item.detail = f"{len(sums)} file(s), {len(sums) - len(absent)} verified here" + \
+                        (f", {len(absent)} not present to verify" if absent else "")
+                ev.add_file(checksum_item, CHECKSUM_NAME, text.encode("utf-8"))
+        else:
+            checksum_item.detail = f"no {CHECKSUM_NAME} in {artifacts}"
+        if boot_test is None:
+            boot_test = _find_boot_test(artifacts)
+            if boot_test is None:
+                boot_item.detail = f"no boot-test report in {artifacts}"
+    if boot_test is not None:
+        if not boot_test.is_file():
+            raise WorkbenchError("Boot-test report not found", "no such file", file=str(boot_test))
+        report, data = _read_json(boot_test)
+        got = report.get(KICKSTART_SHA_KEY) if isinstance(report, dict) else None
+        boot_item.source = str(boot_test)
+        boot_item.kickstart_sha256 = got
+        form = _matches(ev, got)
+        tie = ""
+        if got is None and isinstance(report, dict) and report.get("image") and artifacts is not None:
+            image = Path(str(report["image"]))
+            image = image if image.is_absolute() else boot_test.parent / image
+            if image.resolve().parent == artifacts.resolve() and image.name in sums:
+                form = "this kickstart's build"
+                tie = f"; tied through image {image.name} (in the matching build's CHECKSUM)"
+        if form:
+            verdict, line = _boot_test_summary(report)
+            boot_item.status = FAILING if verdict is False else OK
+            boot_item.detail = line + tie
+            ev.add_file(boot_item, "boot-test.json", data)
+        else:
+            boot_item.status = STALE
+            boot_item.detail = _stale_detail(got) if got else \
+                f"has no {KICKSTART_SHA_KEY} field and its image is not an artifact of a matching build"
+    ev.items.extend([manifest_item, checksum_item, boot_item])
+
+
+def accepted_kickstarts(comp: Any) -> dict[str, str]:
+    """sha256 -> description of every form of this kickstart a build may have recorded: the composed text, and
+    for a rootfs-tar target the build's text with the export %post the plan appends (core/plan.py)."""
+    text = comp.text
+    out = {sha256_text(text): "this kickstart"}
+    target = getattr(comp, "target", None)
+    if target is not None and "rootfs-tar" in (target.formats or []):
+        try:
+            from ccis_workbench.core.plan import ROOTFS_EXPORT_POST
+        except ImportError:
+            return out
+        out.setdefault(sha256_text(text.rstrip("\n") + "\n\n" + ROOTFS_EXPORT_POST),
+                       "this kickstart (+ the rootfs-tar export %post the build appends)")
+    return out
+
+
+def gather_evidence(comp: Any, baseline: Any, *, artifacts: Path | None = None, boot_test: Path | None = None,
+                    backend: str = "libvirt") -> Evidence:
+    """All evidence for *comp*'s exact kickstart: lint, diff against *baseline*, build and boot-test results."""
+    from ccis_workbench.core.diff import diff_compositions
+    from ccis_workbench.core.lint import lint_composition
+
+    ks = sha256_text(comp.text)
+    ev = Evidence(kickstart_sha256=ks, items=[], accepted=accepted_kickstarts(comp))
+    item, data = lint_evidence(lint_composition(comp, backend=backend), ks, f"profile {comp.profile.name}", backend)
+    ev.items.append(item)
+    ev.add_file(item, "lint.json", data)
+    diff = diff_compositions(baseline, comp)
+    item, data = diff_evidence(diff, ks, sha256_text(baseline.text))
+    ev.items.append(item)
+    ev.add_file(item, "diff-baseline.json", data)
+    ev.diff_summary = diff.semantic.summary_lines()
+    artifact_evidence(ev, artifacts, boot_test)
+    return ev
+
+
+# -- the proposal ----------------------------------------------------------------------------------------------
+
+@dataclass
+class ChangedFile:
+    """A repository file the proposal commits, and how it differs from the base: new | modified | unchanged."""
+
+    path: str
+    state: str
+
+
+@dataclass
+class Proposal:
+    """Everything that goes into the commit, the commit message and the pull-request text."""
+
+    profile: str
+    description: str
+    release: str
+    release_title: str
+    target: str
+    overlays: list[str]
+    arch: str
+    tag: str
+    branch: str
+    kickstart_name: str
+    kickstart_text: str
+    evidence: Evidence
+    diff_summary: list[str]
+    variables: dict[str, Any]
+    version: str  # pykickstart handler, e.g. RHEL9
+    layer_files: list[str]  # repository paths of the catalog files the kickstart was made from
+    changed: list[ChangedFile] = field(default_factory=list)  # catalog files this proposal commits
+    extra_files: dict[str, bytes] = field(default_factory=dict)  # more files for the folder (koji config...)
+    koji_command: list[str] | None = None  # how to build it in koji, run from the repository's top
+
+    @property
+    def folder(self) -> str:
+        return f"{PROPOSALS_DIR}/{self.profile}"
+
+    @property
+    def kickstart_sha256(self) -> str:
+        return self.evidence.kickstart_sha256
+
+    @property
+    def metadata_name(self) -> str:
+        return self.kickstart_name[:-3] + ".json"
+
+    def metadata(self) -> dict[str, Any]:
+        """The .json beside the flattened kickstart."""
+        return {"kickstart": self.kickstart_name, KICKSTART_SHA_KEY: self.kickstart_sha256,
+                "profile": self.profile, "description": self.description, "release": self.release,
+                "release_title": self.release_title, "pykickstart": self.version, "arch": self.arch,
+                "target": self.target, "overlays": self.overlays, "variables": self.variables, "tag": self.tag,
+                "layers": self.layer_files, "generated_by": f"ccis-workbench {__version__}",
+                "evidence": [{"kind": i.kind, "status": i.status, "file": i.file, "sha256": i.sha256}
+                             for i in self.evidence.items]}
+
+    def folder_files(self) -> dict[str, bytes]:
+        """proposals/<profile>/NAME -> content: the kickstart, its metadata, the evidence and README.md."""
+        files = {self.kickstart_name: self.kickstart_text.encode("utf-8"),
+                 self.metadata_name: _json_bytes(self.metadata())}
+        files.update(self.evidence.files)
+        files.update(self.extra_files)
+        files["README.md"] = self.pr_description().encode("utf-8")
+        return {f"{self.folder}/{name}": data for name, data in files.items()}
+
+    def subject(self) -> str:
+        """The commit's subject line (at most 72 characters)."""
+        overlays = f" + {', '.join(self.overlays)}" if self.overlays else ""
+        text = f"Propose {self.profile}: {self.release_title} {self.target}{overlays} ({self.arch})"
+        return text if len(text) <= 72 else text[:71] + "…"
+
+    def commit_message(self) -> str:
+        """Subject line, then what the kickstart is, how it differs from the baseline, and its evidence."""
+        lines = [self.subject(), ""]
+        overlays = ", ".join(self.overlays) or "none"
+        lines.append(f"Profile {self.profile}: release {self.release}, target {self.target}, overlays: {overlays}, "
+                     f"arch {self.arch}.")
+        if self.description:
+            lines.append(self.description.strip())
+        lines += ["", f"Flattened kickstart: {self.folder}/{self.kickstart_name}",
+                  f"  sha256 {self.kickstart_sha256}", ""]
+        if self.diff_summary:
+            lines.append(f"Against the {self.release} baseline:")
+            lines += [f"  {s}" for s in self.diff_summary]
+        else:
+            lines.append(f"No semantic change against the {self.release} baseline.")
+        lines += ["", "Evidence:"]
+        for i in self.evidence.items:
+            where = f"{i.file} sha256 {i.sha256}" if i.file else i.detail
+            lines.append(f"  {i.status:8} {i.title}: {where}")
+            if i.file and i.detail:
+                lines.append(f"           {i.detail}")
+        catalog = [c for c in self.changed if c.state != "unchanged"]
+        if catalog:
+            lines += ["", "Catalog files:"]
+            lines += [f"  {c.path} ({c.state})" for c in catalog]
+        return "\n".join(lines) + "\n"
+
+    def pr_description(self) -> str:
+        """The pull-request description in Markdown: what, why, against the baseline, evidence with sha256s."""
+        overlays = ", ".join(f"`{o}`" for o in self.overlays) or "none"
+        out = [f"# Profile `{self.profile}`: {self.release_title} · {self.target} · {self.arch}", ""]
+        if self.description:
+            out += [self.description.strip(), ""]
+        out += ["| | |", "|---|---|",
+                f"| Release | `{self.release}` ({self.release_title}, pykickstart {self.version}) |",
+                f"| Target | `{self.target}` |", f"| Overlays | {overlays} |", f"| Arch | `{self.arch}` |",
+                f"| Kickstart | `{self.folder}/{self.kickstart_name}` |",
+                f"| Kickstart sha256 | `{self.kickstart_sha256}` |", ""]
+        out += [f"## Against the {self.release} baseline", ""]
+        out += [f"- {s}" for s in self.diff_summary] if self.diff_summary else ["No semantic change."]
+        out += ["", "## Evidence", "",
+                f"Every item below is checked against the kickstart sha256 `{self.kickstart_sha256}`.", "",
+                "| Evidence | Status | File | sha256 | Detail |", "|---|---|---|---|---|"]
+        for i in self.evidence.items:
+            status = i.status if i.status == OK else f"**{i.status.upper()}**"
+            file = f"`{self.folder}/{i.file}`" if i.file else "—"
+            digest = f"`{i.sha256}`" if i.sha256 else "—"
+            out.append(f"| {i.title} | {status} | {file} | {digest} | {_md_cell(i.detail)} |")
+        unmet = self.evidence.unmet()
+        if unmet:
+            out += ["", "> **Not all evidence is there.** The proposer chose to propose anyway:"]
+            for i in unmet:
+                src = f" (`{i.source}`)" if i.source else ""
+                out.append(f"> - {i.title}: {i.status}{src} — {i.detail}")
+        failing = [i for i in self.evidence.items if i.status == FAILING]
+        if failing:
+            out += ["", "> **Some evidence reports problems:** " + "; ".join(f"{i.title}: {i.detail}" for i in failing)]
+        catalog = [c for c in self.changed if c.state != "unchanged"]
+        if self.koji_command:
+            out += ["", "## Build it in koji (CBS)", "",
+                    "From the top of the repository (the config names its kickstart by that path):", "",
+                    "```", " ".join(self.koji_command), "```"]
+        out += ["", "## Files", ""]
+        out += [f"- `{c.path}` ({c.state})" for c in catalog]
+        out += [f"- `{self.folder}/` (flattened kickstart, metadata and evidence)", "",
+                f"Made from: {', '.join(f'`{f}`' for f in self.layer_files)}.", "",
+                f"_Generated by ccis-workbench {__version__}._", ""]
+        return "\n".join(out)
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def layer_files(comp: Any) -> list[str]:
+    """Catalog-relative files the composition was made from: declared sources and every file a line came from."""
+    files: set[str] = set()
+    for spec in [comp.release, comp.target, *comp.overlays]:
+        if spec is None:
+            continue
+        for attr in ("source", "fragment", "baseline"):
+            value = getattr(spec, attr, None)
+            if value:
+                files.add(str(value))
+    if comp.profile.source:
+        files.add(str(comp.profile.source))
+    for line in comp.lines:
+        for o in line.origins:
+            if o.file and not o.file.startswith("<"):
+                files.add(o.file)
+    return sorted(files)
+
+
+def proposable(path: str) -> bool:
+    """Whether a catalog-relative file may ride along in a profile's proposal (profile, target, overlay files).
+
+    Release facts and the baseline are the SIG's spec: a profile proposal does not change them.
+    """
+    return path.startswith(("profiles/", "kickstarts/targets/", "kickstarts/overlays/"))
+
+
+def build_proposal(comp: Any, evidence: Evidence, *, tag: str, branch: str | None = None,
+                   layer_paths: list[str] | None = None) -> Proposal:
+    """A Proposal for a composed profile and its gathered evidence."""
+    arch = str(comp.variables.get("arch", "x86_64"))
+    name = kickstart_name(comp.release.name, arch, comp.target.name, tag)
+    return Proposal(profile=comp.profile.name, description=comp.profile.description or "",
+                    release=comp.release.name, release_title=comp.release.title, target=comp.target.name,
+                    overlays=[o.name for o in comp.overlays], arch=arch, tag=tag,
+                    branch=branch or default_branch(comp.profile.name), kickstart_name=name,
+                    kickstart_text=comp.text, evidence=evidence,
+                    diff_summary=list(evidence.diff_summary),
+                    variables=dict(comp.variables), version=comp.version,
+                    layer_files=layer_paths if layer_paths is not None else layer_files(comp))
