@@ -13,9 +13,10 @@ PY=${PYTHON:-python3}
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-APT_PACKAGES=(python3-venv python3-dev gcc git pkg-config libvirt-dev libvirt-daemon-system libvirt-clients
+# linux-image-amd64, busybox-static and extlinux: the rehearsal install tree is built from the host's own packages
+APT_PACKAGES=(python3-venv virtinst python3-dev gcc git pkg-config libvirt-dev libvirt-daemon-system libvirt-clients
   qemu-system-x86 qemu-utils busybox-static cpio xorriso syslinux extlinux syslinux-common mtools dosfstools
-  e2fsprogs fdisk util-linux curl librsvg2-bin tmux libkrb5-dev)
+  e2fsprogs fdisk util-linux curl librsvg2-bin tmux libkrb5-dev linux-image-amd64)
 DNF_PACKAGES=(python3-devel gcc git pkgconf-pkg-config libvirt-devel libvirt-daemon-kvm libvirt-client
   qemu-kvm qemu-img busybox cpio xorriso syslinux syslinux-extlinux mtools dosfstools e2fsprogs util-linux
   curl librsvg2-tools tmux krb5-devel)
@@ -26,11 +27,6 @@ system_packages() {
     for p in "${APT_PACKAGES[@]}"; do
       dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
-    # The rehearsal tree is built from the host's own kernel package.
-    if ! ls /usr/lib/modules/*/kernel/drivers/virtio >/dev/null 2>&1 && \
-       ! dpkg-query -W -f='${Status}' linux-image-amd64 2>/dev/null | grep -q "install ok installed"; then
-      missing+=(linux-image-amd64)
-    fi
     if [ ${#missing[@]} -gt 0 ]; then
       say "apt: installing ${missing[*]}"
       as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# libvirtd started on demand, the rehearsal tree built once and served on 127.0.0.1, leftover checks
+pytest_plugins = ["tests.fixtures_libvirt"]
+
 REPO = Path(__file__).resolve().parents[1]
 
 

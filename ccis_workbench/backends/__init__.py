@@ -1,0 +1,1 @@
+"""Backends the core never imports: libvirt builds (and, later, console sessions)."""

@@ -1,0 +1,344 @@
+"""Turn the installed disk into the target's formats, and write the artifact directory atomically.
+
+Every conversion is an argument list for a real tool (qemu-img, tar); `commands_for` returns them without
+running anything so that they can be shown and tested. Everything is produced inside a hidden temporary
+directory beside the final one and renamed into place at the end: a failed conversion or a full disk leaves
+nothing half-written (DESIGN.md, "Artifacts").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+import os
+import platform
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ccis_workbench import __version__
+from ccis_workbench.core.errors import WorkbenchError
+from ccis_workbench.core.monitor import Monitor
+
+MIB = 1048576
+Runner = Callable[[list[str]], str]
+
+
+class ArtifactError(WorkbenchError):
+    """A conversion failed or the artifact directory could not be written."""
+
+
+def run_tool(argv: list[str]) -> str:
+    """Run one tool (argument list, no shell); its stderr becomes the error message."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise ArtifactError("Missing tool", f"{argv[0]} is not installed",
+                            hint="apt-get install qemu-utils tar xz-utils") from None
+    if proc.returncode != 0:
+        msg = (proc.stderr or proc.stdout).strip().splitlines()
+        text = msg[-1] if msg else f"exit status {proc.returncode}"
+        if "No space left" in (proc.stderr or ""):
+            raise ArtifactError("Artifact disk is full", text, hint="free space in the output directory")
+        raise ArtifactError(f"{Path(argv[0]).name} failed", f"{' '.join(argv)}: {text}")
+    return proc.stdout
+
+
+def commands_for(fmt: str, disk: str, dest: str, workdir: str) -> list[list[str]]:
+    """The tool invocations that make *dest* in format *fmt* from *disk* (a qcow2 or raw image).
+
+    OVA, GCE and Vagrant need assembly beyond these commands (descriptor, metadata); see `Producer`.
+    """
+    if fmt == "qcow2":
+        return [["qemu-img", "convert", "-c", "-O", "qcow2", disk, dest]]
+    if fmt == "raw":
+        return [["qemu-img", "convert", "-O", "raw", disk, dest]]
+    if fmt == "vmdk":
+        return [["qemu-img", "convert", "-O", "vmdk", "-o", "subformat=streamOptimized", disk, dest]]
+    if fmt == "vhd":
+        return [["qemu-img", "convert", "-O", "vpc", "-o", "subformat=fixed,force_size", disk, dest]]
+    if fmt == "gce-tar":
+        raw = os.path.join(workdir, "disk.raw")
+        return [["qemu-img", "convert", "-O", "raw", disk, raw],
+                ["tar", "--format=oldgnu", "-Sczf", dest, "-C", workdir, "disk.raw"]]
+    if fmt == "vagrant-libvirt":
+        img = os.path.join(workdir, "box.img")
+        return [["qemu-img", "convert", "-c", "-O", "qcow2", disk, img],
+                ["tar", "-czf", dest, "-C", workdir, "metadata.json", "Vagrantfile", "box.img"]]
+    if fmt == "ova":
+        return [["qemu-img", "convert", "-O", "vmdk", "-o", "subformat=streamOptimized", disk,
+                 os.path.join(workdir, "disk1.vmdk")],
+                ["tar", "--format=ustar", "-cf", dest, "-C", workdir, "image.ovf", "image.mf", "disk1.vmdk"]]
+    raise ArtifactError("Unknown format", fmt)
+
+
+def checksum_text(files: list[Path]) -> str:
+    """CentOS-style CHECKSUM: a `# name: N bytes` comment and `SHA256 (name) = hex` per file."""
+    out = []
+    for f in files:
+        out.append(f"# {f.name}: {f.stat().st_size} bytes")
+        out.append(f"SHA256 ({f.name}) = {sha256_file(f)}")
+    return "\n".join(out) + "\n"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(MIB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def vagrant_metadata(virtual_size: int) -> dict[str, Any]:
+    """metadata.json of a libvirt box: virtual_size in whole GB, rounded up."""
+    return {"provider": "libvirt", "format": "qcow2", "virtual_size": max(1, -(-virtual_size // (1 << 30)))}
+
+
+VAGRANTFILE = """# Vagrantfile shipped inside the box (ccis-workbench)
+Vagrant.configure("2") do |config|
+  config.vm.provider :libvirt do |libvirt|
+    libvirt.driver = "kvm"
+  end
+end
+"""
+
+
+def ovf_descriptor(name: str, vmdk: str, vmdk_size: int, capacity: int, memory_mb: int = 2048,
+                   cpus: int = 2) -> str:
+    """A minimal OVF 1.0 descriptor: one stream-optimised disk on a SCSI controller, one NIC."""
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"
+  xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
+  xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData">
+  <References>
+    <File ovf:id="file1" ovf:href="{vmdk}" ovf:size="{vmdk_size}"/>
+  </References>
+  <DiskSection>
+    <Info>Virtual disks</Info>
+    <Disk ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:capacity="{capacity}"
+      ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
+  </DiskSection>
+  <NetworkSection>
+    <Info>Networks</Info>
+    <Network ovf:name="VM Network"><Description>The VM Network network</Description></Network>
+  </NetworkSection>
+  <VirtualSystem ovf:id="{name}">
+    <Info>A virtual machine built by ccis-workbench</Info>
+    <Name>{name}</Name>
+    <OperatingSystemSection ovf:id="80">
+      <Info>The guest operating system</Info>
+      <Description>Linux 64-bit</Description>
+    </OperatingSystemSection>
+    <VirtualHardwareSection>
+      <Info>Virtual hardware requirements</Info>
+      <System>
+        <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>
+        <vssd:InstanceID>0</vssd:InstanceID>
+        <vssd:VirtualSystemType>vmx-13</vssd:VirtualSystemType>
+      </System>
+      <Item>
+        <rasd:AllocationUnits>hertz * 10^6</rasd:AllocationUnits>
+        <rasd:ElementName>{cpus} virtual CPU(s)</rasd:ElementName>
+        <rasd:InstanceID>1</rasd:InstanceID>
+        <rasd:ResourceType>3</rasd:ResourceType>
+        <rasd:VirtualQuantity>{cpus}</rasd:VirtualQuantity>
+      </Item>
+      <Item>
+        <rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits>
+        <rasd:ElementName>{memory_mb} MB of memory</rasd:ElementName>
+        <rasd:InstanceID>2</rasd:InstanceID>
+        <rasd:ResourceType>4</rasd:ResourceType>
+        <rasd:VirtualQuantity>{memory_mb}</rasd:VirtualQuantity>
+      </Item>
+      <Item>
+        <rasd:ElementName>SCSI Controller 0</rasd:ElementName>
+        <rasd:InstanceID>3</rasd:InstanceID>
+        <rasd:ResourceSubType>lsilogic</rasd:ResourceSubType>
+        <rasd:ResourceType>6</rasd:ResourceType>
+      </Item>
+      <Item>
+        <rasd:AddressOnParent>0</rasd:AddressOnParent>
+        <rasd:ElementName>Hard Disk 1</rasd:ElementName>
+        <rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource>
+        <rasd:InstanceID>4</rasd:InstanceID>
+        <rasd:Parent>3</rasd:Parent>
+        <rasd:ResourceType>17</rasd:ResourceType>
+      </Item>
+      <Item>
+        <rasd:AutomaticAllocation>true</rasd:AutomaticAllocation>
+        <rasd:Connection>VM Network</rasd:Connection>
+        <rasd:ElementName>Network adapter 1</rasd:ElementName>
+        <rasd:InstanceID>5</rasd:InstanceID>
+        <rasd:ResourceSubType>VmxNet3</rasd:ResourceSubType>
+        <rasd:ResourceType>10</rasd:ResourceType>
+      </Item>
+    </VirtualHardwareSection>
+  </VirtualSystem>
+</Envelope>
+"""
+
+
+def tar_end(path: Path) -> int:
+    """Length of the tar archive at the start of *path* (a raw export disk with zeros after the archive)."""
+    with tarfile.open(path, "r:") as tf:
+        members = sum(1 for _ in tf)
+        if not members:
+            raise tarfile.ReadError("the export disk holds no tar archive (only zeros)")
+        return tf.offset + 1024  # tarfile.offset is after the last member; two zero blocks end an archive
+
+
+def write_rootfs_xz(export: Path, dest: Path) -> None:
+    """Copy the tar at the start of the export disk into *dest* as .tar.xz (the zeros after it are dropped)."""
+    try:
+        end = tar_end(export)
+    except tarfile.TarError as exc:
+        raise ArtifactError("No root filesystem tar on the export disk", str(exc),
+                            hint="the rootfs %post (added by the plan) did not run: see installer.log") from None
+    left = end
+    with open(export, "rb") as fin, lzma.open(dest, "wb", preset=6) as fout:
+        while left > 0:
+            chunk = fin.read(min(MIB, left))
+            if not chunk:
+                break
+            fout.write(chunk)
+            left -= len(chunk)
+
+
+def containerfile(rootfs_name: str, title: str) -> str:
+    return (f"# {title}\nFROM scratch\nADD {rootfs_name} /\nLABEL org.opencontainers.image.title=\"{title}\"\n"
+            "CMD [\"/bin/sh\"]\n")
+
+
+def qemu_img_virtual_size(path: str, run: Runner = run_tool) -> int:
+    info = json.loads(run(["qemu-img", "info", "--output=json", path]))
+    return int(info["virtual-size"])
+
+
+def tool_versions(run: Runner = run_tool) -> dict[str, str]:
+    versions = {"ccis-workbench": __version__, "python": platform.python_version()}
+    for name, argv in (("qemu-img", ["qemu-img", "--version"]), ("tar", ["tar", "--version"])):
+        try:
+            versions[name] = run(argv).splitlines()[0].strip()
+        except WorkbenchError:
+            versions[name] = "missing"
+    return versions
+
+
+@dataclass
+class Producer:
+    """Produces one build's artifact directory from the downloaded disk (and export disk)."""
+
+    plan: Any  # BuildPlan
+    monitor: Monitor = field(default_factory=Monitor)
+    run: Runner = run_tool
+
+    def produce(self, disk: Path, *, export: Path | None, console_log: str, installer_log: str,
+                packages: list[str], timings: dict[str, float], extra_manifest: dict[str, Any] | None = None) -> Path:
+        """Write every artifact of the plan into a temporary directory, then rename it to plan.artifact_dir."""
+        plan = self.plan
+        final = Path(plan.artifact_dir)
+        parent = final.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=parent))
+        except OSError as exc:
+            raise ArtifactError("Cannot create the artifact directory", exc.strerror or str(exc),
+                                file=str(parent)) from None
+        try:
+            self._produce(tmp, disk, export, console_log, installer_log, packages, timings, extra_manifest or {})
+            if final.exists():
+                raise ArtifactError("Artifact directory exists", str(final), hint="remove it or use another --output")
+            tmp.chmod(0o755)
+            os.replace(tmp, final)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            title = "Artifact disk is full" if exc.errno == 28 else "Cannot write artifacts"
+            raise ArtifactError(title, exc.strerror or str(exc), file=str(parent),
+                                hint="free space there, or choose another --output") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    def _produce(self, out: Path, disk: Path, export: Path | None, console_log: str, installer_log: str,
+                 packages: list[str], timings: dict[str, float], extra: dict[str, Any]) -> None:
+        plan = self.plan
+        vsize = qemu_img_virtual_size(str(disk), self.run)
+        work = out / ".work"
+        work.mkdir()
+        produced: list[Path] = []
+        for art in plan.artifacts:
+            if self.monitor.cancelled():
+                raise WorkbenchError("Cancelled", "artifact conversion cancelled")
+            dest = out / art.filename
+            started = time.monotonic()
+            if art.kind in ("qcow2", "raw", "vmdk", "vhd", "gce-tar", "vagrant-libvirt", "ova"):
+                self.monitor.stage("convert", f"{art.kind}: {art.filename}")
+                self._convert(art.kind, disk, dest, work, vsize)
+            elif art.kind == "rootfs-tar":
+                self.monitor.stage("convert", f"rootfs: {art.filename}")
+                if export is None:
+                    raise ArtifactError("No export disk", "rootfs-tar needs the export volume")
+                write_rootfs_xz(export, dest)
+            elif art.kind == "containerfile":
+                rootfs = next(a.filename for a in plan.artifacts if a.kind == "rootfs-tar")
+                dest.write_text(containerfile(rootfs, f"{plan.profile} ({plan.release})"))
+            elif art.kind == "kickstart":
+                dest.write_text(plan.kickstart)
+            elif art.kind == "console-log":
+                dest.write_text(console_log)
+            elif art.kind == "installer-log":
+                dest.write_text(installer_log)
+            elif art.kind == "packages":
+                dest.write_text("".join(p + "\n" for p in packages))
+            else:
+                continue
+            timings[f"artifact:{art.filename}"] = round(time.monotonic() - started, 3)
+            produced.append(dest)
+        shutil.rmtree(work)
+        manifest = {
+            "build_id": plan.build_id, "profile": plan.profile, "release": plan.release, "target": plan.target,
+            "arch": plan.arch, "kickstart_sha256": plan.kickstart_sha256, "install_tree": plan.source.to_dict(),
+            "rehearsal": plan.source.is_rehearsal, "domain": plan.name, "uri": plan.options.uri,
+            "accel": plan.options.accel, "domain_type": plan.domain_type, "kernel_cmdline": plan.cmdline,
+            "disk_virtual_size": vsize, "tool_versions": tool_versions(self.run), "timings": timings,
+            "artifacts": [{"file": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)} for p in produced],
+            **extra,
+        }
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+        produced.append(out / "manifest.json")
+        (out / "CHECKSUM").write_text(checksum_text(produced))
+
+    def _convert(self, fmt: str, disk: Path, dest: Path, work: Path, vsize: int) -> None:
+        if fmt == "vhd" and vsize % MIB:
+            # VHD for Azure-style imports must be a whole number of MiB: pad a raw copy first.
+            raw = work / "padded.raw"
+            self.run(["qemu-img", "convert", "-O", "raw", str(disk), str(raw)])
+            self.run(["qemu-img", "resize", "-f", "raw", str(raw), str(-(-vsize // MIB) * MIB)])
+            disk = raw
+        if fmt == "vagrant-libvirt":
+            (work / "metadata.json").write_text(json.dumps(vagrant_metadata(vsize)) + "\n")
+            (work / "Vagrantfile").write_text(VAGRANTFILE)
+        cmds = commands_for(fmt, str(disk), str(dest), str(work))
+        if fmt == "ova":
+            self.run(cmds[0])
+            vmdk = work / "disk1.vmdk"
+            ovf = ovf_descriptor(self.plan.name, vmdk.name, vmdk.stat().st_size, vsize,
+                                 self.plan.options.memory_mb, self.plan.options.vcpus)
+            (work / "image.ovf").write_text(ovf)
+            (work / "image.mf").write_text(f"SHA256(image.ovf)= {sha256_file(work / 'image.ovf')}\n"
+                                           f"SHA256(disk1.vmdk)= {sha256_file(vmdk)}\n")
+            self.run(cmds[1])
+        else:
+            for c in cmds:
+                self.run(c)
+        for leftover in ("disk.raw", "box.img", "disk1.vmdk", "image.ovf", "image.mf", "padded.raw",
+                         "metadata.json", "Vagrantfile"):
+            (work / leftover).unlink(missing_ok=True)

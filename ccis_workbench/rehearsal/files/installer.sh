@@ -1,0 +1,332 @@
+#!/bin/sh
+# CCIS Workbench REHEARSAL installer: the /init of the rehearsal tree's initrd.
+# It is not anaconda and installs no CentOS: it keeps anaconda's contract (kickstart at /ks.cfg, progress on the
+# serial console, log on the virtio-serial port org.fedoraproject.anaconda.log.0, %pre/%post, poweroff) so that
+# the workbench's whole build path can be exercised offline. Runs under busybox ash.
+
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu
+TARGET=/mnt/sysimage
+KS=/ks.cfg
+W=/tmp/ks
+LOG=/tmp/anaconda.log
+KVER="$(cat /etc/rehearsal/kver)"
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /tmp /run "$TARGET" "$W" /dev/pts
+exec </dev/console >/dev/console 2>&1
+
+echo "Starting installer, one moment..."
+: > "$LOG"
+
+now() { date +%H:%M:%S; }
+log() { # log LEVEL MESSAGE: anaconda.log format, mirrored to the virtio-serial port by the writer below
+    read -r up _ < /proc/uptime
+    echo "$(now),000 $1 anaconda:rehearsal: [${up}s] $2" >> "$LOG"
+}
+say() { echo "$*"; log INFO "$*"; }
+
+for m in $(cat /etc/rehearsal/modules); do
+    insmod "/lib/modules/$KVER/$m" 2>/dev/null
+done
+
+# The log port: lorax and the workbench read it on the host. A writer in the background so that a port nobody
+# reads on the host can never block the installer.
+LOGPORT=
+for p in /sys/class/virtio-ports/*; do
+    [ -e "$p/name" ] || continue
+    if [ "$(cat "$p/name")" = "org.fedoraproject.anaconda.log.0" ]; then
+        LOGPORT="/dev/$(basename "$p")"
+    fi
+done
+if [ -n "$LOGPORT" ]; then
+    tail -n +1 -f "$LOG" > "$LOGPORT" 2>/dev/null &
+    TAILPID=$!
+fi
+
+arg() { # arg NAME: value of NAME= on the kernel command line
+    for a in $(cat /proc/cmdline); do
+        case "$a" in "$1="*) echo "${a#*=}"; return 0;; esac
+    done
+    return 1
+}
+has_arg() { for a in $(cat /proc/cmdline); do [ "$a" = "$1" ] && return 0; done; return 1; }
+
+flush_log() {
+    if [ -n "$TAILPID" ]; then sleep 1; kill "$TAILPID" 2>/dev/null; fi
+}
+
+# fail KIND LINE DETAILS: print an anaconda-like fatal error, then wait like anaconda does (the host decides).
+fail() {
+    kind="$1"; line="$2"; details="$3"
+    log ERROR "$kind failed at kickstart line $line"
+    {
+        echo ""
+        echo "An error occurred during the installation (rehearsal installer)."
+        echo "Traceback (most recent call last):"
+        echo "  File \"/usr/lib/rehearsal/installer\", line $line, in run_scripts"
+        echo "    raise ScriptError(lineno, details)"
+        echo "rehearsal.errors.ScriptError: There was an error running the kickstart script at line $line." \
+             "This is a fatal error and installation will be aborted. The details of this error are:"
+        echo ""
+        echo "$details"
+        echo ""
+        echo "Error: $kind failed (kickstart line $line)"
+    } | tee -a "$LOG"
+    flush_log
+    sync
+    if has_arg rehearsal.onerror=poweroff; then poweroff -f; fi
+    while :; do sleep 3600; done
+}
+
+fatal() { # fatal MESSAGE: a problem that is not a script (no disk, no kickstart)
+    echo "" ; echo "Traceback (most recent call last):"
+    echo "  File \"/usr/lib/rehearsal/installer\", line 1, in <module>"
+    echo "rehearsal.errors.InstallError: $1" | tee -a "$LOG"
+    flush_log
+    while :; do sleep 3600; done
+}
+
+release="$(cat /etc/rehearsal/release)"
+say "anaconda (rehearsal) $release started."
+echo " * installation log files are stored in /tmp during the installation"
+echo " * this is the CCIS Workbench REHEARSAL installer: it installs a busybox rehearsal system, not CentOS"
+log INFO "kernel command line: $(cat /proc/cmdline)"
+[ -n "$LOGPORT" ] && log INFO "log port $LOGPORT" || log WARNING "no virtio-serial log port"
+
+ksarg="$(arg inst.ks)"
+case "$ksarg" in
+    file:*) KS="${ksarg#file:}";;
+    "") ;;
+    *) fatal "rehearsal installer reads only inst.ks=file:/PATH, got $ksarg";;
+esac
+[ -f "$KS" ] || fatal "The kickstart file $KS was not found in the initrd."
+repo="$(arg inst.repo || arg inst.stage2)"
+log INFO "installation source: ${repo:-none} (rehearsal: the payload travels inside the initrd)"
+say "Starting automated install."
+
+# -- split the kickstart: top-level commands, %packages, scripts (one file each, with their options) --------
+awk -v W="$W" '
+function opts(line, kind,    n, i, f, o) {
+    n = split(line, f, /[ \t]+/); o = "kind=" kind " line=" NR " chroot=1 erroronfail=0 interp=/bin/sh log="
+    for (i = 2; i <= n; i++) {
+        if (f[i] == "--nochroot") o = o " nochroot=1"
+        else if (f[i] == "--erroronfail") o = o " erroronfail=1"
+        else if (f[i] ~ /^--interpreter=/) { sub(/^--interpreter=/, "", f[i]); o = o " interp=" f[i] }
+        else if (f[i] == "--interpreter") o = o " interp=" f[++i]
+        else if (f[i] ~ /^--(log|logfile)=/) { sub(/^--(log|logfile)=/, "", f[i]); o = o " log=" f[i] }
+        else if (f[i] == "--log" || f[i] == "--logfile") o = o " log=" f[++i]
+    }
+    return o
+}
+BEGIN { sec = ""; n = 0 }
+/^%end[ \t]*$/ { sec = ""; next }
+sec == "script" { print > (W "/script-" n ".sh"); next }
+sec == "packages" { if ($0 !~ /^[ \t]*(#|$)/) print $1 > (W "/packages"); next }
+sec == "skip" { next }
+/^%(pre|post|pre-install)([ \t]|$)/ {
+    k = $1; sub(/^%/, "", k); n++; sec = "script"
+    print opts($0, k) > (W "/script-" n ".opts"); printf "" > (W "/script-" n ".sh"); next }
+/^%packages([ \t]|$)/ { sec = "packages"; printf "" > (W "/packages"); next }
+/^%(onerror|traceback|addon|anaconda)([ \t]|$)/ { sec = "skip"; print NR " " $1 > (W "/skipped"); next }
+/^[ \t]*(#|$)/ { next }
+{ print NR " " $0 > (W "/commands") }
+' "$KS" || fatal "the kickstart could not be read"
+touch "$W/commands" "$W/packages"
+
+# Unknown commands fail like anaconda's kickstart parser (the workbench validated with pykickstart already).
+KNOWN=" authselect autopart autostep bootloader btrfs cdrom clearpart cmdline device driverdisk eula fcoe \
+firewall firstboot graphical group halt harddrive hmc ignoredisk install iscsi iscsiname keyboard lang \
+liveimg logging logvol mediacheck module network nfs nvdimm ostreecontainer ostreesetup part partition \
+poweroff raid realm reboot repo reqpart rescue rhsm rootpw selinux services shutdown skipx snapshot sshkey \
+sshpw syspurpose text timesource timezone updates url user vnc volgroup xconfig zerombr zfcp zipl auth \
+authconfig method "
+while read -r num cmd rest; do
+    case "$KNOWN" in
+        *" $cmd "*) ;;
+        *) echo "The following problem occurred on line $num of the kickstart file:"
+           echo ""
+           echo "Unknown command: $cmd"
+           echo ""
+           log ERROR "kickstart error on line $num: Unknown command: $cmd"
+           echo "Kickstart insufficient. (rehearsal installer)"
+           flush_log
+           while :; do sleep 3600; done;;
+    esac
+done < "$W/commands"
+
+cmdline_of() { awk -v c="$1" '$2 == c { $1 = ""; $2 = ""; sub(/^ +/, ""); print; exit }' "$W/commands"; }
+ending=""
+for c in poweroff shutdown halt reboot; do
+    if awk -v c="$c" '$2 == c { f = 1 } END { exit !f }' "$W/commands"; then ending="$c"; fi
+done
+kargs="$(cmdline_of bootloader | sed -n 's/.*--append="\{0,1\}\([^"]*\)"\{0,1\}.*/\1/p')"
+hostname="$(cmdline_of network | sed -n 's/.*--hostname=\([^ ]*\).*/\1/p')"
+fstype="$(awk '$2 == "part" && $3 == "/" { for (i = 4; i <= NF; i++) if ($i ~ /^--fstype=/) { sub(/^--fstype=/, "", $i); gsub(/"/, "", $i); print $i } }' "$W/commands")"
+
+run_script() { # run_script N: run one %pre/%post script with its options; fail the install when it must
+    n="$1"; kind=""; line=""; chroot=1; nochroot=0; erroronfail=0; interp=/bin/sh; log=""
+    for kv in $(cat "$W/script-$n.opts"); do
+        case "$kv" in
+            kind=*) kind="${kv#kind=}";; line=*) line="${kv#line=}";; nochroot=*) nochroot=1;;
+            erroronfail=*) erroronfail="${kv#erroronfail=}";; interp=*) interp="${kv#interp=}";;
+            log=*) log="${kv#log=}";;
+        esac
+    done
+    [ "$nochroot" = 1 ] && chroot=0
+    [ "$kind" = pre ] && chroot=0
+    case "$interp" in /bin/sh|/bin/bash|/usr/bin/sh|/usr/bin/bash) interp=/bin/sh;; esac
+    out="/tmp/ks-script-$n.out"
+    if [ "$chroot" = 1 ]; then
+        if [ ! -x "$TARGET$interp" ]; then
+            log WARNING "%$kind script at line $line: interpreter $interp is not in the rehearsal system; skipped"
+            return 0
+        fi
+        cp "$W/script-$n.sh" "$TARGET/tmp/ks-script-$n"
+        log INFO "Running kickstart %$kind script(s) (line $line) in the target"
+        chroot "$TARGET" "$interp" "/tmp/ks-script-$n" > "$out" 2>&1 < /dev/null
+        rc=$?
+        rm -f "$TARGET/tmp/ks-script-$n"
+        [ -n "$log" ] && cat "$out" >> "$TARGET$log"
+    else
+        if [ ! -x "$interp" ]; then
+            log WARNING "%$kind script at line $line: interpreter $interp is not in the rehearsal installer; skipped"
+            return 0
+        fi
+        log INFO "Running kickstart %$kind script(s) (line $line)"
+        (cd / && "$interp" "$W/script-$n.sh") > "$out" 2>&1 < /dev/null
+        rc=$?
+        [ -n "$log" ] && cat "$out" >> "$log"
+    fi
+    while IFS= read -r l; do log INFO "%$kind[$line]: $l"; done < "$out"
+    log INFO "%$kind script at line $line exited with status $rc"
+    if [ "$rc" != 0 ] && [ "$erroronfail" = 1 ]; then
+        fail "%$kind script" "$line" "$(tail -n 20 "$out")
+(exit status $rc)"
+    fi
+    return 0
+}
+
+run_scripts() { # run_scripts KIND
+    for o in "$W"/script-*.opts; do
+        [ -e "$o" ] || continue
+        grep -q "kind=$1 " "$o" || continue
+        n="${o##*/script-}"; n="${n%.opts}"
+        run_script "$n"
+    done
+}
+
+echo ""
+echo "Installation"
+say "Setting up the installation environment"
+say "Running pre-installation scripts"
+run_scripts pre
+
+# -- storage ---------------------------------------------------------------------------------------------
+DISK=""
+for d in vda sda; do [ -b "/dev/$d" ] && DISK="/dev/$d" && break; done
+[ -n "$DISK" ] || fatal "No usable disks were found (rehearsal installer looks for /dev/vda)."
+say "Configuring storage"
+log INFO "disk $DISK: $(cat /sys/block/${DISK#/dev/}/size) sectors"
+printf 'label: dos\n,,L,*\n' | /usr/sbin/sfdisk -q "$DISK" >> "$LOG" 2>&1 || fatal "Partitioning $DISK failed."
+PART="${DISK}1"
+i=0; while [ ! -b "$PART" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+[ -b "$PART" ] || fatal "$PART did not appear after partitioning."
+say "Creating ext4 on $PART${fstype:+ (rehearsal: the kickstart asked for $fstype)}"
+/usr/sbin/mke2fs -q -F -t ext4 -O ^64bit,^metadata_csum -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 -L rehearsal-root "$PART" >> "$LOG" 2>&1 \
+    || fatal "Creating ext4 on $PART failed."
+mount -t ext4 "$PART" "$TARGET" || fatal "Mounting $PART failed."
+mkdir -p "$TARGET/mnt/sysimage" "$TARGET/tmp"
+say "Running pre-installation tasks"
+
+# -- software ----------------------------------------------------------------------------------------------
+echo ""
+say "Installing."
+say "Starting package installation process"
+cp -a /payload/root/. "$TARGET/" || fatal "Copying the rehearsal payload failed."
+skeleton() { # what a package would have created, so that %post scripts find their files
+    case "$1" in
+        cloud-init) mkdir -p "$TARGET/etc/cloud/cloud.cfg.d" "$TARGET/var/lib/cloud"
+                    echo "# rehearsal cloud.cfg" > "$TARGET/etc/cloud/cloud.cfg";;
+        openssh-server) mkdir -p "$TARGET/etc/ssh"; echo "# rehearsal" > "$TARGET/etc/ssh/sshd_config"
+                        for k in rsa ecdsa ed25519; do : > "$TARGET/etc/ssh/ssh_host_${k}_key"; done;;
+        sudo) mkdir -p "$TARGET/etc/sudoers.d"; echo "root ALL=(ALL) ALL" > "$TARGET/etc/sudoers";;
+        @core|@Core|systemd) mkdir -p "$TARGET/etc/systemd" "$TARGET/etc/udev/rules.d" "$TARGET/etc/sysconfig" \
+                        "$TARGET/etc/yum.repos.d" "$TARGET/var/lib/systemd"
+                  printf '[Login]\n#NAutoVTs=6\n' > "$TARGET/etc/systemd/logind.conf"
+                  : > "$TARGET/var/lib/systemd/random-seed";;
+        chrony) echo "pool 2.centos.pool.ntp.org iburst" > "$TARGET/etc/chrony.conf";;
+        NetworkManager) mkdir -p "$TARGET/etc/NetworkManager/conf.d" "$TARGET/etc/sysconfig/network-scripts";;
+    esac
+}
+total=0
+while read -r p; do case "$p" in -*) ;; *) total=$((total + 1));; esac; done < "$W/packages"
+say "Installing software"
+i=0
+mkdir -p "$TARGET/var/lib/rehearsal"
+: > "$TARGET/var/lib/rehearsal/packages"
+skeleton @core
+while read -r p; do
+    case "$p" in -*) log INFO "package excluded: ${p#-}"; continue;; esac
+    i=$((i + 1))
+    skeleton "$p"
+    name="$(echo "$p" | tr -d '@')"
+    log INFO "Installing $name-0-rehearsal.noarch ($i/$total)"
+    echo "$name-0-rehearsal.noarch" >> "$TARGET/var/lib/rehearsal/packages"
+    mkdir -p "$TARGET/usr/share/doc/$name"
+done < "$W/packages"
+
+# -- configuration ------------------------------------------------------------------------------------------
+echo ""
+say "Configuring installed system"
+say "Writing network configuration"
+echo "${hostname:-localhost.localdomain}" > "$TARGET/etc/hostname"
+say "Creating users"
+rootpw="$(cmdline_of rootpw)"
+case "$rootpw" in
+    *--lock*) sed -i 's/^root:[^:]*:/root:!:/' "$TARGET/etc/shadow";;
+    *--iscrypted*) h="$(echo "$rootpw" | awk '{ for (i = 1; i <= NF; i++) if ($i !~ /^--/) { print $i; exit } }')"
+                   sed -i "s|^root:[^:]*:|root:$h:|" "$TARGET/etc/shadow";;
+esac
+services="$(cmdline_of services)"
+echo "$services" > "$TARGET/var/lib/rehearsal/services"
+: > "$TARGET/etc/machine-id"
+say "Installing boot loader"
+mkdir -p "$TARGET/boot/extlinux"
+cat > "$TARGET/boot/extlinux/extlinux.conf" <<EOF
+# CCIS Workbench rehearsal system (not CentOS)
+SERIAL 0 115200
+DEFAULT rehearsal
+PROMPT 0
+TIMEOUT 1
+LABEL rehearsal
+  MENU LABEL CCIS Workbench rehearsal system
+  LINUX /boot/vmlinuz
+  INITRD /boot/initrd.img
+  APPEND root=LABEL=rehearsal-root ro $kargs
+EOF
+/usr/bin/extlinux --install "$TARGET/boot/extlinux" >> "$LOG" 2>&1 || fatal "Installing the boot loader (extlinux) failed."
+dd if=/usr/lib/EXTLINUX/mbr.bin of="$DISK" bs=440 count=1 conv=notrunc 2>> "$LOG" \
+    || fatal "Writing the boot sector failed."
+say "Generating initramfs"
+say "Storing configuration files and kickstarts"
+cp "$KS" "$TARGET/root/anaconda-ks.cfg"
+cp "$KS" "$TARGET/root/original-ks.cfg"
+mkdir -p "$TARGET/var/log/anaconda"
+
+say "Running post-installation scripts"
+run_scripts post
+cp "$LOG" "$TARGET/var/log/anaconda/anaconda.log" 2>/dev/null
+sync
+umount "$TARGET"
+echo ""
+say "Installation complete"
+case "$ending" in
+    poweroff|shutdown) say "rehearsal: powering off (kickstart: $ending)"; flush_log; sync; poweroff -f;;
+    reboot) say "rehearsal: rebooting (kickstart: reboot)"; flush_log; sync; reboot -f;;
+    halt) say "rehearsal: halting (kickstart: halt)"; flush_log; sync; halt -f;;
+    *) echo "Installation complete. Press ENTER to quit:"; flush_log; read -r _;;
+esac
+while :; do sleep 3600; done

@@ -1,0 +1,387 @@
+"""Build the REHEARSAL install tree from the host's Debian packages (DESIGN.md, "Installer contract").
+
+Parts taken from the host: the kernel (`linux-image-amd64`: /boot/vmlinuz-VER and /lib/modules/VER), busybox
+(`busybox-static`), extlinux and its MBR (`extlinux`, `syslinux-common`), sfdisk and mke2fs with their shared
+libraries. Out of them come two initramfs images written with the project's own cpio writer:
+
+- the installer initrd (`images/pxeboot/initrd.img`): /init is the rehearsal installer (files/installer.sh), and
+  it carries the payload it installs (the rehearsal system's root, with the same kernel and a small boot
+  initramfs);
+- the boot initramfs of the installed system (files/boot-init.sh): loads the disk modules, mounts root=LABEL=...
+
+The tree is cached under the user's cache directory, keyed by everything it is made of, so a second call
+returns in milliseconds. Everything is labelled "rehearsal"; nothing claims to be CentOS.
+"""
+
+from __future__ import annotations
+
+import configparser
+import gzip
+import hashlib
+import io
+import lzma
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ccis_workbench.core.errors import WorkbenchError
+from ccis_workbench.core.initrd import CpioEntry, write_cpio
+from ccis_workbench.core.installsource import cache_root
+from ccis_workbench.core.monitor import Monitor
+
+#: Bumped whenever the layout of the tree changes (part of the cache key).
+BUILDER_VERSION = "2"
+RELEASE = "CCIS Workbench rehearsal 0.1"
+FILES = Path(__file__).with_name("files")
+#: Modules the installer and the installed system load (closure and order from modules.dep).
+MODULES = ("virtio_pci", "virtio_rng", "virtio_blk", "virtio_console", "virtio_net", "virtio_scsi", "ext4",
+           "crc32c_generic",
+           "isofs", "sr_mod", "ata_piix", "sd_mod", "vfat", "nls_cp437", "nls_iso8859-1")
+#: What the installer itself needs (insmod is slow under TCG: no network, CD-ROM or SCSI for the installer).
+INSTALLER_MODULES = ("virtio_pci", "virtio_rng", "virtio_blk", "virtio_console", "ext4", "crc32c_generic")
+TOOLS = ("/usr/sbin/sfdisk", "/usr/sbin/mke2fs", "/usr/bin/extlinux")
+MBR_CANDIDATES = ("/usr/lib/EXTLINUX/mbr.bin", "/usr/lib/syslinux/mbr/mbr.bin")
+#: Applets the rehearsal system provides itself (its own stand-ins win over busybox's).
+OWN_COMMANDS = {"usr/bin/systemctl", "usr/bin/rpm", "bin/rpm", "usr/bin/install"}
+#: Tools of a real image that %post scripts call, provided by files/stub in the rehearsal system.
+STUBS = ("restorecon", "fixfiles", "setfiles", "semanage", "setsebool", "dnf", "yum", "dracut", "grub2-mkconfig",
+         "grub2-install", "update-crypto-policies", "authselect", "ssh-keygen", "visudo", "lsblk",
+         "systemd-tmpfiles", "useradd", "usermod", "groupadd", "chage", "install", "curl", "growpart",
+         "systemd-firstboot", "update-ca-trust", "firewall-offline-cmd", "alternatives", "depmod")
+APT_HINT = ("apt-get install linux-image-amd64 busybox-static extlinux syslinux-common fdisk e2fsprogs")
+
+
+@dataclass
+class HostParts:
+    """The host files the tree is made of."""
+
+    kernel_version: str
+    vmlinuz: Path
+    modules_dir: Path
+    busybox: Path
+    tools: dict[str, Path]
+    mbr: Path
+    applets: list[str] = field(default_factory=list)
+
+    def key(self) -> str:
+        """A cache key over the builder, its scripts and the identity of every host part."""
+        h = hashlib.sha256(BUILDER_VERSION.encode())
+        for p in sorted(FILES.iterdir()):
+            h.update(p.name.encode() + p.read_bytes())
+        for p in (self.vmlinuz, self.busybox, self.mbr, self.modules_dir / "modules.dep", *self.tools.values()):
+            st = p.stat()
+            h.update(f"{p}:{st.st_size}:{int(st.st_mtime)}".encode())
+        h.update(",".join(MODULES + INSTALLER_MODULES + STUBS).encode())
+        return h.hexdigest()[:16]
+
+
+def find_host_parts() -> HostParts:
+    """Locate the kernel, modules, busybox and tools on the host, or say which packages to install."""
+    kernels = []
+    for vmlinuz in Path("/boot").glob("vmlinuz-*"):
+        ver = vmlinuz.name[len("vmlinuz-"):]
+        if (Path("/lib/modules") / ver / "modules.dep").is_file():
+            kernels.append((vmlinuz.stat().st_mtime, ver, vmlinuz))
+    if not kernels:
+        raise WorkbenchError("No kernel for the rehearsal tree",
+                             "no /boot/vmlinuz-VERSION with /lib/modules/VERSION/modules.dep on this host",
+                             hint=APT_HINT)
+    _, ver, vmlinuz = max(kernels)
+    busybox = Path("/bin/busybox") if Path("/bin/busybox").exists() else Path("/usr/bin/busybox")
+    if not busybox.exists() or _is_dynamic(busybox):
+        raise WorkbenchError("No static busybox", "the rehearsal tree needs a statically linked busybox",
+                             hint=APT_HINT)
+    tools = {}
+    for t in TOOLS:
+        if not Path(t).exists():
+            raise WorkbenchError("Missing tool for the rehearsal tree", f"{t} is not installed", hint=APT_HINT)
+        tools[t] = Path(t)
+    mbr = next((Path(m) for m in MBR_CANDIDATES if Path(m).exists()), None)
+    if mbr is None:
+        raise WorkbenchError("Missing extlinux MBR", "no mbr.bin from syslinux", hint=APT_HINT)
+    applets = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    return HostParts(ver, vmlinuz, Path("/lib/modules") / ver, busybox, tools, mbr, applets)
+
+
+def _is_dynamic(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    return b"ld-linux" in head
+
+
+def parse_modules_dep(text: str) -> dict[str, list[str]]:
+    """modules.dep as {module name: [dependency .ko paths]}, plus the module's own path under key 'path:NAME'."""
+    deps: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        path, sep, rest = line.partition(":")
+        if not sep:
+            continue
+        deps[path] = rest.split()
+    return deps
+
+
+def module_name(path: str) -> str:
+    """`kernel/fs/ext4/ext4.ko` -> `ext4` (dashes and underscores are the same for the kernel)."""
+    return re.sub(r"\.ko(\.[gx]z|\.zst)?$", "", path.rsplit("/", 1)[-1]).replace("-", "_")
+
+
+def module_order(modules_dep: str, wanted: tuple[str, ...] | list[str]) -> list[str]:
+    """The .ko paths to insmod, dependencies first, for the *wanted* module names (absent ones are skipped:
+    they are built into the kernel or missing on this architecture)."""
+    deps = parse_modules_dep(modules_dep)
+    by_name = {module_name(p): p for p in deps}
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(path: str) -> None:
+        if path in seen:
+            return
+        seen.add(path)
+        # modules.dep lists the full closure; the last entries are the deepest, so visit them first.
+        for d in reversed(deps.get(path, [])):
+            visit(d)
+        order.append(path)
+
+    for name in wanted:
+        p = by_name.get(name.replace("-", "_"))
+        if p is not None:
+            visit(p)
+    return order
+
+
+def shared_libraries(binary: Path) -> list[Path]:
+    """The shared libraries *binary* needs (including the loader), from ldd."""
+    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False).stdout
+    libs = []
+    for line in out.splitlines():
+        m = re.search(r"(/\S+)\s+\(0x", line)
+        if m:
+            libs.append(Path(m.group(1)))
+    return libs
+
+
+class _Tree:
+    """Collects cpio members by path; later additions replace earlier ones; parent directories are implied."""
+
+    def __init__(self) -> None:
+        self.members: dict[str, CpioEntry] = {}
+
+    def _parents(self, path: str) -> None:
+        parts = path.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            if d not in self.members:
+                self.members[d] = CpioEntry.directory(d)
+
+    def add(self, entry: CpioEntry) -> None:
+        name = entry.name.strip("/")
+        self._parents(name)
+        self.members[name] = CpioEntry(name, entry.mode, entry.data)
+
+    def file(self, path: str, data: bytes, perm: int = 0o644) -> None:
+        self.add(CpioEntry.file(path, data, perm))
+
+    def host_file(self, path: str, src: Path, perm: int | None = None) -> None:
+        real = src.resolve()
+        mode = perm if perm is not None else stat.S_IMODE(real.stat().st_mode)
+        self.file(path, real.read_bytes(), mode)
+
+    def dirs(self, *paths: str) -> None:
+        for p in paths:
+            self.add(CpioEntry.directory(p))
+
+    def symlink(self, path: str, target: str) -> None:
+        self.add(CpioEntry.symlink(path, target))
+
+    def entries(self) -> list[CpioEntry]:
+        return [self.members[k] for k in sorted(self.members, key=lambda k: (k.count("/"), k))]
+
+    def gz(self) -> bytes:
+        raw = io.BytesIO()
+        write_cpio(self.entries(), raw)
+        return gzip.compress(raw.getvalue(), compresslevel=6, mtime=0)
+
+
+def _busybox(t: _Tree, parts: HostParts, prefix: str = "", skip: set[str] | None = None) -> None:
+    t.host_file(f"{prefix}bin/busybox", parts.busybox, 0o755)
+    for applet in parts.applets:
+        if applet == "linuxrc" or applet == "bin/busybox" or (skip and applet in skip):
+            continue
+        t.symlink(prefix + applet, "/bin/busybox")
+
+
+def _modules(t: _Tree, parts: HostParts, order: list[str], prefix: str = "") -> None:
+    for rel in order:
+        t.host_file(f"{prefix}lib/modules/{parts.kernel_version}/{rel}", parts.modules_dir / rel, 0o644)
+    t.file(f"{prefix}etc/rehearsal/kver", parts.kernel_version.encode() + b"\n")
+    t.file(f"{prefix}etc/rehearsal/modules", ("\n".join(order) + "\n").encode())
+    t.file(f"{prefix}etc/rehearsal/release", RELEASE.encode() + b"\n")
+
+
+def _base_dirs(t: _Tree, prefix: str = "") -> None:
+    t.dirs(*(prefix + d for d in ("dev", "proc", "sys", "tmp", "run", "root", "mnt", "etc", "var/log",
+                                  "var/tmp", "home", "boot")))
+    t.add(CpioEntry.chardev(prefix + "dev/console", 5, 1))
+
+
+def boot_initramfs(parts: HostParts, order: list[str]) -> bytes:
+    """The installed system's initramfs: busybox, the modules, files/boot-init.sh as /init."""
+    t = _Tree()
+    _base_dirs(t)
+    _busybox(t, parts)
+    _modules(t, parts, order)
+    t.file("init", (FILES / "boot-init.sh").read_bytes(), 0o755)
+    return t.gz()
+
+
+def installer_initrd(parts: HostParts, order: list[str], boot_img: bytes) -> bytes:
+    """The installer initrd: the rehearsal installer as /init, its tools, and the system it installs."""
+    t = _Tree()
+    _base_dirs(t)
+    _busybox(t, parts)
+    _modules(t, parts, order)
+    libs: set[Path] = set()
+    for dest, src in parts.tools.items():
+        t.host_file(dest.lstrip("/"), src, 0o755)
+        libs.update(shared_libraries(src))
+    for lib in sorted(libs):
+        t.host_file(str(lib).lstrip("/"), lib, 0o755)
+        if lib.name.startswith("ld-linux"):
+            t.host_file(f"lib/x86_64-linux-gnu/{lib.name}", lib, 0o755)
+    if Path("/etc/mke2fs.conf").exists():
+        t.host_file("etc/mke2fs.conf", Path("/etc/mke2fs.conf"), 0o644)
+    t.host_file("usr/lib/EXTLINUX/mbr.bin", parts.mbr, 0o644)
+    t.file("init", (FILES / "installer.sh").read_bytes(), 0o755)
+    _payload(t, parts, boot_img)
+    return t.gz()
+
+
+def _payload(t: _Tree, parts: HostParts, boot_img: bytes) -> None:
+    r = "payload/root/"
+    _base_dirs(t, r)
+    t.dirs(r + "root", r + "var/lib/rehearsal", r + "etc/init.d", r + "usr/lib/rehearsal")
+    _busybox(t, parts, r, skip=OWN_COMMANDS)
+    t.host_file(r + "boot/vmlinuz", parts.vmlinuz, 0o644)
+    t.file(r + "boot/initrd.img", boot_img, 0o600)
+    t.file(r + "etc/init.d/rcS", (FILES / "rcS").read_bytes(), 0o755)
+    t.file(r + "usr/lib/rehearsal/nocloud", (FILES / "nocloud").read_bytes(), 0o755)
+    t.file(r + "usr/bin/systemctl", (FILES / "systemctl").read_bytes(), 0o755)
+    t.file(r + "usr/bin/rpm", (FILES / "rpm").read_bytes(), 0o755)
+    t.file(r + "usr/lib/rehearsal/stub", (FILES / "stub").read_bytes(), 0o755)
+    for name in STUBS:
+        for d in ("usr/bin/", "usr/sbin/", "bin/", "sbin/"):
+            t.members.pop(r + d + name, None)  # the stub wins over a busybox applet of the same name
+        t.symlink(f"{r}usr/sbin/{name}", "/usr/lib/rehearsal/stub")
+    t.file(r + "etc/inittab", b"::sysinit:/etc/init.d/rcS\n"
+           b"ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100\n"
+           b"::ctrlaltdel:/sbin/reboot\n::shutdown:/bin/umount -a -r\n")
+    t.file(r + "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
+    t.file(r + "etc/shadow", b"root:*:19000:0:99999:7:::\n", 0o600)
+    t.file(r + "etc/group", b"root:x:0:\nwheel:x:10:\n")
+    t.file(r + "etc/fstab", b"LABEL=rehearsal-root / ext4 defaults 0 1\n")
+    t.file(r + "etc/issue", b"CCIS Workbench rehearsal system (not CentOS) \\n \\l\n\n")
+    t.file(r + "etc/os-release", b'NAME="CCIS Workbench rehearsal"\nID=ccis-rehearsal\nVERSION_ID=0.1\n'
+           b'PRETTY_NAME="CCIS Workbench rehearsal system (not CentOS)"\n')
+    t.file(r + "etc/rehearsal-release", RELEASE.encode() + b" (not CentOS)\n")
+    t.file(r + "etc/hostname", b"localhost.localdomain\n")
+    t.file(r + "etc/shells", b"/bin/sh\n/bin/ash\n")
+
+
+def treeinfo_text(checksums: dict[str, str], timestamp: int) -> str:
+    """The `.treeinfo` of the rehearsal tree, in productmd's format."""
+    cp = configparser.ConfigParser(interpolation=None)
+    cp.optionxform = str  # type: ignore[assignment,method-assign]
+    cp["header"] = {"type": "productmd.treeinfo", "version": "1.2"}
+    cp["release"] = {"name": "CCIS Workbench rehearsal", "short": "Rehearsal", "version": "0.1",
+                     "is_layered": "false"}
+    cp["general"] = {"family": "CCIS Workbench rehearsal", "version": "0.1", "name": RELEASE, "arch": "x86_64",
+                     "platforms": "x86_64,xen", "packagedir": "", "repository": ".", "timestamp": str(timestamp),
+                     "variant": "BaseOS"}
+    cp["tree"] = {"arch": "x86_64", "build_timestamp": str(timestamp), "platforms": "x86_64,xen",
+                  "variants": "BaseOS"}
+    cp["variant-BaseOS"] = {"id": "BaseOS", "name": "BaseOS", "type": "variant", "uid": "BaseOS",
+                            "packages": "Packages", "repository": "."}
+    cp["images-x86_64"] = {"kernel": "images/pxeboot/vmlinuz", "initrd": "images/pxeboot/initrd.img"}
+    cp["images-xen"] = {"kernel": "images/pxeboot/vmlinuz", "initrd": "images/pxeboot/initrd.img"}
+    cp["checksums"] = {k: f"sha256:{v}" for k, v in sorted(checksums.items())}
+    out = io.StringIO()
+    cp.write(out)
+    return out.getvalue()
+
+
+def pvh_kernel(parts: HostParts) -> bytes | None:
+    """The kernel as an uncompressed ELF that qemu boots through its PVH entry point, or None.
+
+    Under TCG a Debian bzImage spends about 7 s decompressing itself; qemu loads a PVH-capable vmlinux directly,
+    so the rehearsal installer starts in about 2 s. Only for the tree's installer kernel: the installed system
+    keeps the bzImage, which extlinux needs.
+    """
+    config = Path("/boot") / f"config-{parts.kernel_version}"
+    try:
+        if "CONFIG_PVH=y" not in config.read_text().splitlines():
+            return None
+    except OSError:
+        return None
+    data = parts.vmlinuz.read_bytes()
+    start = data.find(b"\xfd7zXZ\x00")
+    if start < 0:
+        return None
+    try:
+        elf = lzma.LZMADecompressor().decompress(data[start:])
+    except lzma.LZMAError:
+        return None
+    return elf if elf.startswith(b"\x7fELF") else None
+
+
+def rehearsal_cache(root: Path | None = None) -> Path:
+    return (root or cache_root()) / "rehearsal"
+
+
+def build_tree(cache: Path | None = None, monitor: Monitor | None = None, force: bool = False) -> Path:
+    """Return the directory of the rehearsal tree, building it into the cache when it is not there yet."""
+    mon = monitor or Monitor()
+    parts = find_host_parts()
+    base = rehearsal_cache(cache)
+    dest = base / parts.key()
+    if (dest / ".treeinfo").is_file() and not force:
+        return dest
+    mon.stage("rehearsal-tree", f"building the rehearsal install tree from kernel {parts.kernel_version}")
+    started = time.monotonic()
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=base))
+    try:
+        dep_text = (parts.modules_dir / "modules.dep").read_text()
+        boot_img = boot_initramfs(parts, module_order(dep_text, MODULES))
+        initrd = installer_initrd(parts, module_order(dep_text, INSTALLER_MODULES), boot_img)
+        pxe = tmp / "images" / "pxeboot"
+        pxe.mkdir(parents=True)
+        elf = pvh_kernel(parts)
+        if elf is not None:
+            (pxe / "vmlinuz").write_bytes(elf)
+        else:
+            shutil.copyfile(parts.vmlinuz, pxe / "vmlinuz")
+        (pxe / "initrd.img").write_bytes(initrd)
+        sums = {f"images/pxeboot/{n}": hashlib.sha256((pxe / n).read_bytes()).hexdigest()
+                for n in ("vmlinuz", "initrd.img")}
+        (tmp / "README.rehearsal").write_text(
+            f"{RELEASE}: an install tree built by CCIS Workbench from this host's kernel {parts.kernel_version}\n"
+            "and busybox. Its installer is a rehearsal stand-in for anaconda; it installs no CentOS.\n"
+            + ("images/pxeboot/vmlinuz is the uncompressed kernel (qemu boots it through PVH: fast under TCG).\n"
+               if elf is not None else ""))
+        # .treeinfo last: its presence marks a complete tree
+        (tmp / ".treeinfo").write_text(treeinfo_text(sums, int(parts.vmlinuz.stat().st_mtime)))
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    mon.note("info", f"rehearsal tree built in {time.monotonic() - started:.1f}s: {dest}")
+    return dest
