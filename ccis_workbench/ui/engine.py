@@ -5,7 +5,11 @@ review matrix; saving profiles. Plain Python (no Textual), called from thread wo
 from __future__ import annotations
 
 import importlib
+import io
 import re
+import subprocess
+import tarfile
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -107,6 +111,10 @@ class ReviewCell:
     lint_note: str = ""
     diff_lines: int = 0
     overlays: list[str] = field(default_factory=list)
+    #: Reviewing a changed fragment: False when the change leaves this cell's kickstart as it was.
+    affected: bool = True
+    #: Reviewing a changed fragment: the cell composed at HEAD but the change makes it fail.
+    broken: bool = False
 
     def lint_status(self) -> str:
         if not self.applicable:
@@ -344,6 +352,68 @@ class Workbench:
                     cell.lint_note = f"base fails: {_short_reason(exc)}"
                 yield cell
 
+    # -- review of a changed fragment -------------------------------------------------------------------------
+
+    def changed_fragments(self) -> list[str]:
+        """Catalog files (kickstarts/) that differ from git HEAD, new ones included; [] outside a git checkout."""
+        try:
+            res = subprocess.run(["git", "status", "--porcelain=v1", "-z", "--untracked-files=all", "--",
+                                  "kickstarts"], cwd=self.root, capture_output=True, check=False, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+        if res.returncode != 0:
+            return []
+        paths = []
+        for entry in res.stdout.decode("utf-8", "replace").split("\0"):
+            if len(entry) > 3 and entry[3:].endswith((".yaml", ".j2")):
+                paths.append(entry[3:])
+        return sorted(set(paths))
+
+    def review_change(self, path: str, rev: str = "HEAD") -> Iterator[ReviewCell]:
+        """Every release x target composed with the catalog at *rev* and as it is now: which cells the change
+        to *path* affects (and by how many lines), which it breaks, and the lint status of the new result."""
+        if self._review_composer is None:
+            self._review_composer = Composer(self.catalog)
+        now = self._review_composer
+        lint = optional_module("ccis_workbench.core.lint")
+        overlay = Path(path).name.split(".")[0] if path.startswith("kickstarts/overlays/") else None
+        if overlay is not None and overlay not in self.catalog.overlays:
+            overlay = None
+        wanted = _with_requires(self.catalog, overlay) if overlay else []
+        with tempfile.TemporaryDirectory(prefix="ccis-review-") as tmp:
+            before = _catalog_at(self.root, rev, Path(tmp))
+            for release in self.catalog.releases:
+                for target in sorted(self.catalog.targets):
+                    cell = ReviewCell(release, target, False, overlays=wanted)
+                    try:
+                        new = now.compose(choice(release, target, wanted))
+                    except WorkbenchError as exc:
+                        cell.reason = _short_reason(exc)
+                        try:
+                            if before is not None:
+                                before.compose(choice(release, target, wanted))
+                                cell.broken = True
+                        except WorkbenchError:
+                            pass
+                        yield cell
+                        continue
+                    cell.applicable = True
+                    old_text = ""
+                    if before is not None:
+                        try:
+                            old_text = before.compose(choice(release, target, wanted)).text
+                        except WorkbenchError:
+                            old_text = ""  # new at this revision: every line counts as added
+                    unified = _plain_unified(_body(old_text), _body(new.text))
+                    cell.diff_lines = sum(1 for ln in unified.splitlines()
+                                          if ln[:1] in "+-" and not ln.startswith(("+++", "---")))
+                    cell.affected = cell.diff_lines > 0
+                    if lint is not None:
+                        findings = [f for f in lint.lint_composition(new) if not getattr(f, "waived", None)]
+                        cell.errors = sum(1 for f in findings if f.severity == "error")
+                        cell.warnings = sum(1 for f in findings if f.severity == "warning")
+                    yield cell
+
     # -- profiles ----------------------------------------------------------------------------------------------
 
     def profile_yaml(self, ch: Choice, name: str | None = None, description: str | None = None) -> str:
@@ -417,6 +487,28 @@ def _raw_yaml(path: Path) -> dict[str, Any]:
     except (OSError, yaml.YAMLError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _body(text: str) -> str:
+    """A composed kickstart without its two generated header lines (they name the profile)."""
+    return text.split("\n", 2)[2] if text.count("\n") >= 2 else text
+
+
+def _catalog_at(root: Path, rev: str, dest: Path) -> Composer | None:
+    """A composer over the catalog (kickstarts/) as it was at git revision *rev*, or None when there is none."""
+    try:
+        res = subprocess.run(["git", "archive", "--format=tar", rev, "--", "kickstarts"], cwd=root,
+                             capture_output=True, check=False, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if res.returncode != 0:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(res.stdout)) as tar:
+        tar.extractall(dest, filter="data")
+    try:
+        return Composer(Catalog.load(dest))
+    except WorkbenchError:
+        return None
 
 
 def _with_requires(catalog: Catalog, name: str, seen: tuple[str, ...] = ()) -> list[str]:

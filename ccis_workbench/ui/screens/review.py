@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from ccis_workbench.ui.engine import ReviewCell, Workbench
 
 
+#: Prefix of a review subject that is a changed catalog file rather than an overlay.
+CHANGED = "changed:"
+
+
 class ReviewScreen(Screen[None]):
     """A matrix: rows are releases, columns targets; enter opens the cell in the compose view."""
 
@@ -31,7 +35,9 @@ class ReviewScreen(Screen[None]):
     def __init__(self, workbench: Workbench, overlay: str | None = None) -> None:
         super().__init__()
         self.workbench = workbench
+        #: What is reviewed: an overlay name, or CHANGED + a catalog file that differs from git HEAD.
         self.overlay = overlay or next(iter(sorted(workbench.catalog.overlays)), "")
+        self.changed = workbench.changed_fragments()
         self.cells: dict[tuple[str, str], ReviewCell] = {}
         self.done = False
 
@@ -43,7 +49,9 @@ class ReviewScreen(Screen[None]):
         yield Header()
         with Horizontal(id="review-bar"):
             yield Label("Overlay ", id="overlay-label")
-            yield Select[str]([(n, n) for n in sorted(self.workbench.catalog.overlays)], id="review-overlay",
+            options = [(n, n) for n in sorted(self.workbench.catalog.overlays)]
+            options += [(f"changed: {p}", CHANGED + p) for p in self.changed]
+            yield Select[str](options, id="review-overlay",
                               value=self.overlay if self.overlay else Select.NULL, allow_blank=False
                               if self.workbench.catalog.overlays else True)
             yield Static("", id="review-progress")
@@ -71,7 +79,8 @@ class ReviewScreen(Screen[None]):
             table.add_column(t, key=t)
         for r in cat.releases:
             table.add_row(r, *["…" for _ in cat.targets], key=r)
-        self.sub_title = f"review: overlay {self.overlay}"
+        self.sub_title = (f"review: change to {self.overlay[len(CHANGED):]} (against git HEAD)"
+                          if self.overlay.startswith(CHANGED) else f"review: overlay {self.overlay}")
         total = len(cat.releases) * len(cat.targets)
         self.query_one("#review-progress", Static).update(f"  computing 0/{total}")
         if cat.targets:
@@ -82,7 +91,9 @@ class ReviewScreen(Screen[None]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="review", description="review matrix")
     def compute(self, overlay: str) -> None:
         n = 0
-        for cell in self.workbench.review(overlay):
+        cells = self.workbench.review_change(overlay[len(CHANGED):]) if overlay.startswith(CHANGED) \
+            else self.workbench.review(overlay)
+        for cell in cells:
             n += 1
             self.post_message(ReviewCellReady(overlay, cell))
         self.post_message(ReviewDone(overlay, n))
@@ -93,9 +104,13 @@ class ReviewScreen(Screen[None]):
             return
         c = message.cell
         self.cells[(c.release, c.target)] = c
-        if c.applicable:
+        if c.applicable and not c.affected:
+            text = Text("= unchanged", style="dim")
+        elif c.applicable:
             style = "red" if c.errors else ("yellow" if c.warnings else "green")
             text = Text.assemble(("✓ ", "green"), (c.lint_status(), style), (f" ±{c.diff_lines} ", "dim"))
+        elif c.broken:
+            text = Text("✗ breaks", style="bold red")
         else:
             text = Text("✗ n/a", style="dim")
         self.query_one("#matrix", DataTable).update_cell(c.release, c.target, text, update_width=True)
@@ -126,7 +141,18 @@ class ReviewScreen(Screen[None]):
         if c is None:
             detail.update("")
             return
-        head = f"{c.release} + {c.target} + {', '.join(c.overlays)}: "
+        head = f"{c.release} + {c.target}" + "".join(f" + {o}" for o in c.overlays) + ": "
+        if self.overlay.startswith(CHANGED):
+            if c.broken:
+                detail.update(Text.assemble((head, "bold"), ("the change breaks it: ", "bold red"), (c.reason, "")))
+            elif not c.applicable:
+                detail.update(Text.assemble((head, "bold"), ("does not apply: ", "bold red"), (c.reason, "")))
+            elif not c.affected:
+                detail.update(Text.assemble((head, "bold"), ("the change leaves this kickstart as it was", "")))
+            else:
+                detail.update(Text.assemble((head, "bold"), (f"the change moves {c.diff_lines} lines; lint "
+                                                             f"{c.lint_status()}", "")))
+            return
         if c.applicable:
             detail.update(Text.assemble((head, "bold"), (f"applies; lint {c.lint_status()}; the overlay changes "
                                                          f"{c.diff_lines} lines of the kickstart", "")))

@@ -1,0 +1,74 @@
+"""Review mode for a changed fragment: every release x target composed at git HEAD and now, in the engine and
+through the real app."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable
+
+from ccis_workbench.ui.engine import Workbench
+from ccis_workbench.ui.screens.review import CHANGED, ReviewScreen
+from tests.test_ui_support import make_app, make_catalog, settle, sync
+
+
+def _git(root: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = make_catalog(tmp_path)
+    _git(root, "init", "-q")
+    _git(root, "add", "-A")
+    _git(root, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "catalog")
+    return root
+
+
+def test_a_target_change_affects_only_that_target(repo: Path) -> None:
+    frag = repo / "kickstarts/targets/openstack.ks.j2"
+    frag.write_text(frag.read_text().replace("%end", "echo reviewed-change\n%end", 1))
+    wb = Workbench(repo)
+    assert wb.changed_fragments() == ["kickstarts/targets/openstack.ks.j2"]
+    cells = {(c.release, c.target): c for c in wb.review_change("kickstarts/targets/openstack.ks.j2")}
+    openstack = cells[("centos-stream-9", "openstack")]
+    assert openstack.applicable and openstack.affected and openstack.diff_lines == 1
+    other = cells[("centos-stream-9", "ui-box")]
+    assert other.applicable and not other.affected and other.diff_lines == 0
+
+
+def test_a_change_that_breaks_a_cell_is_named(repo: Path) -> None:
+    frag = repo / "kickstarts/targets/openstack.ks.j2"
+    frag.write_text(frag.read_text() + "\nfrobnicate --now\n")
+    cells = list(Workbench(repo).review_change("kickstarts/targets/openstack.ks.j2"))
+    broken = [c for c in cells if c.broken]
+    assert [(c.release, c.target) for c in broken] == [("centos-stream-9", "openstack")]
+    assert "Unknown command" in broken[0].reason or "frobnicate" in broken[0].reason
+
+
+def test_outside_git_there_is_nothing_to_review(tmp_path: Path) -> None:
+    assert Workbench(make_catalog(tmp_path)).changed_fragments() == []
+
+
+@sync
+async def test_review_screen_offers_and_shows_the_change(repo: Path) -> None:
+    base = repo / "kickstarts/baseline/centos-stream-9.ks.j2"
+    base.write_text(base.read_text().replace("firewall --disabled", "firewall --enabled --service=ssh"))
+    app = make_app(repo)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        app.screen.query_one("#kickstart").focus()
+        await pilot.press("r")
+        await settle(pilot)
+        review = app.screen
+        assert isinstance(review, ReviewScreen)
+        assert review.changed == ["kickstarts/baseline/centos-stream-9.ks.j2"]
+        review.query_one("#review-overlay").value = CHANGED + "kickstarts/baseline/centos-stream-9.ks.j2"
+        await settle(pilot)
+        assert review.done and "change to kickstarts/baseline/centos-stream-9.ks.j2" in review.sub_title
+        # the baseline is under every target: every cell moves
+        assert review.cells and all(c.affected and c.diff_lines >= 1 for c in review.cells.values())
+        cell = str(review.query_one("#matrix", DataTable).get_cell("centos-stream-9", "openstack"))
+        assert "±" in cell
