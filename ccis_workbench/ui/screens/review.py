@@ -141,7 +141,7 @@ class ReviewScreen(Screen[None]):
         if c is None:
             detail.update("")
             return
-        head = f"{c.release} + {c.target}" + "".join(f" + {o}" for o in c.overlays) + ": "
+        head = f"{c.release} + {c.target}" + (f" + {', '.join(c.overlays)}" if c.overlays else "") + ": "
         if self.overlay.startswith(CHANGED):
             if c.broken:
                 detail.update(Text.assemble((head, "bold"), ("the change breaks it: ", "bold red"), (c.reason, "")))
