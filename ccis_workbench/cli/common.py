@@ -6,8 +6,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from ccis_workbench.core.errors import WorkbenchError
@@ -82,19 +80,7 @@ def emit_json(data: Any) -> None:
 
 
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write *text* to *path* through a temporary file in the same folder, renamed into place."""
-    target = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
-    except OSError as exc:
-        raise WorkbenchError("Cannot write", exc.strerror or str(exc), file=str(target)) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise WorkbenchError("Cannot write", exc.strerror or str(exc), file=str(target)) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write *text* to *path* atomically (see ccis_workbench.core.files.write_text_atomic)."""
+    from ccis_workbench.core.files import write_text_atomic
+
+    write_text_atomic(path, text)

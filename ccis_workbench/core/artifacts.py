@@ -8,7 +8,6 @@ nothing half-written (DESIGN.md, "Artifacts").
 
 from __future__ import annotations
 
-import hashlib
 import json
 import lzma
 import os
@@ -25,6 +24,7 @@ from typing import Any
 
 from ccis_workbench import __version__
 from ccis_workbench.core.errors import WorkbenchError
+from ccis_workbench.core.files import sha256_file
 from ccis_workbench.core.monitor import Monitor
 
 MIB = 1048576
@@ -86,14 +86,6 @@ def checksum_text(files: list[Path]) -> str:
         out.append(f"# {f.name}: {f.stat().st_size} bytes")
         out.append(f"SHA256 ({f.name}) = {sha256_file(f)}")
     return "\n".join(out) + "\n"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(MIB):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def vagrant_metadata(virtual_size: int) -> dict[str, Any]:

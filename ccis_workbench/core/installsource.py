@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ccis_workbench.core.errors import WorkbenchError
+from ccis_workbench.core.files import sha256_file
 from ccis_workbench.core.monitor import Monitor
 
 CHUNK = 1 << 20
@@ -147,14 +148,6 @@ def guest_url(url: str, network: str = "user") -> str:
         return url
     netloc = USER_NET_HOST + (f":{parts.port}" if parts.port else "")
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _verify(info: TreeInfo, rel: str, path: Path, source: str) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from ccis_workbench import __version__
 from ccis_workbench.core.errors import WorkbenchError
+from ccis_workbench.core.files import sha256_file
 
 #: Key every build manifest and boot-test report carries: sha256 of the kickstart text they were made from.
 KICKSTART_SHA_KEY = "kickstart_sha256"
@@ -48,15 +49,6 @@ def sha256_text(text: str) -> str:
 def sha256_bytes(data: bytes) -> str:
     """sha256 hex digest of *data*."""
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a file, read in chunks (images can be large)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # -- naming ----------------------------------------------------------------------------------------------------
