@@ -144,3 +144,27 @@ def test_guest_url() -> None:
     assert guest_url("http://localhost/t/") == "http://10.0.2.2/t/"
     assert guest_url("http://127.0.0.1:8000/t/", network="default") == "http://127.0.0.1:8000/t/"
     assert guest_url("https://mirror.example/t/") == "https://mirror.example/t/"
+
+
+def test_cached_files_are_hashed_once_then_trusted_by_stamp(tmp_path):
+    """The second look at a cached kernel uses its size/mtime stamp; a changed file is hashed again."""
+    import hashlib
+
+    from ccis_workbench.core import installsource as src
+
+    f = tmp_path / "vmlinuz"
+    f.write_bytes(b"kernel" * 1000)
+    digest = hashlib.sha256(f.read_bytes()).hexdigest()
+    info = src.TreeInfo.__new__(src.TreeInfo)
+    info.checksums = {"images/pxeboot/vmlinuz": ("sha256", digest)}
+    assert src._matches(info, "images/pxeboot/vmlinuz", f)
+    assert (tmp_path / "vmlinuz.verified").read_text().endswith(digest + "\n")
+    calls = []
+    real = src.sha256_file
+    src.sha256_file = lambda p: calls.append(p) or real(p)
+    try:
+        assert src._matches(info, "images/pxeboot/vmlinuz", f) and calls == []
+        f.write_bytes(b"tampered" * 1000)
+        assert not src._matches(info, "images/pxeboot/vmlinuz", f) and calls == [f]
+    finally:
+        src.sha256_file = real

@@ -163,13 +163,39 @@ def _verify(info: TreeInfo, rel: str, path: Path, source: str) -> None:
                              file=source, hint="the mirror may be syncing: retry later, or use another mirror")
 
 
+def _stamp_text(path: Path, digest: str) -> str:
+    st = path.stat()
+    return f"{st.st_size} {st.st_mtime_ns} {digest}\n"
+
+
+def _stamp(path: Path) -> Path:
+    return path.with_name(path.name + ".verified")
+
+
+def _mark_verified(path: Path, digest: str) -> None:
+    """Remember that the cached *path* (size, mtime) has *digest*, so the next build need not hash 80 MB."""
+    try:
+        _stamp(path).write_text(_stamp_text(path, digest))
+    except OSError:
+        pass  # only a speed-up
+
+
 def _matches(info: TreeInfo, rel: str, path: Path) -> bool:
+    """Whether the cached *path* is the file .treeinfo names (checked by hash once, then by its stamp)."""
     algo_hex = info.checksums.get(rel)
     if not path.is_file():
         return False
     if algo_hex is None or algo_hex[0] != "sha256":
         return True
-    return sha256_file(path) == algo_hex[1]
+    try:
+        if _stamp(path).read_text() == _stamp_text(path, algo_hex[1]):
+            return True
+    except OSError:
+        pass
+    if sha256_file(path) != algo_hex[1]:
+        return False
+    _mark_verified(path, algo_hex[1])
+    return True
 
 
 def _fetch(url: str, what: str) -> bytes:
@@ -240,6 +266,8 @@ def from_url(url: str, arch: str = "x86_64", monitor: Monitor | None = None, cac
             except WorkbenchError:
                 dest.unlink(missing_ok=True)
                 raise
+            if info.checksums.get(rel, ("", ""))[0] == "sha256":
+                _mark_verified(dest, info.checksums[rel][1])
         paths[rel] = dest
     if download:
         (where / ".treeinfo").write_text(text)
