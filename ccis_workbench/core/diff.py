@@ -401,7 +401,7 @@ def _same_identity(x: Any, y: Any) -> bool:
         return False
     try:
         return bool(x == y)
-    except Exception:  # data classes of two versions may not compare
+    except Exception:  # noqa: BLE001 - data classes of two versions may not compare
         return False
 
 
