@@ -11,6 +11,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,8 @@ def _print_evidence(ev: Any) -> None:
         print(f"  {mark:8} {i.title}: {i.detail}{digest}")
 
 
-def cmd_propose(args: argparse.Namespace) -> int:
+def cmd_propose(args: argparse.Namespace, emit: Callable[[Any], None] = emit_json) -> int:
+    """`propose`; with --json the report goes to *emit* (stdout by default; the TUI passes its own)."""
     from ccis_workbench import gitops
     from ccis_workbench.core import propose as prop
     from ccis_workbench.core.compose import Composer
@@ -157,7 +159,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
                                   "anyway with --allow-missing (the pull-request text will say what is missing)")
     if args.dry_run:
         if args.json:
-            emit_json(dict(report, dry_run=True, commit_message=proposal.commit_message()))
+            emit(dict(report, dry_run=True, commit_message=proposal.commit_message()))
         else:
             print(f"Would create branch {branch} on {base[:12]} with:")
             for c in proposal.changed:
@@ -191,7 +193,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
     patches = sorted(str(p) for p in outdir.glob("*.patch"))
     pushed = gitops.push(repo, args.push, branch) if args.push else None
     if args.json:
-        emit_json(dict(report, commit=commit, patches=patches, pull_request=str(outdir / "PULL_REQUEST.md"),
+        emit(dict(report, commit=commit, patches=patches, pull_request=str(outdir / "PULL_REQUEST.md"),
                        pushed_to=args.push if pushed is not None else None))
         return 0
     print(f"Created branch {branch} at {commit[:12]} (your checkout is unchanged)")

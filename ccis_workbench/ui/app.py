@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from textual import on, work
 from textual.app import App, SystemCommand
@@ -38,6 +39,8 @@ class WorkbenchApp(App[int]):
     BINDINGS = [
         Binding("question_mark,f1", "help", "Help", id="app.help", tooltip="Keys and the flow"),
         Binding("ctrl+t", "toggle_theme", "Theme", show=False, id="app.theme"),
+        Binding("u", "open_propose", "Propose", show=False, id="app.propose",
+                tooltip="Propose the profile upstream with its evidence"),
         Binding("q", "quit", "Quit", id="app.quit"),
     ]
 
@@ -52,6 +55,12 @@ class WorkbenchApp(App[int]):
         self.capabilities = capabilities or LocalCapabilities()
         self.initial_profile = profile
         self.set_reactive(WorkbenchApp.host_status, self.capabilities.initial_status())
+        #: The artifact directory of the last successful build in this session (the boot-test screen's default).
+        self.last_artifact_dir: str | None = None
+        #: The build screen's initial settings (tests and the screenshot script choose a small, fast build).
+        self.build_settings: Any = None
+        #: The boot-test screen's initial settings.
+        self.boot_test_settings: Any = None
         if theme:
             self.theme = theme
 
@@ -129,6 +138,53 @@ class WorkbenchApp(App[int]):
         compose.set_choice(Choice(release, target, list(overlays), variables))
         compose.action_show_tab("preview")
 
+    def _composed_choice(self, what: str) -> tuple[Any, Any] | None:
+        """(workbench, copy of the choice) when the current choice composes; else say why and return None."""
+        from copy import deepcopy
+
+        compose = self.compose_screen
+        if compose.workbench is None or compose.choice is None:
+            self.notify("the catalog is not loaded yet", title=f"{what} unavailable", severity="warning")
+            return None
+        if compose.analysis is not None and compose.analysis.error is not None:
+            self.notify(f"the choice does not compose: {compose.analysis.error.title}", title=f"{what} unavailable",
+                        severity="warning")
+            return None
+        return compose.workbench, deepcopy(compose.choice)
+
+    def open_build(self) -> None:
+        """Show the build screen for the current choice (explains instead when libvirt is not usable)."""
+        reason = self.capabilities.build_unavailable(self.host_status, "build")
+        if reason:
+            self.compose_screen.explain_unavailable("build")
+            return
+        got = self._composed_choice("Build")
+        if got is not None:
+            from ccis_workbench.ui.screens.build import BuildScreen
+
+            self.push_screen(BuildScreen(got[0], got[1], self.host_status.uri, self.build_settings))
+
+    def open_boot_test(self) -> None:
+        """Show the boot-test screen (the last build's artifact preselected)."""
+        reason = self.capabilities.build_unavailable(self.host_status, "boot-test")
+        if reason:
+            self.compose_screen.explain_unavailable("boot-test")
+            return
+        got = self._composed_choice("Boot test")
+        if got is not None:
+            from ccis_workbench.ui.screens.boottest import BootTestScreen
+
+            self.push_screen(BootTestScreen(got[0], got[1], self.host_status.uri, self.boot_test_settings,
+                                            artifact=self.last_artifact_dir))
+
+    def action_open_propose(self) -> None:
+        """Show the propose screen for the current profile."""
+        got = self._composed_choice("Propose")
+        if got is not None:
+            from ccis_workbench.ui.screens.propose import ProposeScreen
+
+            self.push_screen(ProposeScreen(got[0], got[1], artifacts=self.last_artifact_dir))
+
     # -- actions ---------------------------------------------------------------------------------------------------
 
     def action_help(self) -> None:
@@ -187,7 +243,9 @@ class WorkbenchApp(App[int]):
         for action in ("build", "boot-test"):
             reason = self.capabilities.build_unavailable(self.host_status, action)
             yield SystemCommand(f"{action}: run" + (" (unavailable)" if reason else ""), reason or action,
-                                c.action_build if action == "build" else c.action_boot_test)
+                                self.open_build if action == "build" else self.open_boot_test)
+        yield SystemCommand("propose: upstream with evidence", "Evidence, tag and branch, then a dry run or a commit",
+                            self.action_open_propose)
         yield SystemCommand("host: check libvirt again", "Re-check the libvirt connection", self.check_host)
 
 

@@ -70,7 +70,7 @@ class Capabilities:
             return f"{action} needs libvirt, which has not been checked yet ({status.detail})"
         if not status.reachable:
             return f"{action} needs libvirt at {status.uri}: {status.detail}"
-        return f"{action} from the terminal UI is not available in this version: use `ccis-workbench {action}`"
+        return None
 
 
 class LocalCapabilities(Capabilities):

@@ -91,3 +91,134 @@ class ProfileSaved(Message):
     def __init__(self, path: str) -> None:
         super().__init__()
         self.path = path
+
+
+# -- build, boot test and propose screens (posted by their workers and by UIMonitor) ----------------------------
+
+
+class RunStage(Message):
+    """A long run (build or boot test) began a stage; *elapsed* is seconds since the run started."""
+
+    def __init__(self, name: str, detail: str, elapsed: float) -> None:
+        super().__init__()
+        self.name = name
+        self.detail = detail
+        self.elapsed = elapsed
+
+
+class RunOutput(Message):
+    """A batch of raw text from one stream: channel 'console' or 'installer-log'."""
+
+    def __init__(self, channel: str, text: str) -> None:
+        super().__init__()
+        self.channel = channel
+        self.text = text
+
+
+class RunNote(Message):
+    """A sentence from the run: severity 'info', 'warning' or 'error'."""
+
+    def __init__(self, severity: str, message: str, elapsed: float) -> None:
+        super().__init__()
+        self.severity = severity
+        self.message = message
+        self.elapsed = elapsed
+
+
+class RunProgress(Message):
+    """Progress inside the current stage (throttled)."""
+
+    def __init__(self, done: float, total: float | None, unit: str) -> None:
+        super().__init__()
+        self.done = done
+        self.total = total
+        self.unit = unit
+
+
+class BuildPlanned(Message):
+    """The build plan for the screen's settings (or the error that prevented it)."""
+
+    def __init__(self, plan: Any = None, error: WorkbenchError | None = None) -> None:
+        super().__init__()
+        self.plan = plan
+        self.error = error
+
+
+class BuildEnded(Message):
+    """A build ended. status: success | failed | stalled | timeout | cancelled | crashed | lost | error.
+    *result* is the backend's BuildResult (None on success or a WorkbenchError); *artifacts* the files made."""
+
+    def __init__(self, status: str, title: str, message: str, *, hint: str = "", lines: list[str] | None = None,
+                 artifact_dir: str | None = None, artifacts: list[str] | None = None, result: Any = None) -> None:
+        super().__init__()
+        self.status = status
+        self.title = title
+        self.message = message
+        self.hint = hint
+        self.lines = lines or []
+        self.artifact_dir = artifact_dir
+        self.artifacts = artifacts or []
+        self.result = result
+
+
+class CleanupVerified(Message):
+    """After a cancel: which ccis- domains/volumes of the run are still there (empty: all removed)."""
+
+    def __init__(self, run_id: str, remaining: list[str], seconds: float, error: str = "") -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.remaining = remaining
+        self.seconds = seconds
+        self.error = error
+
+
+class BootTestPrepared(Message):
+    """The image and the checks that apply to it were resolved (or *error* says why not)."""
+
+    def __init__(self, setup: Any = None, error: WorkbenchError | None = None) -> None:
+        super().__init__()
+        self.setup = setup
+        self.error = error
+
+
+class CheckUpdated(Message):
+    """One boot-test check changed state live: running | passed | failed."""
+
+    def __init__(self, check_id: str, status: str, reason: str = "") -> None:
+        super().__init__()
+        self.check_id = check_id
+        self.status = status
+        self.reason = reason
+
+
+class BootTestEnded(Message):
+    """A boot test ended: *result* is the BootTestResult (None when it could not run: see *error*)."""
+
+    def __init__(self, result: Any = None, reports: dict[str, str] | None = None,
+                 error: WorkbenchError | None = None) -> None:
+        super().__init__()
+        self.result = result
+        self.reports = reports or {}
+        self.error = error
+
+
+class EvidenceGathered(Message):
+    """The propose screen's evidence and proposal preview (or the error that prevented them)."""
+
+    def __init__(self, evidence: Any = None, proposal: Any = None, error: WorkbenchError | None = None) -> None:
+        super().__init__()
+        self.evidence = evidence
+        self.proposal = proposal
+        self.error = error
+
+
+class ProposeDone(Message):
+    """`propose` ran (dry run or real): *report* is its JSON report, *pr_text* the pull-request description."""
+
+    def __init__(self, dry_run: bool, report: dict[str, Any] | None = None, pr_text: str = "",
+                 error: WorkbenchError | None = None) -> None:
+        super().__init__()
+        self.dry_run = dry_run
+        self.report = report or {}
+        self.pr_text = pr_text
+        self.error = error

@@ -158,7 +158,8 @@ right updates as you choose. Overlays that cannot be added say why (greyed out).
 | `o` / `s` | open a profile / save the choice as a new profile |
 | `r` | review an overlay across every release × target |
 | `ctrl+r` / `f5` | reload the catalog from disk (after fixing a file) |
-| `b` / `x` | build / boot-test (say why when unavailable) |
+| `b` / `x` | build / boot-test screens (they say why when libvirt is not usable) |
+| `u` | propose the profile upstream with its evidence |
 | `ctrl+t` | light / dark theme |
 | `ctrl+p` | command palette |
 | `escape` | back to the preview, close a dialog |

@@ -765,12 +765,13 @@ class ComposeScreen(Screen[None]):
         self.load_catalog()
 
     def action_build(self) -> None:
-        self._unavailable("build")
+        self.wb_app.open_build()
 
     def action_boot_test(self) -> None:
-        self._unavailable("boot-test")
+        self.wb_app.open_boot_test()
 
-    def _unavailable(self, action: str) -> None:
+    def explain_unavailable(self, action: str) -> None:
+        """Say why *action* ('build', 'boot-test') cannot run here (libvirt missing, unreachable...)."""
         reason = self.wb_app.capabilities.build_unavailable(self.wb_app.host_status, action)
         if reason:
             self.notify(reason, title=f"{action.capitalize()} unavailable", severity="warning")

@@ -1,0 +1,481 @@
+"""The boot-test screen: pick an artifact, boot it with its seed, fill in the checks live beside the console.
+
+The run is `run_boot_test` from ccis_workbench.backends.boottest in a thread worker. The backend reports each
+check through the monitor's notes ("check ID", "PASS ID", "FAIL ID: reason"); `BootTestMonitor` turns those
+into `CheckUpdated` messages, and the final result (authoritative) fills in the table at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Log, RichLog, Select, Static
+
+from ccis_workbench.ui.messages import (
+    BootTestEnded,
+    BootTestPrepared,
+    CheckUpdated,
+    CleanupVerified,
+    RunNote,
+    RunOutput,
+    RunStage,
+)
+from ccis_workbench.ui.screens.build import ACCELS, CONSOLE_LINES, SEVERITY_STYLE, UIMonitor, elapsed_text, remaining_of
+
+if TYPE_CHECKING:
+    from ccis_workbench.core.errors import WorkbenchError
+    from ccis_workbench.core.monitor import Monitor
+    from ccis_workbench.ui.engine import Choice, Workbench
+
+STATUS_STYLE = {"pending": "dim", "running": "bold cyan", "passed": "green", "failed": "bold red",
+                "error": "red", "skipped": "dim"}
+_NOTE = re.compile(r"^(?:(?P<start>check) (?P<id>\S+)|(?P<verdict>PASS|FAIL) (?P<vid>[^\s:]+)(?::\s*(?P<why>.*))?)$")
+
+
+@dataclass
+class BootTestSettings:
+    """The boot-test screen's settings (the CLI's boot-test options)."""
+
+    accel: str = "tcg"
+    memory_mb: int = 1024
+    grow_mib: int = 1024
+    login_timeout: float = 600.0
+    inactivity_timeout: float = 300.0
+    rehearsal: bool | None = None  # None: from the artifact's manifest
+    output_dir: str | None = None  # None: beside the artifact (boot-test-ID), else ./boot-test-ID
+
+
+@dataclass
+class BootTestSetup:
+    """What a run needs: the image, its manifest, the checks that apply, the seed and the label."""
+
+    image: Path
+    manifest: dict[str, Any] | None
+    plan: Any  # core.testspec.CheckPlan
+    rehearsal: bool
+    seed: str
+    label: str
+    hostname: str
+    notes: list[str] = field(default_factory=list)
+
+
+class BootTestMonitor(UIMonitor):
+    """UIMonitor that also turns the backend's check notes into CheckUpdated messages."""
+
+    def note(self, severity: str, message: str) -> None:
+        super().note(severity, message)
+        m = _NOTE.match(message.strip())
+        if m is None:
+            return
+        if m.group("start"):
+            self.target.post_message(CheckUpdated(m.group("id"), "running"))
+        else:
+            status = "passed" if m.group("verdict") == "PASS" else "failed"
+            self.target.post_message(CheckUpdated(m.group("vid"), status, m.group("why") or ""))
+
+
+def prepare_boot_test(workbench: Workbench, ch: Choice, artifact: str, settings: BootTestSettings) -> BootTestSetup:
+    """Resolve *artifact* (a disk, an artifact directory, or a profile name) and the checks that apply to it:
+    those of the profile in the artifact's manifest, else those of the current choice (blocking)."""
+    from ccis_workbench.cli.test_cmds import resolve_image
+    from ccis_workbench.core.errors import WorkbenchError
+    from ccis_workbench.core.testspec import load_spec, select_checks
+
+    if not artifact.strip():
+        raise WorkbenchError("No artifact", "choose a disk image or a build's artifact directory",
+                             hint="build first (b), or type the path of a .qcow2/.raw image")
+    cat = workbench.catalog
+    image, manifest = resolve_image(artifact.strip(), cat, Path("artifacts"))
+    notes: list[str] = []
+    profile = None
+    prof = manifest.get("profile") if manifest else None
+    if isinstance(prof, dict) and isinstance(prof.get("yaml"), str):
+        profile = cat.parse_profile_text(prof["yaml"], f"{artifact} (manifest.json)")
+        notes.append(f"checks of profile {profile.name} (from the artifact's manifest.json)")
+    elif isinstance(prof, str) and prof in cat.profile_names():
+        profile = cat.load_profile(prof)
+        notes.append(f"checks of profile {prof} (named by the artifact's manifest.json)")
+    comp = workbench.composer.compose(profile) if profile is not None else workbench.compose(ch)
+    if profile is None:
+        notes.append(f"checks of the current choice {ch.name} (the artifact names no profile of this catalog)")
+    rehearsal = settings.rehearsal
+    if rehearsal is None:
+        text = json.dumps(manifest or {})
+        rehearsal = bool(manifest and (manifest.get("rehearsal") or "rehearsal" in text.lower()))
+    if rehearsal:
+        notes.append("REHEARSAL image (not CentOS): only the checks it can answer run")
+    plan = select_checks(load_spec(cat.root), comp, rehearsal=rehearsal)
+    seed = "nocloud" if rehearsal and plan.seed != "none" else plan.seed
+    name = "".join(c if c.isalnum() else "-" for c in comp.profile.name.lower()).strip("-")[:40]
+    return BootTestSetup(image, manifest, plan, rehearsal, seed, comp.profile.name,
+                         f"ccis-test-{name}" if name else "ccis-test", notes)
+
+
+def run_libvirt_boot_test(setup: BootTestSetup, options: Any, monitor: Monitor) -> Any:
+    """The real boot test (the seam tests may replace): returns a BootTestResult."""
+    from ccis_workbench.backends.boottest import run_boot_test
+
+    return run_boot_test(setup.image, setup.plan, options, monitor, label=setup.label)
+
+
+def report_dir(setup: BootTestSetup, settings: BootTestSettings, run_id: str) -> Path:
+    """Where the reports go: --output, else beside the artifact (when it has a manifest), else ./boot-test-ID."""
+    import os
+
+    if settings.output_dir:
+        return Path(settings.output_dir)
+    parent = setup.image.parent
+    if (parent / "manifest.json").exists() and os.access(parent, os.W_OK):
+        return parent / f"boot-test-{run_id}"
+    return Path.cwd() / f"boot-test-{run_id}"
+
+
+class BootTestScreen(Screen[None]):
+    """Boot an artifact with the seed its target expects; the checks fill in live; a summary at the end."""
+
+    BINDINGS = [
+        Binding("escape", "close", "Back", tooltip="Back to the compose view (cancel a running test first)"),
+        Binding("ctrl+s,f2", "start", "Start", tooltip="Run the boot test", id="boottest.start"),
+        Binding("ctrl+x,f3", "cancel", "Cancel", tooltip="Cancel: destroy the guest, remove its volumes",
+                id="boottest.cancel"),
+    ]
+
+    def __init__(self, workbench: Workbench, ch: Choice, uri: str, settings: BootTestSettings | None = None, *,
+                 artifact: str | None = None,
+                 runner: Callable[[BootTestSetup, Any, Monitor], Any] | None = None) -> None:
+        super().__init__()
+        self.workbench = workbench
+        self.choice = ch
+        self.uri = uri
+        self.settings = settings or BootTestSettings()
+        self.artifact = artifact or ""
+        self.runner = runner or run_libvirt_boot_test
+        self.setup: BootTestSetup | None = None
+        self.setup_error: WorkbenchError | None = None
+        self.monitor: BootTestMonitor | None = None
+        self.running = False
+        self.result: Any = None
+        self.statuses: dict[str, str] = {}
+        self.console_text: list[str] = []
+        self.stage_name = ""
+        self._done = threading.Event()
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="boot-bar", classes="run-bar"):
+            yield Label("Artifact", classes="bar-label")
+            yield Input(self.artifact, id="boot-artifact", placeholder="disk image, artifact directory or profile",
+                        compact=True)
+            yield Label("Accel", classes="bar-label")
+            yield Select[str](ACCELS, value=self.settings.accel, allow_blank=False, id="boot-accel", compact=True)
+            yield Button("Start", id="boot-start", variant="success", compact=True)
+            yield Button("Cancel", id="boot-cancel", variant="error", compact=True, disabled=True)
+        with Horizontal(id="boot-main", classes="run-main"):
+            with Vertical(id="boot-checks-box"):
+                table = DataTable(id="boot-checks", cursor_type="row", zebra_stripes=True)
+                table.add_column("Status", key="status", width=8)
+                table.add_column("Check", key="check")
+                table.add_column("Result", key="reason")
+                yield table
+            with Vertical(id="boot-right"):
+                yield Static("", id="boot-summary", classes="ending")
+                yield Log(max_lines=CONSOLE_LINES, id="boot-console", auto_scroll=True)
+        yield RichLog(id="boot-events", max_lines=500, wrap=True, markup=False)
+        yield Static("", id="boot-status", classes="run-status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "CCIS Workbench"
+        self.sub_title = f"boot test: {self.choice.name}"
+        self.query_one("#boot-checks-box").border_title = "Checks"
+        self.query_one("#boot-console", Log).border_title = "Console"
+        self.query_one("#boot-events", RichLog).border_title = "Stages and notes"
+        self.set_interval(0.2, self._tick)
+        self.request_setup()
+
+    def on_unmount(self) -> None:
+        if self.monitor is not None:
+            self.monitor.cancel_event.set()
+
+    # -- setup -------------------------------------------------------------------------------------------------
+
+    def request_setup(self) -> None:
+        """Resolve the artifact and its checks in a worker."""
+        if self.running:
+            return
+        self.setup = None
+        self.artifact = self.query_one("#boot-artifact", Input).value.strip()
+        self.settings = replace(self.settings, accel=str(self.query_one("#boot-accel", Select).value))
+        self._refresh_controls()
+        self.prepare(self.artifact, self.settings)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="boottest-prepare",
+          description="find the artifact and its checks")
+    def prepare(self, artifact: str, settings: BootTestSettings) -> None:
+        from ccis_workbench.core.errors import WorkbenchError
+
+        try:
+            self.post_message(BootTestPrepared(prepare_boot_test(self.workbench, self.choice, artifact, settings)))
+        except WorkbenchError as exc:
+            self.post_message(BootTestPrepared(error=exc))
+
+    @on(BootTestPrepared)
+    def _prepared(self, message: BootTestPrepared) -> None:
+        self.setup, self.setup_error = message.setup, message.error
+        table = self.query_one("#boot-checks", DataTable)
+        table.clear()
+        self.statuses = {}
+        summary = self.query_one("#boot-summary", Static)
+        if message.error is not None:
+            e = message.error
+            summary.update(Text.assemble(("No boot test yet: ", "bold red"), (e.title, "bold"),
+                                         (f"  {e.location}" if e.location else "", "underline"), f"\n{e.message}",
+                                         (f"\nhint: {e.hint}" if e.hint else "", "italic")))
+            summary.set_classes("ending -shown -bad")
+        else:
+            s = message.setup
+            for sel in s.plan.selected:
+                self.statuses[sel.check.id] = "pending"
+                table.add_row(Text("pending", style=STATUS_STYLE["pending"]), sel.check.id,
+                              Text(sel.check.description, style="dim"), key=sel.check.id)
+            summary.update(Text.assemble((f"{s.image.name}", "bold"), f": {len(s.plan.selected)} checks, seed "
+                                         f"{s.seed}\n", ("\n".join(s.notes), "dim")))
+            summary.set_classes("ending -shown")
+        self._refresh_controls()
+
+    @on(Input.Submitted, "#boot-artifact")
+    def _artifact_submitted(self) -> None:
+        self.request_setup()
+
+    @on(Select.Changed, "#boot-accel")
+    def _accel_changed(self, event: Select.Changed) -> None:
+        self.settings = replace(self.settings, accel=str(event.value))
+
+    # -- run ---------------------------------------------------------------------------------------------------
+
+    def action_start(self) -> None:
+        if self.running:
+            return
+        if self.setup is None:
+            why = f"{self.setup_error.title}: {self.setup_error.message}" if self.setup_error else "not ready yet"
+            self.notify(why, title="Cannot start the boot test", severity="warning")
+            return
+        from ccis_workbench.core.plan import new_build_id
+
+        self.running = True
+        self.result = None
+        self.console_text = []
+        self._done.clear()
+        for check_id in self.statuses:
+            self._set_status(check_id, "pending", "")
+        self.query_one("#boot-console", Log).clear()
+        self.query_one("#boot-events", RichLog).clear()
+        self.monitor = BootTestMonitor(self)
+        self.run_id = new_build_id()
+        self.stage_name = "starting"
+        self._refresh_controls()
+        self.run_test(self.setup, self.settings, self.monitor, self.run_id)
+
+    @on(Button.Pressed, "#boot-start")
+    def _start_pressed(self) -> None:
+        self.action_start()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="boottest", description="boot-test the image")
+    def run_test(self, setup: BootTestSetup, settings: BootTestSettings, monitor: BootTestMonitor,
+                 run_id: str) -> None:
+        from ccis_workbench.core.errors import WorkbenchError
+        from ccis_workbench.core.report import write_reports
+
+        try:
+            try:
+                from ccis_workbench.backends.boottest import BootTestOptions
+
+                options = BootTestOptions(uri=self.uri, accel=settings.accel, memory_mb=settings.memory_mb,
+                                          grow_mib=settings.grow_mib, login_timeout=settings.login_timeout,
+                                          inactivity_timeout=settings.inactivity_timeout, seed=setup.seed,
+                                          hostname=setup.hostname, rehearsal=setup.rehearsal, run_id=run_id)
+                result = self.runner(setup, options, monitor)
+                monitor.flush()
+                paths = write_reports(result, report_dir(setup, settings, result.run_id))
+            except WorkbenchError as exc:
+                monitor.flush()
+                self.post_message(BootTestEnded(error=exc))
+                return
+            self.post_message(BootTestEnded(result, {k: str(v) for k, v in paths.items()}))
+        finally:
+            self._done.set()
+
+    def action_cancel(self) -> None:
+        if not self.running or self.monitor is None or self.monitor.cancel_event.is_set():
+            return
+        self._event("warning", "cancelling: destroying the guest and removing its volumes…", self.monitor.elapsed())
+        self.cancel_test(self.monitor, self.run_id)
+
+    @on(Button.Pressed, "#boot-cancel")
+    def _cancel_pressed(self) -> None:
+        self.action_cancel()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="boottest-cancel",
+          description="cancel the boot test")
+    def cancel_test(self, monitor: BootTestMonitor, run_id: str) -> None:
+        t0 = time.monotonic()
+        monitor.cancel_event.set()
+        self._done.wait(timeout=60)
+        seconds = time.monotonic() - t0
+        if self.runner is not run_libvirt_boot_test:
+            self.post_message(CleanupVerified(run_id, [], seconds))
+            return
+        try:
+            from ccis_workbench.core.plan import DEFAULT_POOL
+
+            remaining = remaining_of(self.uri, DEFAULT_POOL, run_id)
+        except Exception as exc:  # noqa: BLE001 - the check is a courtesy: report why it could not run
+            self.post_message(CleanupVerified(run_id, [], seconds, error=f"{type(exc).__name__}: {exc}"))
+            return
+        self.post_message(CleanupVerified(run_id, remaining, seconds))
+
+    # -- messages ----------------------------------------------------------------------------------------------
+
+    def _event(self, severity: str, message: str, elapsed: float) -> None:
+        self.query_one("#boot-events", RichLog).write(
+            Text.assemble((f"[{elapsed_text(elapsed)}] ", "dim"), (message, SEVERITY_STYLE.get(severity, ""))))
+
+    def _set_status(self, check_id: str, status: str, reason: str) -> None:
+        table = self.query_one("#boot-checks", DataTable)
+        if check_id not in self.statuses:
+            self.statuses[check_id] = status
+            table.add_row(Text(status, style=STATUS_STYLE.get(status, "")), check_id, reason, key=check_id)
+            return
+        self.statuses[check_id] = status
+        table.update_cell(check_id, "status", Text(status, style=STATUS_STYLE.get(status, "")))
+        if reason or status != "pending":
+            table.update_cell(check_id, "reason", Text(reason or status, style="" if status != "failed" else "red"),
+                              update_width=False)
+        if status == "running":
+            with_row = table.get_row_index(check_id)
+            table.move_cursor(row=with_row)
+
+    @on(CheckUpdated)
+    def _check_updated(self, message: CheckUpdated) -> None:
+        self._set_status(message.check_id, message.status, message.reason)
+
+    @on(RunStage)
+    def _stage(self, message: RunStage) -> None:
+        self.stage_name = message.name
+        self._event("info", f"== {message.name}" + (f": {message.detail}" if message.detail else ""),
+                    message.elapsed)
+        self._tick()
+
+    @on(RunNote)
+    def _note(self, message: RunNote) -> None:
+        self._event(message.severity, message.message, message.elapsed)
+
+    @on(RunOutput)
+    def _output(self, message: RunOutput) -> None:
+        self.console_text.append(message.text)
+        self.query_one("#boot-console", Log).write(message.text.replace("\r\n", "\n").replace("\r", ""))
+
+    @on(BootTestEnded)
+    def _ended(self, message: BootTestEnded) -> None:
+        from ccis_workbench.core.report import ENDINGS
+
+        self.running = False
+        self.stage_name = "ended"
+        summary = self.query_one("#boot-summary", Static)
+        if message.error is not None:
+            e = message.error
+            summary.update(Text.assemble(("✗ The boot test could not run: ", "bold red"), (e.title, "bold"),
+                                         f"\n{e.message}", (f"\nhint: {e.hint}" if e.hint else "", "italic")))
+            summary.set_classes("ending -shown -bad")
+            self.notify(e.message, title=e.title, severity="error")
+            self._refresh_controls()
+            return
+        r = message.result
+        self.result = r
+        for c in r.checks:
+            self._set_status(c.id, c.status, c.reason)
+        counts = r.counts()
+        verdict = ("✓ PASSED", "bold green") if r.passed else ("✗ FAILED", "bold red")
+        text = Text.assemble(verdict, f" — {r.label}: {counts['passed']} passed, {counts['failed']} failed, "
+                             f"{counts['error']} not run, {counts['skipped']} skipped\n")
+        text.append(f"ending: {r.ending} ({ENDINGS.get(r.ending, '')})", style="bold" if r.ending == "completed"
+                    else "bold red")
+        if r.ending != "completed" and r.ending_message:
+            text.append(f": {r.ending_message}")
+        times = [f"boot to login {r.boot_to_login:.1f} s" if r.boot_to_login is not None else "",
+                 f"checks {r.checks_time:.1f} s" if r.checks_time is not None else "", f"total {r.total_time:.1f} s"]
+        text.append("\n" + ", ".join(t for t in times if t))
+        if message.reports:
+            text.append(f"\nreports: {Path(message.reports.get('json', '')).parent}", style="dim")
+        summary.update(text)
+        summary.set_classes(f"ending -shown -{'ok' if r.passed else 'bad'}")
+        self._event("info" if r.passed else "error", f"boot test {'passed' if r.passed else 'failed'}: {r.ending}",
+                    self.monitor.elapsed() if self.monitor else 0.0)
+        self.notify(f"{counts['passed']} passed, {counts['failed']} failed", title="Boot test "
+                    + ("passed" if r.passed else "failed"), severity="information" if r.passed else "error")
+        self._refresh_controls()
+
+    @on(CleanupVerified)
+    def _verified(self, message: CleanupVerified) -> None:
+        if message.error:
+            self._event("warning", f"could not check libvirt for leftovers: {message.error}", 0.0)
+        elif message.remaining:
+            self._event("error", f"still present after cancel: {', '.join(message.remaining)}", 0.0)
+        else:
+            self._event("info", f"cancelled in {message.seconds:.1f} s: the guest and its volumes were removed "
+                        "(checked in libvirt: none left)", self.monitor.elapsed() if self.monitor else 0.0)
+
+    # -- controls ----------------------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        if self.monitor is not None and self.running:
+            self.monitor.flush()
+        status = self.query_one("#boot-status", Static)
+        done = sum(1 for s in self.statuses.values() if s in ("passed", "failed", "error", "skipped"))
+        if self.running and self.monitor is not None:
+            state = "cancelling" if self.monitor.cancel_event.is_set() else "running"
+            status.update(f"{state} · stage {self.stage_name} · {elapsed_text(self.monitor.elapsed())} · checks "
+                          f"{done}/{len(self.statuses)}   ctrl+x/f3 cancels")
+        elif self.result is not None:
+            status.update(f"ended: {'passed' if self.result.passed else 'failed'} ({self.result.ending})   "
+                          "f2 runs again · escape goes back")
+        elif self.setup is not None:
+            status.update(f"ready: {self.setup.image} · {self.uri} · accel {self.settings.accel}   f2/ctrl+s starts")
+        else:
+            status.update("choose an artifact (enter)")
+
+    def _refresh_controls(self) -> None:
+        self.query_one("#boot-start", Button).disabled = self.running or self.setup is None
+        self.query_one("#boot-cancel", Button).disabled = not self.running
+        self.query_one("#boot-artifact", Input).disabled = self.running
+        self.query_one("#boot-accel", Select).disabled = self.running
+        self.refresh_bindings()
+        self._tick()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Footer shows Start when an artifact is ready and nothing runs, Cancel while a test runs."""
+        if action == "start":
+            return not self.running and self.setup is not None
+        if action == "cancel":
+            return self.running
+        return True
+
+    def action_close(self) -> None:
+        if self.running:
+            self.notify("a boot test is running: cancel it first (ctrl+x / f3)", title="Boot test running",
+                        severity="warning")
+            return
+        self.app.pop_screen()

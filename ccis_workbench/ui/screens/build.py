@@ -1,0 +1,577 @@
+"""The build screen: the plan first (like `ccis-workbench plan`), then the build with its live console.
+
+The build runs in a thread worker (`Build(plan, monitor).run()` from ccis_workbench.backends.libvirt_build).
+`UIMonitor` is the backend's Monitor for the UI: it batches console and installer-log text and posts messages
+(toolong's idea); it never touches a widget. Cancel sets the monitor's cancel event from its own worker group,
+waits for the build to clean up, then checks libvirt for anything of this build that is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message_pump import MessagePump
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Input, Label, Log, RichLog, Select, Static
+
+from ccis_workbench.core.monitor import Monitor
+from ccis_workbench.ui.messages import (
+    BuildEnded,
+    BuildPlanned,
+    CleanupVerified,
+    RunNote,
+    RunOutput,
+    RunProgress,
+    RunStage,
+)
+
+if TYPE_CHECKING:
+    from ccis_workbench.core.errors import WorkbenchError
+    from ccis_workbench.ui.app import WorkbenchApp
+    from ccis_workbench.ui.engine import Choice, Workbench
+
+#: Tree kinds the screen offers: (title, key).
+TREES = (("rehearsal (offline, not CentOS)", "rehearsal"), ("install tree URL", "url"), ("local tree directory",
+                                                                                          "dir"))
+ACCELS = (("tcg", "tcg"), ("kvm", "kvm"), ("auto", "auto"))
+#: Lines kept in the console pane (the full log is saved with the artifacts).
+CONSOLE_LINES = 5000
+SEVERITY_STYLE = {"info": "", "warning": "yellow", "error": "bold red"}
+
+
+def elapsed_text(seconds: float) -> str:
+    """mm:ss (or h:mm:ss) for the status line."""
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+
+
+class UIMonitor(Monitor):
+    """The backend's Monitor for the TUI: batches stream text and posts messages to *target*.
+
+    Called from the build's threads (the worker and the console readers); it only appends under a lock and
+    calls `post_message`, which is thread-safe. Text is flushed at most every *interval* seconds by the
+    producer, and by the screen's timer (`flush()`), so a quiet guest's last line still shows.
+    """
+
+    def __init__(self, target: MessagePump, interval: float = 0.1, progress_interval: float = 0.25) -> None:
+        self.target = target
+        self.interval = interval
+        self.progress_interval = progress_interval
+        self.cancel_event = threading.Event()
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+        self._pending: dict[str, list[str]] = {}
+        self._last_flush = 0.0
+        self._last_progress = 0.0
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def stage(self, name: str, detail: str = "") -> None:
+        self.flush()
+        self.target.post_message(RunStage(name, detail, self.elapsed()))
+
+    def progress(self, done: float, total: float | None = None, unit: str = "") -> None:
+        now = time.monotonic()
+        if now - self._last_progress >= self.progress_interval or (total is not None and done >= total):
+            self._last_progress = now
+            self.target.post_message(RunProgress(done, total, unit))
+
+    def output(self, channel: str, text: str) -> None:
+        with self._lock:
+            self._pending.setdefault(channel, []).append(text)
+            due = time.monotonic() - self._last_flush >= self.interval
+        if due:
+            self.flush()
+
+    def note(self, severity: str, message: str) -> None:
+        self.flush()
+        self.target.post_message(RunNote(severity, message, self.elapsed()))
+
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def flush(self) -> None:
+        """Post what has accumulated, one message per channel (safe from any thread)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            self._last_flush = time.monotonic()
+        for channel, parts in pending.items():
+            if parts:
+                self.target.post_message(RunOutput(channel, "".join(parts)))
+
+
+@dataclass
+class BuildSettings:
+    """What the build screen's controls choose (the CLI's build options)."""
+
+    tree: str = "rehearsal"  # rehearsal | url | dir
+    location: str = ""  # the URL (empty: the release's tree URL) or the directory
+    accel: str = "tcg"  # tcg by default here: KVM hangs on these hosts (ENVIRONMENT.md)
+    memory_mb: int = 2048
+    disk_size: str = ""  # e.g. 96M or 10G; empty: the profile's disk_size
+    output_dir: str = "artifacts"
+    inactivity_timeout: float = 300.0
+    total_timeout: float = 3600.0
+    rehearsal_cache: str | None = None  # where the rehearsal tree is built (None: the user's cache)
+
+
+def make_build_plan(workbench: Workbench, ch: Choice, settings: BuildSettings, uri: str,
+                    monitor: Monitor | None = None, *, download: bool = False, build_id: str | None = None) -> Any:
+    """The BuildPlan for a choice (blocking: builds the rehearsal tree, reads a URL's .treeinfo).
+
+    With *download*, a URL tree's kernel and initrd are fetched into the cache (what a build needs); without,
+    an unreachable URL still gives a plan that says so, as `ccis-workbench plan` does."""
+    from ccis_workbench.core import installsource
+    from ccis_workbench.core.errors import WorkbenchError
+    from ccis_workbench.core.plan import PlanOptions, make_plan, parse_size_mb
+
+    mon = monitor or Monitor()
+    comp = workbench.compose(ch)
+    arch = str(comp.variables.get("arch", "x86_64"))
+    if settings.tree == "rehearsal":
+        from ccis_workbench.rehearsal.tree import build_tree
+
+        spec = str(build_tree(cache=Path(settings.rehearsal_cache) if settings.rehearsal_cache else None,
+                              monitor=mon))
+    elif settings.tree == "url":
+        spec = settings.location.strip() or comp.release.tree_url(arch)
+    else:
+        spec = settings.location.strip()
+        if not spec:
+            raise WorkbenchError("No tree directory", "choose the directory that holds .treeinfo",
+                                 hint="or pick the rehearsal tree")
+    notes: list[str] = []
+    try:
+        source = installsource.resolve(spec, arch, mon, download=download)
+    except WorkbenchError as exc:
+        if download or "://" not in spec:
+            raise
+        # plan offline: show the plan anyway, with the unreachable tree said plainly (as the CLI's plan)
+        info = installsource.TreeInfo(family="unknown (tree not reachable)", version="", name=spec, arch=arch,
+                                      kernel="images/pxeboot/vmlinuz", initrd="images/pxeboot/initrd.img",
+                                      stage2=None, checksums={}, text="", sha256="0" * 64)
+        source = installsource.InstallSource("url", spec, info, Path("(not downloaded)/vmlinuz"),
+                                             Path("(not downloaded)/initrd.img"))
+        notes.append(f"{exc.title}: {exc.message}; a build needs this tree (or the rehearsal tree)")
+    opts = PlanOptions(uri=uri, accel=settings.accel, memory_mb=settings.memory_mb,
+                       disk_size_mb=parse_size_mb(settings.disk_size) if settings.disk_size.strip() else None,
+                       output_dir=settings.output_dir, inactivity_timeout=settings.inactivity_timeout,
+                       total_timeout=settings.total_timeout, build_id=build_id)
+    kvm = os.access("/dev/kvm", os.R_OK | os.W_OK)
+    plan = make_plan(comp, ch.name, source, opts, kvm_available=kvm, arch=arch)
+    plan.notes.extend(source.notes + notes)
+    return plan
+
+
+def run_libvirt_build(plan: Any, monitor: Monitor) -> Path:
+    """The real build (the seam tests may replace): returns the artifact directory or raises BuildFailed."""
+    from ccis_workbench.backends.libvirt_build import Build
+
+    return Build(plan, monitor).run()
+
+
+def remaining_of(uri: str, pool: str, run_id: str) -> list[str]:
+    """Names of ccis- domains and volumes of run *run_id* still present on *uri* (blocking)."""
+    from ccis_workbench.backends.libvirt_build import connect, find_leftovers
+
+    conn = connect(uri)
+    try:
+        return [i.name for i in find_leftovers(conn, pool) if run_id in i.name]
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+class BuildScreen(Screen[None]):
+    """Plan, then build the current choice on libvirt with the live console; each ending said plainly."""
+
+    BINDINGS = [
+        Binding("escape", "close", "Back", tooltip="Back to the compose view (cancel a running build first)"),
+        Binding("ctrl+s,f2", "start", "Start", tooltip="Run the build", id="build.start"),
+        Binding("ctrl+x,f3", "cancel", "Cancel", tooltip="Cancel: destroy the domain, remove its volumes",
+                id="build.cancel"),
+        Binding("ctrl+r,f5", "replan", "Re-plan", tooltip="Compute the plan again from the settings"),
+    ]
+
+    def __init__(self, workbench: Workbench, ch: Choice, uri: str, settings: BuildSettings | None = None, *,
+                 runner: Callable[[Any, Monitor], Path] | None = None) -> None:
+        super().__init__()
+        self.workbench = workbench
+        self.choice = ch
+        self.uri = uri
+        self.settings = settings or BuildSettings()
+        self.runner = runner or run_libvirt_build
+        self.plan: Any = None
+        self.plan_error: WorkbenchError | None = None
+        self.monitor: UIMonitor | None = None
+        self.running = False
+        self.ended: BuildEnded | None = None
+        self.stage_name = ""
+        self.console_text: list[str] = []  # everything the console pane received (tests read it)
+        self._build_done = threading.Event()
+        self._generation = 0
+
+    @property
+    def wb_app(self) -> WorkbenchApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        s = self.settings
+        yield Header()
+        # two rows, so that the controls fit 80 columns
+        with Horizontal(id="build-bar", classes="run-bar -tight"):
+            yield Label("Tree", classes="bar-label")
+            yield Select[str](TREES, value=s.tree, allow_blank=False, id="build-tree", compact=True)
+            yield Input(s.location, id="build-location", placeholder="URL or directory", compact=True)
+            yield Button("Start", id="build-start", variant="success", compact=True)
+            yield Button("Cancel", id="build-cancel", variant="error", compact=True, disabled=True)
+        with Horizontal(id="build-bar2", classes="run-bar"):
+            yield Label("Accel", classes="bar-label")
+            yield Select[str](ACCELS, value=s.accel, allow_blank=False, id="build-accel", compact=True)
+            yield Label("Disk", classes="bar-label")
+            yield Input(s.disk_size, id="build-disk", placeholder="profile's", compact=True)
+            yield Label("Output", classes="bar-label")
+            yield Input(s.output_dir, id="build-output", placeholder="artifacts", compact=True)
+        with Horizontal(id="build-main", classes="run-main"):
+            with VerticalScroll(id="build-plan-scroll"):
+                yield Static("computing the plan…", id="build-plan")
+            with Vertical(id="build-right"):
+                yield Static("", id="build-ending", classes="ending")
+                yield Log(max_lines=CONSOLE_LINES, id="build-console", auto_scroll=True)
+        yield RichLog(id="build-events", max_lines=500, wrap=True, markup=False)
+        yield Static("", id="build-status", classes="run-status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "CCIS Workbench"
+        self.sub_title = f"build: {self.choice.name}"
+        self.query_one("#build-console", Log).border_title = "Console"
+        self.query_one("#build-plan-scroll").border_title = "Plan"
+        self.query_one("#build-events", RichLog).border_title = "Stages and notes"
+        self._sync_location()
+        self.set_interval(0.2, self._tick)
+        self.request_plan()
+
+    def on_unmount(self) -> None:
+        # leaving (or quitting) with a build running: cancel it so the worker thread ends and cleans up
+        if self.monitor is not None:
+            self.monitor.cancel_event.set()
+
+    # -- settings ----------------------------------------------------------------------------------------------
+
+    def read_settings(self) -> BuildSettings:
+        """The settings as the controls show them."""
+        tree = self.query_one("#build-tree", Select).value
+        accel = self.query_one("#build-accel", Select).value
+        return replace(self.settings, tree=str(tree), accel=str(accel),
+                       location=self.query_one("#build-location", Input).value.strip(),
+                       disk_size=self.query_one("#build-disk", Input).value.strip(),
+                       output_dir=self.query_one("#build-output", Input).value.strip() or "artifacts")
+
+    def _sync_location(self) -> None:
+        tree = self.query_one("#build-tree", Select).value
+        field = self.query_one("#build-location", Input)
+        field.disabled = tree == "rehearsal"
+        field.placeholder = {"url": "the release's tree URL", "dir": "/path/to/tree (holds .treeinfo)"}.get(
+            str(tree), "built from the host's packages")
+
+    @on(Select.Changed, "#build-tree")
+    def _tree_changed(self) -> None:
+        self._sync_location()
+        self.request_plan()
+
+    @on(Select.Changed, "#build-accel")
+    def _accel_changed(self) -> None:
+        self.request_plan()
+
+    @on(Input.Submitted)
+    def _input_submitted(self) -> None:
+        self.request_plan()
+
+    # -- plan --------------------------------------------------------------------------------------------------
+
+    def request_plan(self) -> None:
+        """Compute the plan for the current settings in a worker (never while a build runs)."""
+        if self.running or not self.is_mounted:
+            return
+        self.settings = self.read_settings()
+        self._generation += 1
+        self.plan = None
+        self.query_one("#build-plan", Static).update(Text("computing the plan…", style="italic"))
+        self._refresh_controls()
+        self.compute_plan(self._generation, self.settings)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="build-plan", description="plan the build")
+    def compute_plan(self, generation: int, settings: BuildSettings) -> None:
+        from ccis_workbench.core.errors import WorkbenchError
+
+        try:
+            plan = make_build_plan(self.workbench, self.choice, settings, self.uri, UIMonitor(self))
+        except WorkbenchError as exc:
+            self.post_message(BuildPlanned(error=exc))
+            return
+        if generation == self._generation:
+            self.post_message(BuildPlanned(plan))
+
+    @on(BuildPlanned)
+    def _planned(self, message: BuildPlanned) -> None:
+        view = self.query_one("#build-plan", Static)
+        self.plan, self.plan_error = message.plan, message.error
+        if message.error is not None:
+            e = message.error
+            view.update(Text.assemble(("The build cannot be planned: ", "bold red"), (e.title, "bold"),
+                                      (f"  {e.location}" if e.location else "", "underline"), f"\n{e.message}",
+                                      (f"\nhint: {e.hint}" if e.hint else "", "italic")))
+        else:
+            view.update(Text(message.plan.render_text()))
+        self._refresh_controls()
+
+    # -- run ---------------------------------------------------------------------------------------------------
+
+    def action_start(self) -> None:
+        if self.running:
+            self.notify("a build is already running", title="Build", severity="warning")
+            return
+        if self.plan is None:
+            reason = f"{self.plan_error.title}: {self.plan_error.message}" if self.plan_error else "the plan is " \
+                "not ready yet"
+            self.notify(reason, title="Cannot start the build", severity="warning")
+            return
+        self.running = True
+        self.ended = None
+        self.console_text = []
+        self._build_done.clear()
+        self.query_one("#build-console", Log).clear()
+        self.query_one("#build-events", RichLog).clear()
+        ending = self.query_one("#build-ending", Static)
+        ending.update("")
+        ending.set_classes("ending")
+        self.monitor = UIMonitor(self)
+        self.stage_name = "starting"
+        self._event("info", f"build {self.plan.build_id} of {self.choice.name}: {self.plan.source.kind} tree, "
+                            f"accel {self.plan.options.accel}", 0.0)
+        self._refresh_controls()
+        self.query_one("#build-console", Log).focus()
+        self.run_build(self.plan, self.settings, self.monitor)
+
+    @on(Button.Pressed, "#build-start")
+    def _start_pressed(self) -> None:
+        self.action_start()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="build", description="build the image")
+    def run_build(self, shown_plan: Any, settings: BuildSettings, monitor: UIMonitor) -> None:
+        from ccis_workbench.core.errors import WorkbenchError
+
+        try:
+            try:
+                plan = shown_plan
+                if shown_plan.source.kind == "url" and not shown_plan.source.downloaded:
+                    # the plan view reads only .treeinfo; the build needs the kernel and initrd in the cache
+                    plan = make_build_plan(self.workbench, self.choice, settings, self.uri, monitor, download=True,
+                                           build_id=shown_plan.build_id)
+                out = self.runner(plan, monitor)
+            except WorkbenchError as exc:
+                monitor.flush()
+                result = getattr(exc, "result", None)
+                if result is not None:
+                    self.post_message(BuildEnded(result.status, result.title, result.message, hint=result.hint,
+                                                 lines=list(result.lines), result=result))
+                else:
+                    self.post_message(BuildEnded("error", exc.title, exc.message, hint=exc.hint or ""))
+                return
+            monitor.flush()
+            files = sorted(p.name for p in Path(out).iterdir()) if Path(out).is_dir() else []
+            self.post_message(BuildEnded("success", "Build succeeded", f"artifacts in {out}", artifact_dir=str(out),
+                                         artifacts=files))
+        finally:
+            self._build_done.set()
+
+    def action_cancel(self) -> None:
+        if not self.running or self.monitor is None:
+            return
+        if self.monitor.cancel_event.is_set():
+            self.notify("already cancelling", title="Build")
+            return
+        self._event("warning", "cancelling: destroying the domain and removing its volumes…",
+                    self.monitor.elapsed())
+        self.cancel_build(self.monitor, self.plan.build_id if self.plan else "", self.plan)
+
+    @on(Button.Pressed, "#build-cancel")
+    def _cancel_pressed(self) -> None:
+        self.action_cancel()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="build-cancel", description="cancel the build")
+    def cancel_build(self, monitor: UIMonitor, build_id: str, plan: Any) -> None:
+        """Set the cancel event, wait for the build to clean up, then look for anything of it left in libvirt."""
+        t0 = time.monotonic()
+        monitor.cancel_event.set()
+        self._build_done.wait(timeout=60)
+        seconds = time.monotonic() - t0
+        if plan is None or self.runner is not run_libvirt_build:
+            self.post_message(CleanupVerified(build_id, [], seconds))
+            return
+        try:
+            remaining = remaining_of(plan.options.uri, plan.options.pool, build_id)
+        except Exception as exc:  # noqa: BLE001 - the check is a courtesy: report why it could not run
+            self.post_message(CleanupVerified(build_id, [], seconds, error=f"{type(exc).__name__}: {exc}"))
+            return
+        self.post_message(CleanupVerified(build_id, remaining, seconds))
+
+    # -- messages from the run ---------------------------------------------------------------------------------
+
+    def _event(self, severity: str, message: str, elapsed: float) -> None:
+        style = SEVERITY_STYLE.get(severity, "")
+        self.query_one("#build-events", RichLog).write(
+            Text.assemble((f"[{elapsed_text(elapsed)}] ", "dim"), (message, style)))
+
+    @on(RunStage)
+    def _stage(self, message: RunStage) -> None:
+        self.stage_name = message.name
+        self._progress_text = ""
+        self._event("info", f"== {message.name}" + (f": {message.detail}" if message.detail else ""),
+                    message.elapsed)
+        self._tick()
+
+    @on(RunNote)
+    def _note(self, message: RunNote) -> None:
+        self._event(message.severity, f"{message.severity}: {message.message}", message.elapsed)
+
+    @on(RunProgress)
+    def _progress(self, message: RunProgress) -> None:
+        self._progress_text = _progress_text(message)
+        self._tick()
+
+    @on(RunOutput)
+    def _output(self, message: RunOutput) -> None:
+        if message.channel == "console":
+            self.console_text.append(message.text)
+            self.query_one("#build-console", Log).write(message.text.replace("\r\n", "\n").replace("\r", ""))
+
+    @on(BuildEnded)
+    def _ended(self, message: BuildEnded) -> None:
+        self.running = False
+        self.ended = message
+        self.stage_name = message.status
+        if message.status == "success" and message.artifact_dir:
+            self.wb_app.last_artifact_dir = message.artifact_dir
+        elapsed = self.monitor.elapsed() if self.monitor else 0.0
+        self._event("info" if message.status == "success" else "error",
+                    f"{message.title}: {message.message}", elapsed)
+        ending = self.query_one("#build-ending", Static)
+        ending.update(ending_text(message))
+        ending.set_classes(f"ending -shown -{'ok' if message.status == 'success' else 'bad'}")
+        self._refresh_controls()
+        severity = "information" if message.status == "success" else "warning" if message.status == "cancelled" \
+            else "error"
+        self.notify(message.message, title=message.title, severity=severity, timeout=8)
+
+    @on(CleanupVerified)
+    def _verified(self, message: CleanupVerified) -> None:
+        if message.error:
+            text = f"could not check libvirt for leftovers: {message.error}"
+            severity = "warning"
+        elif message.remaining:
+            text = (f"still present after cancel: {', '.join(message.remaining)} "
+                    "(`ccis-workbench gc` removes them)")
+            severity = "error"
+        else:
+            text = (f"cancelled in {message.seconds:.1f} s: the domain and volumes of build {message.run_id} "
+                    "were removed (checked in libvirt: none left)")
+            severity = "info"
+        self._event(severity, text, self.monitor.elapsed() if self.monitor else 0.0)
+        ending = self.query_one("#build-ending", Static)
+        if self.ended is not None:
+            ending.update(Text.assemble(ending_text(self.ended), ("\n" + text, "bold" if not message.remaining
+                                                                  else "bold red")))
+
+    # -- controls and status -----------------------------------------------------------------------------------
+
+    _progress_text = ""
+
+    def _tick(self) -> None:
+        if self.monitor is not None and self.running:
+            self.monitor.flush()
+        status = self.query_one("#build-status", Static)
+        if self.running and self.monitor is not None:
+            extra = f" · {self._progress_text}" if self._progress_text else ""
+            state = "cancelling" if self.monitor.cancel_event.is_set() else "running"
+            status.update(f"{state} · stage {self.stage_name} · {elapsed_text(self.monitor.elapsed())}{extra}"
+                          f"   ctrl+x/f3 cancels")
+        elif self.ended is not None:
+            status.update(f"ended: {self.ended.status} · {elapsed_text(self.monitor.elapsed() if self.monitor else 0)}"
+                          "   f2 builds again · escape goes back")
+        elif self.plan is not None:
+            status.update(f"ready: {self.plan.name} · {self.uri} · accel {self.plan.options.accel}   "
+                          "f2/ctrl+s starts the build")
+        elif self.plan_error is not None:
+            status.update("the plan has an error: change the settings (enter re-plans)")
+        else:
+            status.update("planning…")
+
+    def _refresh_controls(self) -> None:
+        self.query_one("#build-start", Button).disabled = self.running or self.plan is None
+        self.query_one("#build-cancel", Button).disabled = not self.running
+        for sel in ("#build-tree", "#build-accel", "#build-location", "#build-disk", "#build-output"):
+            self.query_one(sel).disabled = self.running or (sel == "#build-location" and
+                                                            self.settings.tree == "rehearsal")
+        self.refresh_bindings()
+        self._tick()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Footer shows Start when a plan is ready and nothing runs, Cancel while a build runs."""
+        if action == "start":
+            return not self.running and self.plan is not None
+        if action == "cancel":
+            return self.running
+        if action == "replan":
+            return not self.running
+        return True
+
+    def action_replan(self) -> None:
+        self.request_plan()
+
+    def action_close(self) -> None:
+        if self.running:
+            self.notify("a build is running: cancel it first (ctrl+x / f3)", title="Build running",
+                        severity="warning")
+            return
+        self.app.pop_screen()
+
+
+def _progress_text(m: RunProgress) -> str:
+    if m.unit == "B":
+        done = f"{m.done / 1048576:.1f} MiB"
+        return f"{done} of {m.total / 1048576:.1f} MiB" if m.total else done
+    return f"{m.done:.0f}/{m.total:.0f} {m.unit}" if m.total else f"{m.done:.0f} {m.unit}"
+
+
+def ending_text(m: BuildEnded) -> Text:
+    """The ending, stated plainly: success with the artifacts, or what went wrong with its lines and hint."""
+    if m.status == "success":
+        text = Text.assemble(("✓ Build succeeded", "bold green"), f" — artifacts in {m.artifact_dir}:\n")
+        for name in m.artifacts:
+            text.append(f"  {name}\n")
+        return text
+    head = {"failed": "✗ Installer failure", "stalled": "✗ Stalled", "timeout": "✗ Time limit",
+            "cancelled": "■ Cancelled", "crashed": "✗ Guest stopped", "lost": "✗ libvirtd lost",
+            "error": "✗ Build error"}.get(m.status, f"✗ {m.status}")
+    text = Text.assemble((head, "bold red" if m.status != "cancelled" else "bold yellow"),
+                         (f": {m.title}\n", "bold"), f"{m.message}\n")
+    for line in m.lines:
+        text.append(f"  | {line}\n", style="red")
+    if m.hint:
+        text.append(f"hint: {m.hint}\n", style="italic")
+    return text

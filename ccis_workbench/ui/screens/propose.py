@@ -1,0 +1,303 @@
+"""The propose screen: the evidence for the current profile's exact kickstart, tag and branch, a dry run by default,
+a confirmed real commit, and the pull-request text.
+
+Evidence comes from ccis_workbench.core.propose (lint and the baseline diff now; the build manifest, CHECKSUM and
+boot-test report from an artifacts folder, matched by the kickstart's sha256). Running the proposal is the CLI's
+`propose` (real git, never touching the user's checkout) called with --json in a worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
+
+from ccis_workbench.ui.messages import EvidenceGathered, ProposeDone
+from ccis_workbench.ui.modals import ConfirmationModal
+
+if TYPE_CHECKING:
+    from ccis_workbench.core.errors import WorkbenchError
+    from ccis_workbench.ui.engine import Choice, Workbench
+
+STATUS_STYLE = {"ok": "green", "failing": "bold red", "stale": "bold yellow", "missing": "yellow"}
+
+
+def saved_profile_name(ch: Choice) -> str | None:
+    """The name of the saved profile the choice is, or None (never saved, saved outside profiles/, or modified)."""
+    base = ch.base
+    if base is None or ch.modified or not base.source or not str(base.source).startswith("profiles/"):
+        return None
+    return base.name
+
+
+def latest_artifacts(profile: str, parent: Path = Path("artifacts")) -> str | None:
+    """The newest build folder of *profile* under *parent* (it holds manifest.json), or None."""
+    if not parent.is_dir():
+        return None
+    builds = sorted((d for d in parent.iterdir() if d.is_dir() and d.name.startswith(f"{profile}-")
+                     and (d / "manifest.json").is_file()), key=lambda d: d.stat().st_mtime)
+    return str(builds[-1]) if builds else None
+
+
+def gather(workbench: Workbench, ch: Choice, artifacts: str, tag: str, branch: str) -> tuple[Any, Any]:
+    """(Evidence, Proposal preview) for the choice's exact kickstart (blocking: lint, diff, sha256 of artifacts)."""
+    from ccis_workbench.core import propose as prop
+
+    comp = workbench.compose(ch)
+    baseline = workbench.composer.compose_baseline(comp.release.name, comp.variables)
+    evidence = prop.gather_evidence(comp, baseline, artifacts=Path(artifacts) if artifacts else None)
+    proposal = prop.build_proposal(comp, evidence, tag=prop.check_tag(tag), branch=branch or None)
+    return evidence, proposal
+
+
+def run_propose(root: Path, profile: str, *, tag: str, branch: str, artifacts: str, dry_run: bool) -> dict[str, Any]:
+    """The CLI's `propose --json` (always --allow-missing: the screen showed the evidence and the user chose)."""
+    from ccis_workbench.cli.propose_cmds import cmd_propose
+
+    args = argparse.Namespace(catalog=str(root), profile=profile, repo=None, branch=branch or None, base="HEAD",
+                              tag=tag, artifacts=artifacts or None, boot_test=None, allow_missing=True, output=None,
+                              push=None, dry_run=dry_run, json=True)
+    report: dict[str, Any] = {}
+    cmd_propose(args, emit=report.update)  # no global stdout swap from a worker thread
+    return report
+
+
+class ProposeScreen(Screen[None]):
+    """Evidence (ok / failing / stale / missing), tag and branch, a dry run or a confirmed commit, the PR text."""
+
+    BINDINGS = [
+        Binding("escape", "close", "Back", tooltip="Back to the compose view"),
+        Binding("ctrl+r,f5", "gather", "Evidence", tooltip="Gather the evidence again"),
+        Binding("ctrl+d,f2", "dry_run", "Dry run", tooltip="Show what would be committed; write nothing"),
+        Binding("ctrl+g,f3", "commit", "Propose…", tooltip="Create the branch and commit (asks first)"),
+    ]
+
+    def __init__(self, workbench: Workbench, ch: Choice, *, artifacts: str | None = None) -> None:
+        super().__init__()
+        from ccis_workbench.core.propose import default_branch, default_tag
+
+        self.workbench = workbench
+        self.choice = ch
+        self.profile = saved_profile_name(ch)
+        self.artifacts = artifacts or (latest_artifacts(self.profile) if self.profile else None) or ""
+        self.tag = default_tag()
+        self.branch = default_branch(self.profile or ch.name)
+        self.evidence: Any = None
+        self.proposal: Any = None
+        self.error: WorkbenchError | None = None
+        self.busy = False
+        self.last_report: dict[str, Any] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="propose-bar", classes="run-bar"):
+            yield Label("Artifacts", classes="bar-label")
+            yield Input(self.artifacts, id="propose-artifacts", placeholder="a build's artifact folder", compact=True)
+            yield Label("Tag", classes="bar-label")
+            yield Input(self.tag, id="propose-tag", compact=True)
+            yield Label("Branch", classes="bar-label")
+            yield Input(self.branch, id="propose-branch", compact=True)
+            yield Button("Dry run", id="propose-dry", variant="primary", compact=True)
+            yield Button("Propose…", id="propose-commit", variant="warning", compact=True)
+        yield Static("", id="propose-head")
+        table = DataTable(id="propose-evidence", cursor_type="row", zebra_stripes=True)
+        table.add_column("Evidence", key="title")
+        table.add_column("Status", key="status")
+        table.add_column("Detail", key="detail")
+        table.add_column("sha256", key="sha")
+        yield table
+        with VerticalScroll(id="propose-scroll"):
+            yield Static("", id="propose-text")
+        yield Static("", id="propose-status", classes="run-status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "CCIS Workbench"
+        self.sub_title = f"propose: {self.profile or self.choice.name}"
+        self.query_one("#propose-scroll").border_title = "Pull-request text"
+        self.action_gather()
+
+    # -- evidence ----------------------------------------------------------------------------------------------
+
+    def _read_inputs(self) -> None:
+        self.artifacts = self.query_one("#propose-artifacts", Input).value.strip()
+        self.tag = self.query_one("#propose-tag", Input).value.strip()
+        self.branch = self.query_one("#propose-branch", Input).value.strip()
+
+    def action_gather(self) -> None:
+        self._read_inputs()
+        self.busy = True
+        self._status("gathering the evidence…")
+        self.gather_evidence(self.artifacts, self.tag, self.branch)
+
+    @on(Input.Submitted)
+    def _submitted(self) -> None:
+        self.action_gather()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="propose-evidence", description="gather evidence")
+    def gather_evidence(self, artifacts: str, tag: str, branch: str) -> None:
+        from ccis_workbench.core.errors import WorkbenchError
+
+        try:
+            evidence, proposal = gather(self.workbench, self.choice, artifacts, tag, branch)
+        except WorkbenchError as exc:
+            self.post_message(EvidenceGathered(error=exc))
+            return
+        self.post_message(EvidenceGathered(evidence, proposal))
+
+    @on(EvidenceGathered)
+    def _gathered(self, message: EvidenceGathered) -> None:
+        self.busy = False
+        self.evidence, self.proposal, self.error = message.evidence, message.proposal, message.error
+        table = self.query_one("#propose-evidence", DataTable)
+        table.clear()
+        head = self.query_one("#propose-head", Static)
+        if message.error is not None:
+            e = message.error
+            head.update(Text.assemble(("Cannot gather the evidence: ", "bold red"), (e.title, "bold"),
+                                      (f"  {e.location}" if e.location else "", "underline"), f"  {e.message}",
+                                      (f"  hint: {e.hint}" if e.hint else "", "italic")))
+            self._status("fix the settings, then enter (or ctrl+r) gathers again")
+            self.refresh_bindings()
+            return
+        ev, p = message.evidence, message.proposal
+        for i in ev.items:
+            table.add_row(i.title, Text(i.status, style=STATUS_STYLE.get(i.status, "")), i.detail,
+                          (i.sha256 or "")[:16], key=i.kind)
+        unmet = ev.unmet()
+        head.update(Text.assemble(
+            (f"{p.folder}/{p.kickstart_name}", "bold"), f"  kickstart sha256 {ev.kickstart_sha256[:16]}…  ",
+            (f"{len(unmet)} item(s) missing or stale: the pull request will say so" if unmet else
+             "all evidence matches this kickstart", "yellow" if unmet else "green")))
+        self.query_one("#propose-text", Static).update(Text(p.pr_description()))
+        if self.profile is None:
+            self._status("propose needs a saved, unmodified profile in profiles/: save the choice (s) first")
+        else:
+            self._status(f"branch {self.branch or p.branch} · tag {self.tag}   f2 dry run · f3 propose (asks)")
+        self.refresh_bindings()
+
+    # -- running -----------------------------------------------------------------------------------------------
+
+    def _can_run(self) -> bool:
+        return self.profile is not None and self.evidence is not None and not self.busy
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Dry run and Propose only for a saved profile whose evidence is shown (greyed while busy)."""
+        if action in ("dry_run", "commit"):
+            return True if self._can_run() else None
+        return True
+
+    def action_dry_run(self) -> None:
+        if not self._explain():
+            return
+        self._read_inputs()
+        self._start(True)
+
+    @on(Button.Pressed, "#propose-dry")
+    def _dry_pressed(self) -> None:
+        self.action_dry_run()
+
+    def action_commit(self) -> None:
+        if not self._explain():
+            return
+        self._read_inputs()
+        unmet = self.evidence.unmet()
+        question = (f"Create branch {self.branch} in {self.workbench.root} with a commit proposing "
+                    f"{self.profile} (tag {self.tag})? Your checkout is not changed.")
+        if unmet:
+            question += "\n\nNot all evidence is there: " + "; ".join(f"{i.title} {i.status}" for i in unmet) + \
+                ". The pull-request text will say so."
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._start(False)
+            else:
+                self.notify("nothing was written", title="Proposal not made")
+
+        self.app.push_screen(ConfirmationModal(question, yes="Commit", no="Cancel"), answered)
+
+    @on(Button.Pressed, "#propose-commit")
+    def _commit_pressed(self) -> None:
+        self.action_commit()
+
+    def _explain(self) -> bool:
+        if self.profile is None:
+            self.notify("propose commits a profile file: save the choice as a profile (s) first", title="Propose",
+                        severity="warning")
+            return False
+        if self.evidence is None or self.busy:
+            self.notify("the evidence is not gathered yet", title="Propose", severity="warning")
+            return False
+        return True
+
+    def _start(self, dry_run: bool) -> None:
+        self.busy = True
+        self.refresh_bindings()
+        self._status("dry run…" if dry_run else "committing the proposal…")
+        self.run_proposal(dry_run, self.tag, self.branch, self.artifacts)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="propose", description="propose")
+    def run_proposal(self, dry_run: bool, tag: str, branch: str, artifacts: str) -> None:
+        from ccis_workbench.core.errors import WorkbenchError
+
+        assert self.profile is not None
+        try:
+            report = run_propose(self.workbench.root, self.profile, tag=tag, branch=branch, artifacts=artifacts,
+                                 dry_run=dry_run)
+            pr_text = ""
+            if report.get("pull_request"):
+                pr_text = Path(report["pull_request"]).read_text(encoding="utf-8")
+            elif self.proposal is not None:
+                pr_text = self.proposal.pr_description()
+        except WorkbenchError as exc:
+            self.post_message(ProposeDone(dry_run, error=exc))
+            return
+        self.post_message(ProposeDone(dry_run, report, pr_text))
+
+    @on(ProposeDone)
+    def _done(self, message: ProposeDone) -> None:
+        self.busy = False
+        self.refresh_bindings()
+        head = self.query_one("#propose-head", Static)
+        if message.error is not None:
+            e = message.error
+            head.update(Text.assemble(("✗ ", "bold red"), (e.title, "bold"),
+                                      (f"  {e.location}" if e.location else "", "underline"), f"  {e.message}",
+                                      (f"  hint: {e.hint}" if e.hint else "", "italic")))
+            self.notify(e.message, title=e.title, severity="error")
+            self._status("nothing was written")
+            return
+        r = self.last_report = message.report
+        files = ", ".join(f["path"] for f in r.get("files", []))
+        if message.dry_run:
+            head.update(Text.assemble(("Dry run: ", "bold"), f"would create branch {r.get('branch')} on "
+                                      f"{str(r.get('base', ''))[:12]} with {r.get('kickstart')}",
+                                      f" and {files}" if files else "", ("  (nothing written)", "dim")))
+            self._status("dry run done: nothing written · f3 proposes for real (asks first)")
+            self.notify(f"branch {r.get('branch')} would be created", title="Dry run")
+        else:
+            patches = r.get("patches") or []
+            head.update(Text.assemble(("✓ Proposed: ", "bold green"), f"branch {r.get('branch')} at "
+                                      f"{str(r.get('commit', ''))[:12]}; {len(patches)} patch(es); "
+                                      f"PR text {r.get('pull_request')}"))
+            self._status(f"committed on {r.get('branch')} (your checkout is unchanged)")
+            self.notify(f"branch {r.get('branch')} created", title="Proposal committed")
+        text = Text(message.pr_text)
+        if message.dry_run and r.get("commit_message"):
+            text = Text.assemble(("Commit message:\n", "bold"), r["commit_message"], ("\nPull-request text:\n",
+                                                                                     "bold"), message.pr_text)
+        self.query_one("#propose-text", Static).update(text)
+
+    def _status(self, text: str) -> None:
+        self.query_one("#propose-status", Static).update(text)
+
+    def action_close(self) -> None:
+        self.app.pop_screen()
