@@ -1,0 +1,123 @@
+"""The boot test on the REHEARSAL image, end to end on real libvirtd + qemu/TCG.
+
+The workbench builds openstack-stream9 from its hermetic rehearsal tree (`build --tree rehearsal`), then
+boot-tests the artifact directory: the manifest names the profile and says "rehearsal", so only the checks the
+rehearsal system can answer run, with a NoCloud seed its reader understands. They must pass (exit 0). A second
+run adds a check made to fail: the run fails (exit 1) with a readable report. Nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures_libvirt import libvirt_uri  # noqa: F401 (fixture)
+
+pytest.importorskip("libvirt")
+pytestmark = [pytest.mark.libvirt, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ccis_workbench", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, check=False)
+
+
+@pytest.fixture(scope="module")
+def rehearsal_artifact(tmp_path_factory: pytest.TempPathFactory, libvirt_uri: str) -> Path:  # noqa: F811
+    out = tmp_path_factory.mktemp("rehearsal-artifacts")
+    res = _cli("build", "openstack-stream9", "--tree", "rehearsal", "--accel", "tcg", "--disk-size", "256M",
+               "--format", "qcow2", "--output", str(out), "--quiet")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    dirs = [d for d in out.iterdir() if (d / "manifest.json").exists()]
+    assert len(dirs) == 1, list(out.iterdir())
+    return dirs[0]
+
+
+def _left_behind(uri: str, prefix: str) -> list[str]:
+    doms = subprocess.run(["virsh", "-c", uri, "list", "--all", "--name"], capture_output=True, text=True,
+                          check=True).stdout.split()
+    vols = subprocess.run(["virsh", "-c", uri, "vol-list", "ccis-workbench"], capture_output=True, text=True,
+                          check=False).stdout.split()
+    return [n for n in doms + vols if n.startswith(prefix)]
+
+
+def test_rehearsal_image_passes_the_checks_it_can_answer(rehearsal_artifact: Path, libvirt_uri: str,  # noqa: F811
+                                                         tmp_path: Path) -> None:
+    before = {p.name: p.stat().st_mtime_ns for p in rehearsal_artifact.iterdir()}
+    out = tmp_path / "report"
+    res = _cli("boot-test", str(rehearsal_artifact), "--accel", "tcg", "--quiet", "-o", str(out))
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert "REHEARSAL image" in res.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["passed"] and report["ending"] == "completed" and report["seed"] == "nocloud"
+    ran = {c["id"]: c["status"] for c in report["checks"] if c["status"] != "skipped"}
+    assert {"cloud-init.seed-read", "image.seeded-user", "derived.kernel-args"} <= set(ran)
+    assert set(ran.values()) == {"passed"}
+    assert "baseline.selinux-enforcing" in {c["id"] for c in report["checks"] if c["status"] == "skipped"}
+    assert report["boot_to_login"] > 0
+    assert _left_behind(libvirt_uri, report["domain"]) == []
+    assert {p.name: p.stat().st_mtime_ns for p in rehearsal_artifact.iterdir()} == before, "artifact untouched"
+
+
+def test_rehearsal_image_with_a_failing_check_fails_readably(rehearsal_artifact: Path, libvirt_uri: str,  # noqa: F811
+                                                             tmp_path: Path) -> None:
+    from ccis_workbench.backends.boottest import BootTestOptions, run_boot_test
+    from ccis_workbench.core.catalog import Catalog
+    from ccis_workbench.core.compose import Composer
+    from ccis_workbench.core.model import Check
+    from ccis_workbench.core.report import render_summary
+    from ccis_workbench.core.testspec import SelectedCheck, load_spec, select_checks
+
+    cat = Catalog.load(REPO)
+    plan = select_checks(load_spec(REPO), Composer(cat).compose(cat.load_profile("openstack-stream9")),
+                         rehearsal=True)
+    plan.selected.append(SelectedCheck(Check("profile.hostname", "made to fail: the hostname is not this",
+                                             "hostname", output="^not-this-host$", timeout=20), "profile"))
+    image = next(rehearsal_artifact.glob("*.qcow2"))
+    result = run_boot_test(image, plan, BootTestOptions(uri=libvirt_uri, accel="tcg", seed="nocloud",
+                                                        rehearsal=True, hostname="rehearsal-host"),
+                           label="rehearsal")
+    assert result.ending == "completed", result.ending_message
+    assert not result.passed
+    failed = [c for c in result.checks if c.status == "failed"]
+    assert [c.id for c in failed] == ["profile.hostname"]
+    assert failed[0].output.strip() == "rehearsal-host", "the seed's hostname was applied"
+    summary = render_summary(result)
+    assert "FAILED: " in summary.splitlines()[0]
+    assert "FAILED profile.hostname" in summary and "expected: exit 0, output matches /^not-this-host$/" in summary
+    assert "  | rehearsal-host" in summary
+    assert _left_behind(libvirt_uri, result.domain) == []
+
+
+def test_keep_on_failure_keeps_the_guest_and_says_how_to_reach_it(rehearsal_artifact: Path,
+                                                                   libvirt_uri: str) -> None:  # noqa: F811
+    from ccis_workbench.backends.boottest import BootTestOptions, run_boot_test
+    from ccis_workbench.core.model import Check
+
+    image = next(rehearsal_artifact.glob("*.qcow2"))
+    result = run_boot_test(image, [Check("must.fail", "made to fail", "false")],
+                           BootTestOptions(uri=libvirt_uri, accel="tcg", seed="nocloud", rehearsal=True,
+                                           keep_on_failure=True), label="rehearsal-keep")
+    try:
+        assert not result.passed and result.kept_domain == result.domain
+        assert result.kept_credentials and Path(result.kept_credentials, "password").stat().st_mode & 0o077 == 0
+        state = subprocess.run(["virsh", "-c", libvirt_uri, "domstate", result.domain], capture_output=True,
+                               text=True, check=False).stdout.strip()
+        assert state == "running"
+        assert Path(result.kept_credentials, "password").read_text().strip() not in json.dumps(result.to_dict())
+    finally:
+        subprocess.run(["virsh", "-c", libvirt_uri, "destroy", result.domain], capture_output=True, check=False)
+        for vol in _left_behind(libvirt_uri, result.domain):
+            subprocess.run(["virsh", "-c", libvirt_uri, "vol-delete", "--pool", "ccis-workbench", vol],
+                           capture_output=True, check=False)
+        if result.kept_credentials:
+            import shutil
+
+            shutil.rmtree(result.kept_credentials, ignore_errors=True)
+    assert _left_behind(libvirt_uri, result.domain) == []
