@@ -8,15 +8,14 @@ Files are written atomically (temporary file + rename), so a failed write leaves
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ccis_workbench.core.errors import WorkbenchError
+from ccis_workbench.core.files import write_text_atomic
 
 #: How a boot test ended. Only "completed" lets checks decide the outcome.
 ENDINGS = {
@@ -237,17 +236,6 @@ def write_reports(result: BootTestResult, out_dir: str | Path, secrets: list[str
     }
     paths: dict[str, Path] = {}
     for kind, (name, text) in files.items():
-        paths[kind] = _write_atomic(out / name, _scrub(text, s))
+        paths[kind] = write_text_atomic(out / name, _scrub(text, s))
     return paths
 
-
-def _write_atomic(path: Path, text: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise WorkbenchError("Cannot write the report", exc.strerror or str(exc), file=str(path)) from None
-    return path
