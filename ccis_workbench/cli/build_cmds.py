@@ -10,11 +10,16 @@ import argparse
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
-from ccis_workbench.cli.common import add_choice_arguments, add_json, emit_json, load_catalog, profile_from_args
-from ccis_workbench.core.errors import WorkbenchError
+from ccis_workbench.cli.common import (
+    add_choice_arguments,
+    add_json,
+    emit_json,
+    import_backend,
+    load_catalog,
+    profile_from_args,
+)
 
 DEFAULT_URI = os.environ.get("CCIS_WORKBENCH_URI", "qemu:///system")
 
@@ -81,19 +86,7 @@ def _source(args: argparse.Namespace, comp: Any, monitor: Any, download: bool) -
         from ccis_workbench.rehearsal.tree import build_tree
 
         spec = str(build_tree(monitor=monitor))
-    try:
-        return installsource.resolve(spec, arch, monitor, download=download)
-    except WorkbenchError as exc:
-        if download or "://" not in spec:
-            raise
-        # plan offline: show the plan anyway, with the unreachable tree said plainly
-        info = installsource.TreeInfo(family="unknown (tree not reachable)", version="", name=spec, arch=arch,
-                                      kernel="images/pxeboot/vmlinuz", initrd="images/pxeboot/initrd.img",
-                                      stage2=None, checksums={}, text="", sha256="0" * 64)
-        src = installsource.InstallSource("url", spec, info, Path("(not downloaded)/vmlinuz"),
-                                          Path("(not downloaded)/initrd.img"))
-        src.notes.append(f"{exc.title}: {exc.message}; a build needs this tree (or --tree rehearsal)")
-        return src
+    return installsource.resolve_for_plan(spec, arch, monitor, download=download)
 
 
 def make_plan_from_args(args: argparse.Namespace, monitor: Any = None, download: bool = False) -> Any:
@@ -134,13 +127,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     monitor = PrintMonitor(show_console=not (args.quiet or args.json))
     plan = make_plan_from_args(args, monitor=monitor, download=True)
-    try:
-        from ccis_workbench.backends.libvirt_build import Build, BuildFailed
-    except ModuleNotFoundError as exc:
-        if exc.name == "libvirt":
-            raise WorkbenchError("libvirt-python is not installed", "the build needs the libvirt bindings",
-                                 hint="pip install 'ccis-workbench[libvirt]' (needs libvirt-dev, pkg-config)") from None
-        raise
+    backend = _backend()
+    Build, BuildFailed = backend.Build, backend.BuildFailed
     interrupts = 0
 
     def on_sigint(_sig: int, _frame: Any) -> None:
@@ -180,14 +168,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def _backend() -> Any:
-    try:
-        from ccis_workbench.backends import libvirt_build
-    except ModuleNotFoundError as exc:
-        if exc.name == "libvirt":
-            raise WorkbenchError("libvirt-python is not installed", "this command needs the libvirt bindings",
-                                 hint="pip install 'ccis-workbench[libvirt]'") from None
-        raise
-    return libvirt_build
+    return import_backend("ccis_workbench.backends.libvirt_build")
 
 
 def cmd_gc(args: argparse.Namespace) -> int:

@@ -12,15 +12,34 @@ from ccis_workbench.core.errors import WorkbenchError
 
 
 def add_choice_arguments(p: argparse.ArgumentParser, *, profile_required: bool = False) -> None:
-    """PROFILE (a name in profiles/ or a YAML path) or --release/--target/--overlay/--set."""
+    """PROFILE (a name in profiles/ or a YAML path) or --release/--target/--overlay/--set, and --json."""
     p.add_argument("profile", nargs=None if profile_required else "?", metavar="PROFILE",
                    help="profile name (profiles/NAME.yaml) or path to a profile YAML")
+    add_choice_options(p)
+    add_json(p)
+
+
+def add_choice_options(p: argparse.ArgumentParser) -> None:
+    """--release/--target/--overlay (instead of a profile) and --set KEY=VALUE."""
     p.add_argument("--release", help="release, e.g. centos-stream-9 (instead of a profile)")
     p.add_argument("--target", help="target, e.g. openstack (instead of a profile)")
     p.add_argument("--overlay", action="append", default=[], metavar="NAME", help="overlay (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                    help="set a variable, e.g. --set timezone=Europe/Brussels (value read as YAML)")
-    add_json(p)
+
+
+def import_backend(module: str) -> Any:
+    """Import a libvirt backend module; a missing libvirt-python becomes a clear error, not a traceback."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == "libvirt":
+            raise WorkbenchError("libvirt-python is not installed", "this command talks to libvirt through "
+                                 "libvirt-python", hint="pip install 'ccis-workbench[libvirt]' (needs apt: "
+                                 "libvirt-dev pkg-config)") from None
+        raise
 
 
 def add_json(p: argparse.ArgumentParser) -> None:

@@ -12,7 +12,14 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from ccis_workbench.cli.common import add_choice_arguments, emit_json, load_catalog, profile_from_args
+from ccis_workbench.cli.common import (
+    add_choice_arguments,
+    add_choice_options,
+    emit_json,
+    import_backend,
+    load_catalog,
+    profile_from_args,
+)
 from ccis_workbench.core.errors import WorkbenchError
 
 GROUP_TITLES = {"spec": "every image (kickstarts/testspec.yaml)", "baseline": "release baseline",
@@ -34,11 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "latest artifact in --artifacts is tested")
     p.add_argument("--profile", dest="spec_profile", metavar="PROFILE",
                    help="the profile whose checks apply (default: the artifact's manifest.json)")
-    p.add_argument("--release", help="release (with --target, instead of a profile)")
-    p.add_argument("--target", help="target (with --release)")
-    p.add_argument("--overlay", action="append", default=[], metavar="NAME", help="overlay (repeatable)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
-                   help="set a variable of the profile")
+    add_choice_options(p)
     _selection_arguments(p)
     p.add_argument("--seed", choices=("auto", "nocloud", "configdrive", "opennebula", "none"), default="auto",
                    help="the seed given to the guest (default: what the target expects)")
@@ -140,13 +143,8 @@ def cmd_boot_test(args: argparse.Namespace) -> int:
     image, manifest = resolve_image(args.image, cat, Path(args.artifacts))
     profile = _profile_for(cat, args, manifest)
     _, plan = plan_for_profile(cat, profile, _with_rehearsal(args, manifest))
-    try:
-        from ccis_workbench.backends.boottest import BootTestOptions, run_boot_test
-    except ModuleNotFoundError as exc:
-        if exc.name == "libvirt":
-            raise WorkbenchError("libvirt-python is missing", "boot-test talks to libvirt through libvirt-python",
-                                 hint="pip install libvirt-python (needs apt: libvirt-dev pkg-config)") from None
-        raise
+    boottest = import_backend("ccis_workbench.backends.boottest")
+    BootTestOptions, run_boot_test = boottest.BootTestOptions, boottest.run_boot_test
     from ccis_workbench.core.report import render_summary, write_reports
 
     seed = plan.seed if args.seed == "auto" else args.seed

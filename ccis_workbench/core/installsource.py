@@ -362,3 +362,20 @@ def resolve(spec: str, arch: str = "x86_64", monitor: Monitor | None = None, cac
         return from_iso(p, arch, cache)
     raise WorkbenchError("Unknown install source", f"{spec!r} is neither a URL, a directory nor an ISO file",
                          hint="use --tree URL|DIR|ISO|rehearsal")
+
+
+def resolve_for_plan(spec: str, arch: str, monitor: Monitor | None = None, download: bool = False,
+                     instead: str = "--tree rehearsal") -> InstallSource:
+    """resolve(); but when only planning (no download) and a URL tree cannot be reached, a placeholder source
+    whose note says so plainly, so that the plan can still be shown offline. *instead* names the way out."""
+    try:
+        return resolve(spec, arch, monitor, download=download)
+    except WorkbenchError as exc:
+        if download or "://" not in spec:
+            raise
+        info = TreeInfo(family="unknown (tree not reachable)", version="", name=spec, arch=arch,
+                        kernel="images/pxeboot/vmlinuz", initrd="images/pxeboot/initrd.img",
+                        stage2=None, checksums={}, text="", sha256="0" * 64)
+        src = InstallSource("url", spec, info, Path("(not downloaded)/vmlinuz"), Path("(not downloaded)/initrd.img"))
+        src.notes.append(f"{exc.title}: {exc.message}; a build needs this tree (or {instead})")
+        return src

@@ -153,26 +153,14 @@ def make_build_plan(workbench: Workbench, ch: Choice, settings: BuildSettings, u
         if not spec:
             raise WorkbenchError("No tree directory", "choose the directory that holds .treeinfo",
                                  hint="or pick the rehearsal tree")
-    notes: list[str] = []
-    try:
-        source = installsource.resolve(spec, arch, mon, download=download)
-    except WorkbenchError as exc:
-        if download or "://" not in spec:
-            raise
-        # plan offline: show the plan anyway, with the unreachable tree said plainly (as the CLI's plan)
-        info = installsource.TreeInfo(family="unknown (tree not reachable)", version="", name=spec, arch=arch,
-                                      kernel="images/pxeboot/vmlinuz", initrd="images/pxeboot/initrd.img",
-                                      stage2=None, checksums={}, text="", sha256="0" * 64)
-        source = installsource.InstallSource("url", spec, info, Path("(not downloaded)/vmlinuz"),
-                                             Path("(not downloaded)/initrd.img"))
-        notes.append(f"{exc.title}: {exc.message}; a build needs this tree (or the rehearsal tree)")
+    source = installsource.resolve_for_plan(spec, arch, mon, download=download, instead="the rehearsal tree")
     opts = PlanOptions(uri=uri, accel=settings.accel, memory_mb=settings.memory_mb,
                        disk_size_mb=parse_size_mb(settings.disk_size) if settings.disk_size.strip() else None,
                        output_dir=settings.output_dir, inactivity_timeout=settings.inactivity_timeout,
                        total_timeout=settings.total_timeout, build_id=build_id)
     kvm = os.access("/dev/kvm", os.R_OK | os.W_OK)
     plan = make_plan(comp, ch.name, source, opts, kvm_available=kvm, arch=arch)
-    plan.notes.extend(source.notes + notes)
+    plan.notes.extend(source.notes)
     return plan
 
 
