@@ -72,9 +72,6 @@ class ComposeScreen(Screen[None]):
         self.choice: Choice | None = None
         self.analysis: Analysis | None = None
         self.generation = 0
-        #: What the last compose step was asked (workbench, choice, diff mode, file, saved profile): lint and diff
-        #: run on it once the preview is shown.
-        self._pending: tuple[Any, ...] | None = None
         self.diff_mode = "baseline"
         self.diff_file: str | None = None
         self.saved_profile: str | None = None  # path of the profile opened or saved (diff "against saved")
@@ -132,38 +129,25 @@ class ComposeScreen(Screen[None]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="compose", description="compose the choice")
     def analyse(self, generation: int, workbench: Workbench, ch: Choice, diff_mode: str, diff_file: str | None,
                 saved: str | None) -> None:
-        """First step: compose only, so the preview shows as soon as possible. Lint and diff (slower) start
-        from the handler once the preview is on screen: run here, they would compete with it for the GIL."""
         from ccis_workbench.core.errors import WorkbenchError
         from ccis_workbench.ui.engine import Analysis
 
+        # Two steps: the preview as soon as the kickstart is composed, then lint and diff (slower) unless a
+        # newer choice has cancelled this worker meanwhile.
+        worker = get_current_worker()
         try:
             analysis = workbench.preview(ch)
             states = workbench.overlay_states(ch)
             yaml_text = workbench.profile_yaml(ch)
+            self.post_message(Analysed(generation, analysis, states, yaml_text))
+            if analysis.composition is None or worker.is_cancelled:
+                return
+            analysis = workbench.complete(analysis, ch, diff_mode, diff_file, saved)
         except Exception as exc:  # noqa: BLE001 - a bug, not bad input: show it in the error panel, stay up
             error = WorkbenchError("Internal error", f"{type(exc).__name__}: {exc}",
                                    hint="please report this with the profile that caused it")
             analysis, states, yaml_text = Analysis(key=ch.key(), error=error), self.overlay_states, ""
-        if not get_current_worker().is_cancelled:
-            self._pending = (workbench, ch, diff_mode, diff_file, saved)
-            self.post_message(Analysed(generation, analysis, states, yaml_text))
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="complete", description="lint and diff")
-    def complete_analysis(self, generation: int, first: Analysis, states: dict[str, str], yaml_text: str,
-                          pending: tuple[Any, ...]) -> None:
-        """Second step: lint and diff for the composition already shown."""
-        from ccis_workbench.core.errors import WorkbenchError
-        from ccis_workbench.ui.engine import Analysis
-
-        workbench, ch, diff_mode, diff_file, saved = pending
-        try:
-            analysis = workbench.complete(first, ch, diff_mode, diff_file, saved)
-        except Exception as exc:  # noqa: BLE001 - a bug, not bad input: show it in the error panel, stay up
-            error = WorkbenchError("Internal error", f"{type(exc).__name__}: {exc}",
-                                   hint="please report this with the profile that caused it")
-            analysis = Analysis(key=ch.key(), error=error)
-        if not get_current_worker().is_cancelled:
+        if not worker.is_cancelled:
             self.post_message(Analysed(generation, analysis, states, yaml_text))
 
     def request_analysis(self) -> None:
@@ -480,9 +464,6 @@ class ComposeScreen(Screen[None]):
         self.post_message(PreviewUpdated(message.generation, view.line_count))
         if a.composition is not None:
             self.wb_app.preview_ready()
-            if self._pending is not None:
-                self.complete_analysis(message.generation, a, message.overlay_states, message.profile_yaml,
-                                       self._pending)
 
     def _show_origin(self, number: int) -> None:
         detail = self.query_one("#origin-detail", Static)
