@@ -49,7 +49,7 @@ def _by_id(plan) -> dict:
 def test_shipped_spec_defines_every_derived_kind(spec) -> None:
     assert spec.source == "kickstarts/testspec.yaml"
     assert set(spec.derived) == set(DERIVED_KINDS)
-    assert {"image.seeded-user", "image.root-grown", "cloud-init.finished"} <= {s.check.id for s in spec.checks}
+    assert {"image.seeded-user", "image.root-grown", "cloud-init.finished"} <= {c.id for c in spec.checks}
     assert spec.rehearsal
 
 
@@ -264,3 +264,54 @@ def test_cli_spec_prints_groups_and_json(cli) -> None:
 def test_cli_spec_bad_profile_exits_2(cli) -> None:
     res = cli("spec", "no-such-profile")
     assert res.code == 2 and "no-such-profile" in res.err
+
+
+# -- where checks run (runs_in) and which agent they need (agents) -------------------------------------------------
+
+def test_docker_images_are_checked_as_containers_with_container_checks_only(cat, spec) -> None:
+    _, plan = _plan(cat, spec, "centos-stream-9", "docker")
+    assert plan.context == "container" and plan.seed == "none"
+    ids = set(_by_id(plan))
+    assert {"baseline.os-release", "baseline.root-locked", "docker.no-kernel", "derived.packages-installed"} <= ids
+    assert all("container" in s.check.runs_in for s in plan.selected)
+    why = {c.id: w for c, w in plan.skipped}
+    assert why["baseline.sshd-active"] == why["image.seeded-user"] == \
+        "needs a booted guest (the image is checked as a container)"
+    assert "derived.kernel-args" not in ids and "derived.selinux" not in ids
+    # a disk target is a VM: the container-only docker checks never reach it, the shared ones do
+    _, vm = _plan(cat, spec, "centos-stream-9", "openstack")
+    assert vm.context == "vm" and {"baseline.os-release", "baseline.sshd-active"} <= set(_by_id(vm))
+
+
+def test_target_checks_can_name_the_agent_they_need(cat, spec) -> None:
+    """one-context replaces cloud-init on openstack: the target's cloud-init checks are skipped, its others run."""
+    _, plan = _plan(cat, spec, "centos-stream-9", "openstack", ["one-context"])
+    assert plan.agent == "one-context"
+    why = {c.id: w for c, w in plan.skipped}
+    assert why["openstack.default-user"] == "only for agent cloud-init"
+    assert "openstack.qemu-guest-agent" in _by_id(plan) and "one-context.finished" in _by_id(plan)
+    _, plain = _plan(cat, spec, "centos-stream-9", "openstack")
+    assert "openstack.default-user" in _by_id(plain)
+
+
+def test_a_container_target_check_that_cannot_run_is_a_catalog_error(mini_catalog: Path) -> None:
+    t = mini_catalog / "kickstarts/targets/openstack.yaml"
+    text = t.read_text().replace("formats: [qcow2]", "formats: [rootfs-tar]")
+    t.write_text(text)
+    line = text.splitlines().index("  - id: openstack.datasource") + 1
+    with pytest.raises(CatalogError) as err:
+        Catalog.load(mini_catalog)
+    assert err.value.title == "Check never runs" and err.value.location is not None
+    assert err.value.location.line == line and "runs_in: [container]" in str(err.value)
+    t.write_text(text.replace('    output: "ConfigDrive"', '    output: "ConfigDrive"\n    runs_in: []', 1))
+    with pytest.raises(CatalogError) as err:
+        Catalog.load(mini_catalog)
+    assert "runs_in is empty" in str(err.value)
+
+
+def test_cli_spec_of_a_docker_profile_says_nothing_boots(cli) -> None:
+    res = cli("spec", "docker-stream9")
+    assert res.code == 0 and "checked as a container" in res.out and "seed" not in res.out.splitlines()[1]
+    data = json.loads(cli("spec", "docker-stream9", "--json").out)
+    assert data["context"] == "container"
+    assert all("container" in c["runs_in"] for c in data["checks"])

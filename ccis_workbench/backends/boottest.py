@@ -31,6 +31,7 @@ import libvirt
 import pexpect
 
 from ccis_workbench.backends.libvirt_build import build_lock, connect, ensure_pool, kvm_available, upload_file
+from ccis_workbench.core.checkrun import CheckRun
 from ccis_workbench.core.errors import WorkbenchError
 from ccis_workbench.core.failure import classify_line
 from ccis_workbench.core.model import Check
@@ -38,7 +39,7 @@ from ccis_workbench.core.monitor import Monitor
 from ccis_workbench.core.plan import DEFAULT_POOL, NAMESPACE, PREFIX, domain_type, new_build_id
 from ccis_workbench.core.report import BootTestResult, CheckResult, clean_text
 from ccis_workbench.core.seed import SEED_KINDS, SeedData, build_seed, make_credentials, new_instance_id
-from ccis_workbench.core.testspec import CheckPlan, evaluate, expectation_text
+from ccis_workbench.core.testspec import CheckPlan
 
 #: A getty login prompt at the start of a line ("host login: ").
 LOGIN_RE = re.compile(r"(?m)^[\r\x00]*(?:\x1b\[[0-9;?]*[A-Za-z]|\x1bc)*[A-Za-z0-9][\w.-]* login: ?")
@@ -79,6 +80,12 @@ class BootTestOptions:
     collect_timings: bool = True
     #: the image is the workbench's REHEARSAL system: its NoCloud reader takes the plain `user:`/`password:` form
     rehearsal: bool = False
+    #: how to log in: "seed" (the per-run user the seed creates), "image" (*image_login*: a user the image itself
+    #: has, e.g. Vagrant's vagrant/vagrant, for images that take no seed) or "none" (stop at the login prompt:
+    #: the checks are skipped with *no_login_reason*)
+    login: str = "seed"
+    image_login: tuple[str, str] | None = None
+    no_login_reason: str = "the image cannot be logged into here"
 
     def validate(self) -> None:
         if self.seed not in (*SEED_KINDS, "none"):
@@ -89,6 +96,10 @@ class BootTestOptions:
             raise WorkbenchError("Too little memory", f"{self.memory_mb} MiB", hint="give at least 256 MiB")
         if self.grow_mib < 0:
             raise WorkbenchError("Bad --grow", f"{self.grow_mib} MiB", hint="0 or more MiB")
+        if self.login not in ("seed", "image", "none"):
+            raise WorkbenchError("Bad login mode", self.login, hint="seed, image or none")
+        if self.login == "image" and not self.image_login:
+            raise WorkbenchError("No login given", "login mode image needs a user and password")
 
 
 @dataclass
@@ -207,12 +218,7 @@ class BootTest:
         self.options = options or BootTestOptions()
         self.options.validate()
         self.monitor = monitor or Monitor()
-        if isinstance(checks, CheckPlan):
-            self.selected = [(s.check, s.group) for s in checks.selected]
-            self.skipped = list(checks.skipped)
-        else:
-            self.selected = [(c, c.origin.layer if c.origin else "custom") for c in checks]
-            self.skipped = []
+        self.checks = CheckRun(checks, self.monitor)
         self.label = label or self.image.stem
         self.run_id = self.options.run_id or new_build_id()
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.label).strip("-")[:32] or "image"
@@ -235,7 +241,11 @@ class BootTest:
         t0 = time.monotonic()
         started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         info = image_info(self.image)
-        self.creds = make_credentials(o.user)
+        if o.login == "image" and o.image_login:
+            self.creds = make_credentials(o.image_login[0])
+            self.creds.password, self.creds.public_password = o.image_login[1], True
+        else:
+            self.creds = make_credentials(o.user)
         self.console = _Console(self.monitor, self.creds.secrets())
         result = BootTestResult(run_id=self.run_id, label=self.label, image=str(info.path), started=started,
                                 uri=o.uri, domain=self.name, domain_type="", seed=o.seed, user=self.creds.user)
@@ -256,7 +266,7 @@ class BootTest:
                 except KeyboardInterrupt:
                     result.ending = "cancelled"
                     result.ending_message = "interrupted: the guest was destroyed and its volumes removed"
-                self._not_run(result)
+                result.checks += self.checks.not_run(result.checks, result.ending_message)
                 keep = o.keep_on_failure and not result.passed and self.dom is not None and self._alive()
                 if keep:
                     result.kept_domain = self.name
@@ -319,36 +329,30 @@ class BootTest:
         self._wait_login_prompt(t_boot)
         result.boot_to_login = time.monotonic() - t_boot
         m.note("info", f"login prompt after {result.boot_to_login:.1f} s")
+        if o.login == "none":
+            result.notes.append(f"the guest booted to its login prompt; no check ran: {o.no_login_reason}")
+            m.note("warning", f"no check runs: {o.no_login_reason}")
+            result.checks += self.checks.skip_selected(o.no_login_reason)
+            result.checks += self.checks.skipped_results()
+            return
         m.stage("login", f"as {self.creds.user}")
         t_login = time.monotonic()
         as_root = self._login(t_boot + o.login_timeout)
         result.login_time = time.monotonic() - t_login
         if not as_root:
             result.notes.append(f"sudo did not work for {self.creds.user}: the checks ran as that user, not root")
-        m.stage("checks", f"{len(self.selected)} checks")
+        selected = self.checks.selected
+        m.stage("checks", f"{len(selected)} checks")
         t_checks = time.monotonic()
-        for i, (check, group) in enumerate(self.selected):
+        for i, (check, group) in enumerate(selected):
             self._check_cancel()
             result.checks.append(self._run_check(check, group))
-            m.progress(i + 1, len(self.selected), "checks")
+            m.progress(i + 1, len(selected), "checks")
         result.checks_time = time.monotonic() - t_checks
-        for c, why in self.skipped:
-            result.checks.append(CheckResult(c.id, c.description, c.origin.layer if c.origin else "", c.command,
-                                             expectation_text(c), "skipped", why,
-                                             origin=str(c.origin) if c.origin else None))
+        result.checks += self.checks.skipped_results()
         if o.collect_timings:
             with contextlib.suppress(_Ended):
                 result.timings.update(self._timings())
-
-    def _not_run(self, result: BootTestResult) -> None:
-        """Checks the run never reached are errors that say why."""
-        done = {c.id for c in result.checks}
-        for check, group in self.selected:
-            if check.id not in done:
-                result.checks.append(CheckResult(check.id, check.description, group, check.command,
-                                                 expectation_text(check), "error",
-                                                 f"not run: {result.ending_message}",
-                                                 origin=str(check.origin) if check.origin else None))
 
     # -- libvirt ------------------------------------------------------------------------------------------------
 
@@ -689,14 +693,7 @@ class BootTest:
         self.monitor.note("info", f"check {check.id}")
         t0 = time.monotonic()
         code, output = self._command(f"sh -c {shlex.quote(check.command)} </dev/null 2>&1", check.timeout)
-        duration = time.monotonic() - t0
-        output = output.strip("\n")
-        passed, reason = evaluate(check, code, output)
-        status = "passed" if passed else "failed"
-        self.monitor.note("info" if passed else "warning", f"{'PASS' if passed else 'FAIL'} {check.id}"
-                          + ("" if passed else f": {reason}"))
-        return CheckResult(check.id, check.description, group, check.command, expectation_text(check), status,
-                           reason, code, output, duration, str(check.origin) if check.origin else None)
+        return self.checks.judge(check, group, code, output, time.monotonic() - t0)
 
     def _timings(self) -> dict[str, Any]:
         """systemd's and cloud-init's own boot timings, where the guest has the tools."""

@@ -34,11 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--commands", action="store_true", help="print each check's full command")
     p.set_defaults(func=cmd_spec)
 
-    p = sub.add_parser("boot-test", help="boot an image on libvirt with a seed for its target and run the checks "
-                       "(exit 1 when a check fails)")
+    p = sub.add_parser("boot-test", help="boot an image on libvirt with a seed for its target and run the checks; "
+                       "container images (rootfs tar) are checked without booting (exit 1 when a check fails)")
     p.add_argument("image", metavar="ARTIFACT|PROFILE",
-                   help="a disk image (qcow2/raw), an artifact directory with manifest.json, or a profile whose "
-                        "latest artifact in --artifacts is tested")
+                   help="a disk image (qcow2/raw), a Vagrant box, a GCE tar.gz, a container rootfs tar, an artifact "
+                        "directory with manifest.json, or a profile whose latest artifact in --artifacts is tested")
     p.add_argument("--profile", dest="spec_profile", metavar="PROFILE",
                    help="the profile whose checks apply (default: the artifact's manifest.json)")
     add_choice_options(p)
@@ -59,6 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="seconds of console silence before giving up (default 300)")
     p.add_argument("--keep-on-failure", action="store_true",
                    help="keep the guest running when a check fails, and print how to attach to it")
+    p.add_argument("--container-runner", choices=("auto", "podman", "chroot"), default="auto",
+                   help="for container images: podman, or unshare + chroot of the unpacked tar (default auto: podman "
+                        "when it can run a container here)")
+    p.add_argument("--workdir", metavar="DIR",
+                   help="where boxes, GCE tars and (for the chroot runner) rootfs tars are unpacked (default: the "
+                        "system's temporary directory)")
     p.add_argument("-o", "--output", metavar="DIR", help="where the report goes (default: beside the artifact, "
                    "else ./boot-test-ID)")
     p.add_argument("--quiet", action="store_true", help="do not stream the console")
@@ -104,7 +110,9 @@ def render_plan(plan: Any, *, commands: bool = False, width: int = 118) -> str:
     counts = plan.group_counts()
     lines = [f"Boot-test checks for {plan.profile}: {plan.release}, target {plan.target or '(none)'}, overlays: "
              f"{', '.join(plan.overlays) or 'none'}",
-             f"first-boot agent {plan.agent}, seed {plan.seed}; {len(plan.selected)} checks ("
+             (f"first-boot agent {plan.agent}, seed {plan.seed}" if plan.context == "vm" else
+              "checked as a container (the rootfs tar runs in podman or a chroot, nothing boots)")
+             + f"; {len(plan.selected)} checks ("
              + ", ".join(f"{counts[g]} {g}" for g in GROUPS) + ")"]
     for group in GROUPS:
         members = [s for s in plan.selected if s.group == group]
@@ -138,30 +146,30 @@ def render_plan(plan: Any, *, commands: bool = False, width: int = 118) -> str:
 
 def cmd_boot_test(args: argparse.Namespace) -> int:
     from ccis_workbench.core.monitor import PrintMonitor
+    from ccis_workbench.core.testimage import artifact_kind
 
     cat = load_catalog(args)
     image, manifest = resolve_image(args.image, cat, Path(args.artifacts))
     profile = _profile_for(cat, args, manifest)
-    _, plan = plan_for_profile(cat, profile, _with_rehearsal(args, manifest))
-    boottest = import_backend("ccis_workbench.backends.boottest")
-    BootTestOptions, run_boot_test = boottest.BootTestOptions, boottest.run_boot_test
-    from ccis_workbench.core.report import render_summary, write_reports
-
-    seed = plan.seed if args.seed == "auto" else args.seed
-    if args.rehearsal and args.seed == "auto" and seed != "none":
-        seed = "nocloud"  # the rehearsal system's stand-in for cloud-init reads NoCloud seeds only
-    opts = BootTestOptions(uri=args.uri, accel=args.accel, memory_mb=args.memory, grow_mib=args.grow,
-                           login_timeout=args.login_timeout, inactivity_timeout=args.inactivity_timeout,
-                           keep_on_failure=args.keep_on_failure, seed=seed,
-                           hostname=_hostname(profile), rehearsal=bool(args.rehearsal))
+    comp, plan = plan_for_profile(cat, profile, _with_rehearsal(args, manifest))
+    kind = artifact_kind(image)
+    if (kind == "rootfs") != (plan.context == "container"):
+        raise WorkbenchError("Wrong kind of artifact", f"{image.name} is a {kind} artifact, but {profile.name}'s "
+                             f"target makes {'container' if plan.context == 'container' else 'disk'} images",
+                             file=str(image), hint="give the artifact built from this profile")
     monitor = PrintMonitor(show_console=not args.quiet and not args.json)
-    # SIGTERM (a CI timeout, `kill`) cancels like Ctrl-C: the guest and its volumes are removed first
+    # SIGTERM (a CI timeout, `kill`) cancels like Ctrl-C: the guest (or container) and its volumes are removed
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        result = run_boot_test(image, plan, opts, monitor, label=profile.name)
+        if kind == "rootfs":
+            result = _container_test(args, image, plan, monitor, profile.name)
+        else:
+            result = _vm_test(args, image, kind, comp, plan, monitor, profile)
     finally:
         signal.signal(signal.SIGTERM, previous)
     out_dir = Path(args.output) if args.output else _default_output(image, result.run_id)
+    from ccis_workbench.core.report import render_summary, write_reports
+
     paths = write_reports(result, out_dir)
     if args.json:
         emit_json(result.to_dict())
@@ -175,6 +183,53 @@ def cmd_boot_test(args: argparse.Namespace) -> int:
                   f"  remove the guest and its volumes with: ccis-workbench gc (or virsh -c {args.uri} destroy "
                   f"{result.kept_domain})")
     return 0 if result.passed else 1
+
+
+def _container_test(args: argparse.Namespace, rootfs: Path, plan: Any, monitor: Any, label: str) -> Any:
+    from ccis_workbench.backends.container_test import ContainerTestOptions, run_container_test
+
+    opts = ContainerTestOptions(runner=args.container_runner, workdir=args.workdir)
+    return run_container_test(rootfs, plan, opts, monitor, label=label)
+
+
+def _vm_test(args: argparse.Namespace, image: Path, kind: str, comp: Any, plan: Any, monitor: Any,
+             profile: Any) -> Any:
+    from ccis_workbench.core.testimage import disk_for, kickstart_login
+
+    boottest = import_backend("ccis_workbench.backends.boottest")
+    seed = plan.seed if args.seed == "auto" else args.seed
+    if args.rehearsal and args.seed == "auto" and seed != "none":
+        seed = "nocloud"  # the rehearsal system's stand-in for cloud-init reads NoCloud seeds only
+    login, image_login, why = "seed", None, ""
+    if seed == "none":
+        image_login = kickstart_login(comp)
+        login = "image" if image_login else "none"
+        why = (f"the image takes no seed and its kickstart creates no user with a plaintext password (first-boot "
+               f"agent: {plan.agent})")
+    opts = boottest.BootTestOptions(
+        uri=args.uri, accel=args.accel, memory_mb=args.memory, grow_mib=args.grow,
+        login_timeout=args.login_timeout, inactivity_timeout=args.inactivity_timeout,
+        keep_on_failure=args.keep_on_failure, seed=seed, hostname=_hostname(profile),
+        rehearsal=bool(args.rehearsal), login=login, image_login=image_login, no_login_reason=why)
+    pre = []
+    if kind == "vagrant-box":
+        from ccis_workbench.backends.vagrant_check import check_vagrant_box
+
+        monitor.stage("vagrant", f"vagrant box add {image.name} (private VAGRANT_HOME)")
+        pre.append(check_vagrant_box(image, f"ccis-boot-test-{profile.name}"))
+        monitor.note("info" if pre[-1].status != "failed" else "warning",
+                     f"{pre[-1].status.upper()} {pre[-1].id}: {pre[-1].reason}")
+    disk = disk_for(image, args.workdir)
+    try:
+        result = boottest.run_boot_test(disk.path, plan, opts, monitor, label=profile.name)
+    finally:
+        disk.cleanup()
+    result.image = str(image)
+    result.checks[:0] = pre
+    if image_login:
+        result.notes.append(f"logged in as {image_login[0]}, the user the kickstart creates with a public "
+                            "plaintext password (the image takes no seed)")
+    return result
 
 
 def _interrupt(_signum: int, _frame: Any) -> None:
@@ -214,29 +269,22 @@ def _writable(path: Path) -> bool:
 
 def resolve_image(spec: str, cat: Any, artifacts: Path) -> tuple[Path, dict[str, Any] | None]:
     """ARTIFACT (a disk file or an artifact directory) or PROFILE (its newest build under *artifacts*)."""
+    from ccis_workbench.core.testimage import find_artifact
+
     p = Path(spec)
     if p.is_file():
         return p.resolve(), _manifest_near(p.parent)
     if p.is_dir():
-        return _disk_in(p), _manifest_near(p)
+        return find_artifact(p), _manifest_near(p)
     if spec in cat.profile_names() and artifacts.is_dir():
         builds = sorted((d for d in artifacts.iterdir() if d.is_dir() and d.name.startswith(f"{spec}-")
                          and (d / "manifest.json").exists()), key=lambda d: d.stat().st_mtime)
         if builds:
-            return _disk_in(builds[-1]), _manifest_near(builds[-1])
+            return find_artifact(builds[-1]), _manifest_near(builds[-1])
         raise WorkbenchError("No artifact", f"no build of profile {spec} under {artifacts}/",
                              hint=f"build it first: ccis-workbench build {spec}")
     raise WorkbenchError("Not found", f"{spec!r} is neither an image file, an artifact directory nor a profile",
                          file=spec, hint="give a .qcow2/.raw file, a build's artifact directory or a profile name")
-
-
-def _disk_in(d: Path) -> Path:
-    for suffix in (".qcow2", ".raw"):
-        found = sorted(d.glob(f"*{suffix}"))
-        if found:
-            return found[0].resolve()
-    raise WorkbenchError("No disk image", f"{d} holds no .qcow2 or .raw image", file=str(d),
-                         hint="boot-test needs a disk format (qcow2 or raw) among the build's formats")
 
 
 def _manifest_near(d: Path) -> dict[str, Any] | None:

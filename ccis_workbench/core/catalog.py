@@ -20,10 +20,12 @@ from typing import Any
 from ccis_workbench.core.errors import CatalogError
 from ccis_workbench.core.model import (
     AGENTS,
+    CONTEXTS,
     FORMATS,
     SEEDS,
     Check,
     LayerSpec,
+    Origin,
     Overlay,
     Profile,
     Release,
@@ -52,6 +54,8 @@ CHECK_SCHEMA = {
     "timeout": Field(int, default=60),
     "releases": Field(list, items=str, choices=RELEASES),
     "targets": Field(list, items=str, pattern=NAME),
+    "agents": Field(list, items=str, choices=AGENTS),
+    "runs_in": Field(list, items=str, choices=CONTEXTS),
 }
 
 RELEASE_SCHEMA = {
@@ -139,22 +143,25 @@ def default_root() -> Path:
     return Path.cwd()
 
 
-def _checks(items: list[Any], raw: Any, rel: str, layer: str) -> list[Check]:
-    out = []
-    from ccis_workbench.core.model import Origin
+def make_check(c: dict[str, Any], origin: Origin) -> Check:
+    """A Check from its validated CHECK_SCHEMA fields; a bad `output` expression is an error at *origin*."""
+    if c["output"] is not None:
+        try:
+            re.compile(c["output"])
+        except re.error as exc:
+            raise CatalogError("Invalid value", f"check {c['id']}: output is not a regular expression: {exc}",
+                               file=origin.file, line=origin.line) from None
+    if c.get("runs_in") == []:
+        raise CatalogError("Invalid value", f"check {c['id']}: runs_in is empty, so it would never run",
+                           file=origin.file, line=origin.line, hint=f"give one or more of: {', '.join(CONTEXTS)}")
+    return Check(id=c["id"], description=c["description"], command=c["command"], exit_status=c["exit"],
+                 output=c["output"], timeout=c["timeout"], releases=c["releases"], targets=c["targets"],
+                 origin=origin, agents=c.get("agents"), runs_in=tuple(c.get("runs_in") or ("vm",)))
 
-    for i, c in enumerate(items):
-        line = raw.line_of(i) if isinstance(raw, LineList) else 0
-        out.append(Check(id=c["id"], description=c["description"], command=c["command"], exit_status=c["exit"],
-                         output=c["output"], timeout=c["timeout"], releases=c["releases"], targets=c["targets"],
-                         origin=Origin(layer, rel, line)))
-        if c["output"] is not None:
-            try:
-                re.compile(c["output"])
-            except re.error as exc:
-                raise CatalogError("Invalid value", f"check {c['id']}: output is not a regular expression: {exc}",
-                                   file=rel, line=line) from None
-    return out
+
+def _checks(items: list[Any], raw: Any, rel: str, layer: str) -> list[Check]:
+    return [make_check(c, Origin(layer, rel, raw.line_of(i) if isinstance(raw, LineList) else 0))
+            for i, c in enumerate(items)]
 
 
 def _block_first_line(text: str, key_line: int) -> int:
@@ -254,8 +261,16 @@ class Catalog:
             waivers={str(k): str(v) for k, v in d["waivers"].items()}, source=rel,
         )
         if kind == "target":
-            return Target(**common, agent=d["agent"], datasources=d["datasources"], formats=d["formats"],
-                          seed=d["seed"], default_user=d["default_user"])
+            target = Target(**common, agent=d["agent"], datasources=d["datasources"], formats=d["formats"],
+                            seed=d["seed"], default_user=d["default_user"])
+            for chk in target.checks:
+                if target.context not in chk.runs_in:
+                    raise CatalogError(
+                        "Check never runs", f"check {chk.id} runs in {', '.join(chk.runs_in)} only, but images of "
+                        f"target {target.name} ({', '.join(target.formats)}) are checked as a {target.context}",
+                        file=rel, line=chk.origin.line if chk.origin else 0,
+                        hint=f"add `runs_in: [{target.context}]` to the check")
+            return target
         variables = {}
         vraw = raw.get("variables") or {}
         for vname, vdef in d["variables"].items():

@@ -9,6 +9,11 @@ from typing import Any
 AGENTS = ("cloud-init", "one-context", "google-guest-agent", "none")
 #: Every output format the build knows how to produce.
 FORMATS = ("qcow2", "raw", "vmdk", "vhd", "ova", "gce-tar", "vagrant-libvirt", "rootfs-tar")
+#: Formats that are not disk images: a target whose formats are all of these makes a container image, and its
+#: image is checked without booting (DESIGN.md, boot test: containers).
+CONTAINER_FORMATS = ("rootfs-tar",)
+#: Where a boot-test check can run: in the booted guest ("vm") or in the container made from the rootfs tar.
+CONTEXTS = ("vm", "container")
 #: The boot-test seed a target expects.
 SEEDS = ("nocloud", "configdrive", "opennebula", "none")
 #: The final command each build backend wants (TARGETS.md, sig-cloud-instance-build issue 56).
@@ -41,6 +46,8 @@ class Check:
     releases: list[str] | None = None  # None: every release
     targets: list[str] | None = None
     origin: Origin | None = None
+    agents: list[str] | None = None  # None: whatever the image's first-boot agent
+    runs_in: tuple[str, ...] = ("vm",)  # CONTEXTS: a booted guest, the container made from a rootfs tar, or both
 
 
 @dataclass
@@ -100,6 +107,11 @@ class Target(LayerSpec):
     formats: list[str] = field(default_factory=list)
     seed: str = "nocloud"
     default_user: str | None = None
+
+    @property
+    def context(self) -> str:
+        """Where its image is checked: "container" when every format is a container format, else "vm"."""
+        return "container" if self.formats and all(f in CONTAINER_FORMATS for f in self.formats) else "vm"
 
 
 @dataclass

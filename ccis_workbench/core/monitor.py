@@ -28,6 +28,9 @@ class Monitor:
     def note(self, severity: str, message: str) -> None:
         """A human sentence: severity 'info', 'warning' or 'error'."""
 
+    def check(self, check_id: str, status: str, reason: str) -> None:
+        """A test check finished: status 'passed', 'failed', 'error' (not run) or 'skipped', with the reason."""
+
     def cancelled(self) -> bool:
         """True when the user asked to stop; long work polls this."""
         return False
@@ -54,6 +57,9 @@ class RecordingMonitor(Monitor):
 
     def note(self, severity: str, message: str) -> None:
         self._add("note", severity, message)
+
+    def check(self, check_id: str, status: str, reason: str) -> None:
+        self._add("check", check_id, status, reason)
 
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()

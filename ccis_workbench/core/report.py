@@ -76,6 +76,8 @@ class BootTestResult:
     #: with --keep-on-failure: the private directory holding the kept guest's password and SSH key
     kept_credentials: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: "vm" (a booted guest) or "container" (a rootfs tar checked without booting: no boot, login or console)
+    context: str = "vm"
 
     @property
     def passed(self) -> bool:
@@ -134,7 +136,8 @@ def junit_xml(result: BootTestResult) -> str:
                  ("seed", result.seed), ("ending", result.ending), ("run_id", result.run_id),
                  ("boot_to_login_seconds", _num(result.boot_to_login)), ("login_seconds", _num(result.login_time))):
         ET.SubElement(props, "property", name=k, value=_xml(str(v)))
-    case = ET.SubElement(suite, "testcase", classname="boot", name="boot-and-login",
+    case = ET.SubElement(suite, "testcase", classname="boot" if result.context == "vm" else "container",
+                         name="boot-and-login" if result.context == "vm" else "import-and-start",
                          time=f"{(result.boot_to_login or 0) + (result.login_time or 0):.3f}")
     if result.ending == "cancelled":
         ET.SubElement(case, "skipped", message="cancelled by the user")
@@ -176,8 +179,11 @@ def render_summary(result: BootTestResult, *, width: int = 118, output_lines: in
     """The summary a person reads at the end of a run: verdict, timings, then each failure in full."""
     c = result.counts()
     verdict = "PASSED" if result.passed else "FAILED"
-    lines = [f"Boot test of {result.label} ({Path(result.image).name}): {verdict}: {c['passed']} passed, "
+    what = "Boot test" if result.context == "vm" else "Container check"
+    lines = [f"{what} of {result.label} ({Path(result.image).name}): {verdict}: {c['passed']} passed, "
              f"{c['failed']} failed, {c['error']} not run, {c['skipped']} skipped"]
+    if result.context == "container" and result.domain_type:
+        lines.append(f"  runner: {result.domain_type}")
     if result.ending != "completed":
         lines.append(f"  ending: {result.ending}: {result.ending_message}")
     times = []

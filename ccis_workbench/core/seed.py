@@ -51,13 +51,15 @@ class Credentials:
     workdir: Path
     private_key: Path
     _secrets: list[str] = field(default_factory=list, repr=False)
+    #: the password is an image's public convention (Vagrant's vagrant/vagrant), not a per-run secret
+    public_password: bool = False
 
     def __repr__(self) -> str:  # never print the password by accident
         return f"Credentials(user={self.user!r}, password={REDACTED}, workdir={str(self.workdir)!r})"
 
     def secrets(self) -> list[str]:
         """Strings that must never reach a log or a report."""
-        return [s for s in (self.password, *self._secrets) if s]
+        return [s for s in (None if self.public_password else self.password, *self._secrets) if s]
 
     def redact(self, text: str) -> str:
         """*text* with every secret replaced by [redacted]."""

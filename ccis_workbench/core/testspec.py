@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ccis_workbench.core.catalog import CHECK_SCHEMA
+from ccis_workbench.core.catalog import CHECK_SCHEMA, make_check
 from ccis_workbench.core.errors import CatalogError
-from ccis_workbench.core.model import AGENTS, Check, Origin
+from ccis_workbench.core.model import AGENTS, CONTEXTS, Check, Origin
 from ccis_workbench.core.schema import Field, validate
 from ccis_workbench.core.yamlfile import LineDict, LineList, load_yaml_file
 
@@ -33,13 +33,14 @@ GROUPS = ("spec", "baseline", "target", "overlay", "profile", "derived")
 #: Shell variables the boot test sets in the guest before the first check.
 RUN_VARIABLES = ("CCIS_USER", "CCIS_INSTANCE_ID", "CCIS_GROW_MIB")
 
-SPEC_CHECK_SCHEMA = dict(CHECK_SCHEMA, agents=Field(list, items=str, choices=AGENTS))
+SPEC_CHECK_SCHEMA = CHECK_SCHEMA
 DERIVED_SCHEMA = {
     "description": Field(str, required=True),
     "command": Field(str, required=True),
     "exit": Field(int, default=0),
     "output": Field(str),
     "timeout": Field(int, default=60),
+    "runs_in": Field(list, default=lambda: ["vm"], items=str, choices=CONTEXTS),
 }
 SPEC_SCHEMA = {
     "version": Field(int, required=True, choices=None, check=lambda v: None if v == 1 else "only version 1 exists"),
@@ -49,14 +50,6 @@ SPEC_SCHEMA = {
     "rehearsal": Field(list, default=list, items=str),
 }
 _SELINUX_MODES = {0: "Disabled", 1: "Enforcing", 2: "Permissive"}
-
-
-@dataclass
-class SpecCheck:
-    """A check from the spec file, with the agents it applies to (None: every agent)."""
-
-    check: Check
-    agents: list[str] | None = None
 
 
 @dataclass
@@ -70,6 +63,7 @@ class DerivedRule:
     output: str | None
     timeout: int
     origin: Origin
+    runs_in: tuple[str, ...] = ("vm",)
 
 
 @dataclass
@@ -77,7 +71,7 @@ class TestSpec:
     """The loaded spec file; `empty()` for a catalog without one."""
 
     source: str | None
-    checks: list[SpecCheck] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
     derived: dict[str, DerivedRule] = field(default_factory=dict)
     rehearsal: list[str] = field(default_factory=list)
 
@@ -113,6 +107,7 @@ class CheckPlan:
     selected: list[SelectedCheck]
     skipped: list[tuple[Check, str]] = field(default_factory=list)
     replaced: list[tuple[Check, Check]] = field(default_factory=list)
+    context: str = "vm"  # where the checks run: "vm" (a booted guest) or "container" (the rootfs tar)
 
     @property
     def checks(self) -> list[Check]:
@@ -127,7 +122,8 @@ class CheckPlan:
     def to_dict(self) -> dict[str, Any]:
         return {
             "profile": self.profile, "release": self.release, "target": self.target, "overlays": self.overlays,
-            "agent": self.agent, "seed": self.seed, "checks": [s.to_dict() for s in self.selected],
+            "agent": self.agent, "seed": self.seed, "context": self.context,
+            "checks": [s.to_dict() for s in self.selected],
             "skipped": [{"id": c.id, "reason": why, "origin": _origin_str(c.origin)} for c, why in self.skipped],
             "replaced": [{"id": new.id, "old": _origin_str(old.origin), "new": _origin_str(new.origin)}
                          for old, new in self.replaced],
@@ -151,15 +147,15 @@ def parse_spec(raw: Any, rel: str) -> TestSpec:
     spec = TestSpec(source=rel, rehearsal=list(d["rehearsal"]))
     seen: dict[str, int] = {}
 
-    def add(items: list[dict[str, Any]], raw_list: Any, agents: list[str] | None) -> None:
+    def add(items: list[dict[str, Any]], raw_list: Any, agent: str | None) -> None:
         for i, c in enumerate(items):
             line = raw_list.line_of(i) if isinstance(raw_list, LineList) else 0
-            chk = _make_check(c, Origin("spec", rel, line), rel, line)
+            chk = make_check(dict(c, agents=[agent]) if agent else c, Origin("spec", rel, line))
             if chk.id in seen:
                 raise CatalogError("Duplicate check", f"check id {chk.id!r} appears twice in the spec", file=rel,
                                    line=line, hint=f"first defined on line {seen[chk.id]}")
             seen[chk.id] = line
-            spec.checks.append(SpecCheck(chk, agents if agents is not None else c.get("agents")))
+            spec.checks.append(chk)
 
     # the agent's checks run first: `cloud-init status --wait` lets the guest settle before anything else
     agents_raw = raw.get("agents") or {}
@@ -175,7 +171,7 @@ def parse_spec(raw: Any, rel: str) -> TestSpec:
             if c.get("agents") is not None:
                 raise CatalogError("Unknown key", "a check under agents: takes its agent from the section",
                                    file=rel, line=item.line_of("agents") if isinstance(item, LineDict) else line)
-        add(checks, items, [agent])
+        add(checks, items, agent)
     add(d["checks"], raw.get("checks"), None)
     derived_raw = raw.get("derived") or {}
     for kind, body in d["derived"].items():
@@ -190,7 +186,7 @@ def parse_spec(raw: Any, rel: str) -> TestSpec:
         if r["output"] is not None:
             _compile(r["output"].replace("{pattern}", "x"), f"derived {kind}", rel, line)
         spec.derived[kind] = DerivedRule(kind, r["description"], r["command"], r["exit"], r["output"],
-                                         r["timeout"], Origin("spec", rel, line))
+                                         r["timeout"], Origin("spec", rel, line), tuple(r["runs_in"]))
     rl = raw.get("rehearsal")
     for i, pat in enumerate(spec.rehearsal):
         if not re.fullmatch(r"[a-z0-9_.*?\[\]-]+", pat):
@@ -205,14 +201,6 @@ def _compile(pattern: str, what: str, rel: str, line: int) -> None:
     except re.error as exc:
         raise CatalogError("Invalid value", f"{what}: output is not a regular expression: {exc}", file=rel,
                            line=line) from None
-
-
-def _make_check(c: dict[str, Any], origin: Origin, rel: str, line: int) -> Check:
-    if c["output"] is not None:
-        _compile(c["output"], f"check {c['id']}", rel, line)
-    return Check(id=c["id"], description=c["description"], command=c["command"], exit_status=c["exit"],
-                 output=c["output"], timeout=c["timeout"], releases=c["releases"], targets=c["targets"],
-                 origin=origin)
 
 
 # -- selecting --------------------------------------------------------------------------------------------------
@@ -239,12 +227,23 @@ def composition_seed(comp: Any) -> str:
     return str(comp.target.seed)
 
 
-def applies(check: Check, release: str, target: str | None) -> str | None:
-    """Why *check* does not apply to this release/target, or None when it does."""
+def composition_context(comp: Any) -> str:
+    """Where the image of *comp* is checked: "container" (the rootfs tar, without booting) or "vm"."""
+    return str(comp.target.context) if comp.target is not None else "vm"
+
+
+def applies(check: Check, release: str, target: str | None, agent: str | None = None,
+            context: str = "vm") -> str | None:
+    """Why *check* does not apply to this release/target/agent/context, or None when it does."""
     if check.releases is not None and release not in check.releases:
         return f"only for {', '.join(check.releases)}"
     if check.targets is not None and (target is None or target not in check.targets):
         return f"only for target {', '.join(check.targets)}"
+    if check.agents is not None and agent is not None and agent not in check.agents:
+        return f"only for agent {', '.join(check.agents)}"
+    if context not in check.runs_in:
+        return ("needs a booted guest (the image is checked as a container)" if context == "container"
+                else "runs only in the container made from a rootfs tar")
     return None
 
 
@@ -257,15 +256,11 @@ def select_checks(spec: TestSpec, comp: Any, *, rehearsal: bool = False) -> Chec
     release = comp.release.name
     target = comp.target.name if comp.target is not None else None
     agent = composition_agent(comp)
+    context = composition_context(comp)
     plan = CheckPlan(profile=comp.profile.name, release=release, target=target,
-                     overlays=[o.name for o in comp.overlays], agent=agent, seed=composition_seed(comp),
-                     selected=[])
-    candidates: list[SelectedCheck] = []
-    for sc in spec.checks:
-        if sc.agents is not None and agent not in sc.agents:
-            plan.skipped.append((sc.check, f"only for agent {', '.join(sc.agents)}"))
-            continue
-        candidates.append(SelectedCheck(sc.check, "spec"))
+                     overlays=[o.name for o in comp.overlays], agent=agent,
+                     seed=composition_seed(comp) if context == "vm" else "none", selected=[], context=context)
+    candidates = [SelectedCheck(c, "spec") for c in spec.checks]
     candidates += [SelectedCheck(c, "baseline") for c in comp.release.checks]
     if comp.target is not None:
         candidates += [SelectedCheck(c, "target") for c in comp.target.checks]
@@ -276,7 +271,7 @@ def select_checks(spec: TestSpec, comp: Any, *, rehearsal: bool = False) -> Chec
 
     index: dict[str, int] = {}
     for cand in candidates:
-        why = applies(cand.check, release, target)
+        why = applies(cand.check, release, target, agent, context)
         if why:
             plan.skipped.append((cand.check, why))
             continue
@@ -305,7 +300,7 @@ def filter_plan(plan: CheckPlan, only: list[str] | None = None, skip: list[str] 
         else:
             kept.append(s)
     return CheckPlan(plan.profile, plan.release, plan.target, plan.overlays, plan.agent, plan.seed, kept, skipped,
-                     list(plan.replaced))
+                     list(plan.replaced), plan.context)
 
 
 # -- derived checks ---------------------------------------------------------------------------------------------
@@ -338,7 +333,8 @@ def derive_checks(spec: TestSpec, comp: Any) -> list[SelectedCheck]:
         desc = rule.description + (f": {what}" if what else (f": {', '.join(items)}" if items else ""))
         out.append(SelectedCheck(Check(id=f"derived.{kind}", description=desc, command=command,
                                        exit_status=rule.exit_status, output=output, timeout=rule.timeout,
-                                       origin=Origin("derived", rule.origin.file, rule.origin.line)),
+                                       origin=Origin("derived", rule.origin.file, rule.origin.line),
+                                       runs_in=rule.runs_in),
                                  "derived", list(items)))
 
     pk = h.packages
@@ -388,7 +384,8 @@ def check_to_dict(check: Check) -> dict[str, Any]:
     """A check as plain data (JSON report, `spec --json`)."""
     return {"id": check.id, "description": check.description, "command": check.command,
             "exit": check.exit_status, "output": check.output, "timeout": check.timeout,
-            "releases": check.releases, "targets": check.targets, "origin": _origin_str(check.origin),
+            "releases": check.releases, "targets": check.targets, "agents": check.agents,
+            "runs_in": list(check.runs_in), "origin": _origin_str(check.origin),
             "layer": check.origin.layer if check.origin else None}
 
 

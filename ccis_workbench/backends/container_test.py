@@ -1,0 +1,450 @@
+"""Check a container image (the docker target's rootfs .tar.xz) without booting it.
+
+The tar is listed first with the real `tar` (readable, no absolute or `..` member names, a /bin/sh to run the
+checks with). Then one of two runners runs every check as root with the image's own /bin/sh:
+
+- podman (when installed and able to run a container here): the artifact's Containerfile is built (`FROM
+  scratch` + `ADD` of the tar: this proves the Containerfile the build wrote works) or, without one, the tar is
+  imported; each check runs in a fresh `podman run --rm --network none` container. Hosts where podman's defaults
+  cannot start a container (no CAP_SYS_RESOURCE to raise rlimits, crun on hybrid cgroups) are probed once: lower
+  rlimits and runc are tried before giving up on podman, and what was used is written into the report.
+- chroot: the tar is unpacked into a private directory; each check runs in new mount, PID, UTS, IPC and network
+  namespaces (`unshare`, plus a user namespace when not root) with /proc and a minimal /dev mounted inside that
+  mount namespace only, then `chroot`. Nothing is mounted on the host, so removing the directory is safe.
+
+Each check has its timeout; cancel (Monitor.cancelled, Ctrl-C, SIGTERM) stops the running check. The podman
+image and containers, or the unpacked directory, are removed before `run` returns, whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ccis_workbench.core.checkrun import CheckRun
+from ccis_workbench.core.errors import WorkbenchError
+from ccis_workbench.core.model import Check
+from ccis_workbench.core.monitor import Monitor
+from ccis_workbench.core.plan import new_build_id
+from ccis_workbench.core.report import BootTestResult, CheckResult
+from ccis_workbench.core.testspec import CheckPlan
+
+RUNNERS = ("auto", "podman", "chroot")
+NAME_PREFIX = "ccis-boottest-"
+#: rlimits given to podman containers when its defaults (raising them) are refused on this host.
+LOW_ULIMITS = ("--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096")
+#: The environment a check runs with (the same in both runners).
+CHECK_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
+             "TERM": "dumb", "LANG": "C", "CCIS_CONTEXT": "container"}
+#: Runs on the host inside the new namespaces: mount /proc and a minimal /dev in the unpacked root, then chroot.
+_CHROOT_SCRIPT = r"""
+root=$1; shift
+mkdir -p "$root/proc" "$root/dev" "$root/tmp" || exit 125
+mount -t proc proc "$root/proc" || exit 125
+mount -t tmpfs -o mode=0755,size=1m tmpfs "$root/dev" || exit 125
+for n in null zero full random urandom tty; do
+    : > "$root/dev/$n" && mount --bind "/dev/$n" "$root/dev/$n" || exit 125
+done
+ln -s /proc/self/fd "$root/dev/fd"
+exec env -i "$@"
+"""
+
+
+@dataclass
+class ContainerTestOptions:
+    """How to check a container image (CLI options and TUI settings)."""
+
+    runner: str = "auto"  # auto | podman | chroot
+    #: podman's OCI runtime (e.g. runc); None: podman's default, then runc if the default cannot run here
+    podman_runtime: str | None = None
+    #: where the chroot runner unpacks the tar (default: the system's temporary directory)
+    workdir: str | None = None
+    run_id: str | None = None
+
+    def validate(self) -> None:
+        if self.runner not in RUNNERS:
+            raise WorkbenchError("Unknown container runner", self.runner, hint=f"choose {', '.join(RUNNERS)}")
+
+
+@dataclass
+class RootfsInfo:
+    path: Path
+    members: int
+    size: int
+    has_containerfile: bool
+
+
+def inspect_rootfs(path: Path) -> RootfsInfo:
+    """List the tar with the real `tar`: it must be readable, hold no absolute or `..` names, and have /bin/sh."""
+    try:
+        if not path.is_file():
+            raise WorkbenchError("Rootfs tar not found", "the file does not exist", file=str(path))
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise WorkbenchError("Cannot read the rootfs tar", exc.strerror or str(exc), file=str(path)) from None
+    tar = shutil.which("tar")
+    if tar is None:
+        raise WorkbenchError("tar is missing", "the container check lists and unpacks the rootfs with tar",
+                             hint="apt-get install tar xz-utils")
+    proc = subprocess.run([tar, "-tf", str(path)], capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        msg = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise WorkbenchError("Not a readable rootfs tar", msg, file=str(path),
+                             hint="give the build's .rootfs.tar.xz artifact")
+    names = [n for n in proc.stdout.split("\n") if n]
+    if not names:
+        raise WorkbenchError("Empty rootfs tar", "the tar holds no files", file=str(path))
+    for n in names:
+        if n.startswith("/") or ".." in n.split("/"):
+            raise WorkbenchError("Unsafe rootfs tar", f"member {n!r} points outside the root file system",
+                                 file=str(path), hint="a rootfs tar holds paths relative to / only")
+    rel = {n[2:] if n.startswith("./") else n for n in names}
+    if not ({"bin/sh", "usr/bin/sh"} & rel):
+        raise WorkbenchError("No shell in the rootfs", "the tar has no bin/sh or usr/bin/sh: the checks run "
+                             "with the image's own shell", file=str(path))
+    return RootfsInfo(path.resolve(), len(names), path.stat().st_size,
+                      (path.parent / "Containerfile").is_file())
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _run_bounded(argv: list[str], timeout: float, monitor: Monitor, *, env: dict[str, str] | None = None,
+                 on_kill: Any = None) -> tuple[int | None, str]:
+    """Run *argv* (stdin closed, stderr into stdout) for at most *timeout* s, polling cancel; (status|None, out).
+
+    The process gets its own session; a timeout or cancel kills the whole group (and *on_kill* cleans up what
+    lives outside it, e.g. a podman container)."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=env, start_new_session=True)
+    end = time.monotonic() + timeout
+    try:
+        while True:
+            if monitor.cancelled():
+                raise _Cancelled
+            try:
+                out, _ = proc.communicate(timeout=min(0.5, max(0.01, end - time.monotonic())))
+                return proc.returncode, out.decode("utf-8", "replace")
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= end:
+                    _kill(proc, on_kill)
+                    out, _ = proc.communicate()
+                    return None, (out or b"").decode("utf-8", "replace")
+    except BaseException:
+        _kill(proc, on_kill)
+        with contextlib.suppress(Exception):
+            proc.communicate(timeout=10)
+        raise
+
+
+def _kill(proc: subprocess.Popen[bytes], on_kill: Any) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if on_kill is not None:
+        on_kill()
+
+
+class _Podman:
+    """Checks in podman containers made from the image the tar (or its Containerfile) gives."""
+
+    kind = "podman"
+
+    def __init__(self, podman: str, name: str, monitor: Monitor, runtime: str | None) -> None:
+        self.podman = podman
+        self.name = name
+        self.image = f"localhost/{name}:latest"
+        self.monitor = monitor
+        self.runtime = runtime
+        self.extra: list[str] = []
+        self.created = False
+        self.description = "podman"
+        self._n = 0
+
+    def _base(self) -> list[str]:
+        return [self.podman] + (["--runtime", self.runtime] if self.runtime else [])
+
+    def prepare(self, info: RootfsInfo) -> str:
+        if info.has_containerfile:
+            argv = [*self._base(), "build", "--pull=never", "--network", "none", "-q", "-f",
+                    str(info.path.parent / "Containerfile"), "-t", self.image, str(info.path.parent)]
+            how = "built from the artifact's Containerfile"
+        else:
+            argv = [*self._base(), "import", "--message", "ccis-workbench boot test", str(info.path), self.image]
+            how = "imported from the rootfs tar"
+        self.created = True  # from here on, cleanup removes the image whatever happens
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
+        if proc.returncode != 0:
+            msg = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+            what = "The Containerfile does not build" if info.has_containerfile else "podman cannot import the tar"
+            raise WorkbenchError(what, msg, file=str(info.path.parent / "Containerfile") if info.has_containerfile
+                                 else str(info.path))
+        self._probe()
+        return f"{how} as {self.image} ({self.description})"
+
+    def _probe(self) -> None:
+        """Find podman options that start a container on this host (see the module docstring)."""
+        tried: list[str] = []
+        runtimes: list[str | None] = [self.runtime]
+        if self.runtime is None and shutil.which("runc"):
+            runtimes.append("runc")
+        for runtime in runtimes:
+            for extra in ([], list(LOW_ULIMITS)):
+                self.runtime = runtime
+                argv = [*self._base(), "run", "--rm", "--pull=never", "--network", "none", *extra, self.image,
+                        "/bin/sh", "-c", "exit 0"]
+                proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+                if proc.returncode == 0:
+                    self.extra = extra
+                    parts = [f"runtime {runtime}" if runtime else "default runtime"]
+                    if extra:
+                        parts.append("rlimits lowered to nofile/nproc 4096 (this host refuses raising them)")
+                    self.description = "podman, " + ", ".join(parts)
+                    if tried:
+                        self.description += f"; not usable here: {'; '.join(tried)}"
+                    return
+                err = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+                tried.append(f"{runtime or 'default runtime'}{' with lower rlimits' if extra else ''}: {err}")
+        raise WorkbenchError("podman cannot run containers here", " | ".join(tried),
+                             hint="use --container-runner chroot (unshare + chroot), or fix podman's runtime")
+
+    def run(self, command: str, timeout: float) -> tuple[int | None, str]:
+        self._n += 1
+        cname = f"{self.name}-{self._n}"
+        env_args = [a for k, v in CHECK_ENV.items() for a in ("--env", f"{k}={v}")]
+        argv = [*self._base(), "run", "--rm", "--pull=never", "--name", cname, "--network", "none",
+                "--hostname", "ccis-container-test", *self.extra, *env_args, "--user", "0:0", "--workdir", "/",
+                self.image, "/bin/sh", "-c", command]
+        return _run_bounded(argv, timeout, self.monitor, on_kill=lambda: self._remove_container(cname))
+
+    def _remove_container(self, cname: str) -> None:
+        subprocess.run([self.podman, "rm", "-f", "-t", "0", cname], capture_output=True, timeout=60, check=False)
+
+    def cleanup(self) -> None:
+        if not self.created:
+            return
+        listing = subprocess.run([self.podman, "ps", "-a", "--format", "{{.Names}}"], capture_output=True,
+                                 text=True, timeout=60, check=False).stdout.split()
+        for cname in listing:
+            if cname.startswith(f"{self.name}-"):
+                self._remove_container(cname)
+        subprocess.run([self.podman, "rmi", "-f", self.image], capture_output=True, timeout=120, check=False)
+        self.created = False
+
+
+class _Chroot:
+    """Checks in a chroot of the unpacked tar, in fresh namespaces (see the module docstring)."""
+
+    kind = "chroot"
+
+    def __init__(self, name: str, monitor: Monitor, workdir: str | None) -> None:
+        self.name = name
+        self.monitor = monitor
+        self.workdir = workdir
+        self.dir: Path | None = None
+        self.root: Path | None = None
+        self.rootless = os.geteuid() != 0
+        self.description = "chroot in new mount/PID/network namespaces" + (" (user namespace)" if self.rootless
+                                                                           else "")
+
+    def _unshare(self) -> list[str]:
+        unshare = shutil.which("unshare")
+        if unshare is None:
+            raise WorkbenchError("unshare is missing", "the chroot runner needs util-linux's unshare",
+                                 hint="apt-get install util-linux, or install podman")
+        argv = [unshare, "--fork", "--kill-child", "--pid", "--mount", "--uts", "--ipc", "--net"]
+        if self.rootless:
+            argv += ["--user", "--map-root-user"]
+        return argv
+
+    def prepare(self, info: RootfsInfo) -> str:
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=self.workdir))
+        self.root = self.dir / "root"
+        self.root.mkdir()
+        argv = ["tar", "-xf", str(info.path), "-C", str(self.root), "--numeric-owner"]
+        if self.rootless:
+            argv = [*self._unshare()[:1], "--user", "--map-root-user", *argv, "--no-same-owner"]
+        self.monitor.note("info", f"unpacking {info.path.name} ({info.size >> 20} MiB) into {self.dir}")
+        code, out = _run_bounded(argv, 1800, self.monitor)
+        if code != 0:
+            last = (out.strip().splitlines() or [f"exit status {code}"])[-1]
+            if "No space left" in out:
+                raise WorkbenchError("No space to unpack the rootfs", last, file=str(self.dir),
+                                     hint="free space, or give --workdir on a larger file system")
+            raise WorkbenchError("Cannot unpack the rootfs tar", last, file=str(info.path))
+        return f"unpacked into {self.root} ({self.description})"
+
+    def run(self, command: str, timeout: float) -> tuple[int | None, str]:
+        assert self.root is not None
+        env = [f"{k}={v}" for k, v in CHECK_ENV.items()]
+        argv = [*self._unshare(), "/bin/sh", "-c", _CHROOT_SCRIPT, "ccis-chroot", str(self.root), *env,
+                shutil.which("chroot") or "chroot", str(self.root), "/bin/sh", "-c", f"cd / && {command}"]
+        code, out = _run_bounded(argv, timeout, self.monitor)
+        if code == 125 and not out.strip():
+            out = "the check's namespaces could not be set up (mount failed)"
+        return code, out
+
+    def cleanup(self) -> None:
+        if self.dir is None or not self.dir.exists():
+            return
+        mounted = _mounts_under(self.dir)
+        for m in sorted(mounted, key=len, reverse=True):  # never the case (private mount namespace); be safe
+            subprocess.run(["umount", "-l", m], capture_output=True, timeout=60, check=False)
+        if _mounts_under(self.dir):
+            raise WorkbenchError("Cannot remove the unpacked rootfs", f"something is still mounted under {self.dir}",
+                                 hint=f"unmount it, then remove {self.dir}")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = None
+
+
+def _mounts_under(path: Path) -> list[str]:
+    base = str(path.resolve()) + "/"
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    points = [ln.split()[4].encode().decode("unicode_escape") for ln in lines if len(ln.split()) > 4]
+    return [p for p in points if (p + "/").startswith(base)]
+
+
+def podman_path() -> str | None:
+    return shutil.which("podman")
+
+
+class ContainerTest:
+    """One check of one rootfs tar; `run()` returns the result and leaves nothing behind."""
+
+    def __init__(self, rootfs: str | Path, checks: CheckPlan | list[Check],
+                 options: ContainerTestOptions | None = None, monitor: Monitor | None = None, *,
+                 label: str | None = None) -> None:
+        self.rootfs = Path(rootfs)
+        self.options = options or ContainerTestOptions()
+        self.options.validate()
+        self.monitor = monitor or Monitor()
+        self.checks = CheckRun(checks, self.monitor)
+        self.label = label or self.rootfs.name.split(".")[0]
+        self.run_id = self.options.run_id or new_build_id()
+        safe = re.sub(r"[^a-z0-9_.-]+", "-", self.label.lower()).strip("-.")[:32] or "image"
+        self.name = f"{NAME_PREFIX}{safe}-{self.run_id}".lower()
+        self.runner: _Podman | _Chroot | None = None
+        self.transcript: list[str] = []
+
+    def _choose(self) -> _Podman | _Chroot:
+        o = self.options
+        podman = podman_path()
+        if o.runner == "podman" and podman is None:
+            raise WorkbenchError("podman is not installed", "--container-runner podman was asked for",
+                                 hint="apt-get install podman, or use --container-runner chroot")
+        if o.runner in ("podman", "auto") and podman is not None:
+            return _Podman(podman, self.name, self.monitor, o.podman_runtime)
+        return _Chroot(self.name, self.monitor, o.workdir)
+
+    def run(self) -> BootTestResult:
+        t0 = time.monotonic()
+        started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        result = BootTestResult(run_id=self.run_id, label=self.label, image=str(self.rootfs), started=started,
+                                uri="", domain=self.name, domain_type="", seed="none", user="root",
+                                context="container")
+        h: dict[str, Any] = {}
+        result.timings["harness"] = h
+        try:
+            try:
+                self._run(result, h)
+                result.ending, result.ending_message = "completed", "every check ran"
+            except WorkbenchError as exc:
+                if self.runner is not None and self.runner.kind == "podman" and self.options.runner == "auto" \
+                        and exc.title == "podman cannot run containers here":
+                    # podman is installed but cannot start a container on this host: the chroot runner can
+                    self.monitor.note("warning", f"{exc.message}; using the chroot runner instead")
+                    result.notes.append(f"podman could not run a container here ({exc.message}); the chroot runner "
+                                        "was used")
+                    self._cleanup(h)
+                    self.runner = _Chroot(self.name, self.monitor, self.options.workdir)
+                    result.checks.clear()
+                    self._run(result, h, choose=False)
+                    result.ending, result.ending_message = "completed", "every check ran"
+                else:
+                    raise
+        except WorkbenchError as exc:
+            result.ending, result.ending_message = "error", f"{exc.title}: {exc.message}"
+            if exc.location is not None:
+                result.ending_message += f" ({exc.location})"
+            self.monitor.note("error", result.ending_message)
+        except (_Cancelled, KeyboardInterrupt):
+            result.ending = "cancelled"
+            result.ending_message = "cancelled: the running check was stopped and the container image removed"
+            self.monitor.note("warning", result.ending_message)
+        finally:
+            self._cleanup(h)
+            result.checks += self.checks.not_run(result.checks, result.ending_message)
+            result.total_time = time.monotonic() - t0
+            result.console_log = "".join(self.transcript)
+        return result
+
+    def _run(self, result: BootTestResult, h: dict[str, Any], *, choose: bool = True) -> None:
+        m = self.monitor
+        t = time.monotonic()
+        m.stage("prepare", f"{self.rootfs.name}: checking the rootfs tar")
+        info = inspect_rootfs(self.rootfs)
+        h["inspect"] = round(time.monotonic() - t, 3)
+        if choose:
+            self.runner = self._choose()
+        assert self.runner is not None
+        if self.monitor.cancelled():
+            raise _Cancelled
+        t = time.monotonic()
+        how = self.runner.prepare(info)
+        h["prepare"] = round(time.monotonic() - t, 3)
+        result.uri = self.runner.kind
+        result.domain_type = self.runner.description
+        m.note("info", f"{info.path.name}: {info.members} entries; {how}")
+        selected = self.checks.selected
+        m.stage("checks", f"{len(selected)} checks, as root in the container ({self.runner.kind})")
+        t_checks = time.monotonic()
+        for i, (check, group) in enumerate(selected):
+            if m.cancelled():
+                raise _Cancelled
+            result.checks.append(self._run_check(check, group))
+            m.progress(i + 1, len(selected), "checks")
+        result.checks_time = time.monotonic() - t_checks
+        result.checks += self.checks.skipped_results()
+
+    def _run_check(self, check: Check, group: str) -> CheckResult:
+        assert self.runner is not None
+        self.monitor.note("info", f"check {check.id}")
+        t0 = time.monotonic()
+        code, output = self.runner.run(check.command, check.timeout)
+        duration = time.monotonic() - t0
+        shown = output.replace("\r", "").strip("\n")
+        text = f"# {check.id}\n$ {check.command}\n{shown}{chr(10) if shown else ''}[exit {code}]\n"
+        self.transcript.append(text)
+        self.monitor.output("console", text)
+        return self.checks.judge(check, group, code, output, duration)
+
+    def _cleanup(self, h: dict[str, Any]) -> None:
+        t = time.monotonic()
+        if self.runner is not None:
+            try:
+                self.runner.cleanup()
+            except WorkbenchError as exc:
+                self.monitor.note("error", f"{exc.title}: {exc.message}")
+        h["cleanup"] = round(time.monotonic() - t, 3)
+
+
+def run_container_test(rootfs: str | Path, checks: CheckPlan | list[Check],
+                       options: ContainerTestOptions | None = None, monitor: Monitor | None = None, *,
+                       label: str | None = None) -> BootTestResult:
+    """Check the container image *rootfs* (a rootfs tar) with *checks*, without booting anything."""
+    return ContainerTest(rootfs, checks, options, monitor, label=label).run()
+

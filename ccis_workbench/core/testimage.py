@@ -1,0 +1,125 @@
+"""What the boot test is given, and how to get a bootable disk out of it.
+
+An artifact is one of: a disk image (qcow2, raw), a container root file system (.rootfs.tar.xz: checked without
+booting), a Vagrant box (.box: a tar holding box.img, a qcow2) or a GCE image (.tar.gz holding disk.raw). Boxes
+and GCE tars are unpacked with the real `tar` into a private temporary directory that `TestDisk.cleanup` removes;
+the artifact itself is never written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ccis_workbench.core.errors import WorkbenchError
+
+#: artifact kind -> file name endings, in the order an artifact directory is searched
+KINDS: dict[str, tuple[str, ...]] = {
+    "disk": (".qcow2", ".raw"),
+    "rootfs": (".rootfs.tar.xz", ".rootfs.tar"),
+    "vagrant-box": (".box",),
+    "gce-tar": (".tar.gz",),
+}
+#: the disk inside each packed kind
+INNER_DISK = {"vagrant-box": "box.img", "gce-tar": "disk.raw"}
+
+
+def artifact_kind(path: Path) -> str:
+    """The kind of an artifact file, by its name (then, for a plain .tar, by its members)."""
+    name = path.name.lower()
+    for kind in ("rootfs", "vagrant-box", "gce-tar", "disk"):
+        if name.endswith(KINDS[kind]):
+            return kind
+    return "disk"  # anything else: qemu-img decides whether it is a disk image
+
+
+def find_artifact(d: Path, prefer: str | None = None) -> Path:
+    """The artifact to test in a build's directory: of kind *prefer* when given, else the first kind found."""
+    kinds = [prefer] if prefer else list(KINDS)
+    for kind in kinds:
+        for suffix in KINDS[kind]:
+            found = sorted(p for p in d.glob(f"*{suffix}") if artifact_kind(p) == kind)
+            if found:
+                return found[0].resolve()
+    wanted = ", ".join(s for k in kinds for s in KINDS[k])
+    raise WorkbenchError("Nothing to test", f"{d} holds no {wanted} artifact", file=str(d),
+                         hint="boot-test needs one of the build's formats: qcow2, raw, vagrant-libvirt, gce-tar or "
+                              "rootfs-tar")
+
+
+@dataclass
+class TestDisk:
+    """A bootable disk for the boot test; `unpacked` when it was taken out of a box or tar (then removed)."""
+
+    path: Path
+    source: Path
+    kind: str
+    unpacked: bool = False
+    metadata: dict[str, Any] | None = None
+
+    __test__ = False  # not a pytest class
+
+    def cleanup(self) -> None:
+        if self.unpacked:
+            shutil.rmtree(self.path.parent, ignore_errors=True)
+            self.unpacked = False
+
+
+def disk_for(artifact: Path, workdir: str | None = None) -> TestDisk:
+    """A disk to boot from *artifact*: the file itself, or the disk unpacked from a Vagrant box or GCE tar."""
+    kind = artifact_kind(artifact)
+    if kind == "rootfs":
+        raise WorkbenchError("A container image does not boot", "a rootfs tar is checked as a container",
+                             file=str(artifact), hint="boot-test runs its checks in a container for rootfs tars")
+    if kind == "disk":
+        return TestDisk(artifact, artifact, kind)
+    inner = INNER_DISK[kind]
+    members = _members(artifact)
+    if inner not in members:
+        raise WorkbenchError("No disk in the artifact", f"{artifact.name} holds no {inner} (members: "
+                             f"{', '.join(sorted(members)[:8]) or 'none'})", file=str(artifact))
+    tmp = Path(tempfile.mkdtemp(prefix="ccis-boot-test-disk-", dir=workdir))
+    tmp.chmod(0o755)  # qemu runs as another user on most hosts: it must reach the unpacked disk
+    try:
+        proc = subprocess.run(["tar", "-xSf", str(artifact), "-C", str(tmp), inner], capture_output=True, text=True,
+                              timeout=1800, check=False)
+        if proc.returncode != 0:
+            msg = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+            raise WorkbenchError("Cannot unpack the disk", msg, file=str(artifact),
+                                 hint="free space in the temporary directory" if "space" in msg else "")
+        disk = tmp / inner
+        disk.chmod(0o644)
+        meta = None
+        if kind == "vagrant-box" and "metadata.json" in members:
+            with tarfile.open(artifact) as tf:
+                fh = tf.extractfile("metadata.json")
+                meta = json.loads(fh.read().decode("utf-8")) if fh is not None else None
+        return TestDisk(disk, artifact, kind, unpacked=True, metadata=meta)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _members(artifact: Path) -> set[str]:
+    proc = subprocess.run(["tar", "-tf", str(artifact)], capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        msg = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise WorkbenchError("Not a readable tar", msg, file=str(artifact))
+    return {n[2:] if n.startswith("./") else n for n in proc.stdout.split("\n") if n}
+
+
+def kickstart_login(comp: Any) -> tuple[str, str] | None:
+    """The first user the merged kickstart creates with a plaintext password (Vagrant's vagrant/vagrant), or None.
+
+    Images without a seed (Vagrant) are logged into with it; such passwords are public conventions, not secrets.
+    """
+    for u in getattr(comp.handler.user, "userList", []):
+        if getattr(u, "password", None) and not getattr(u, "isCrypted", False) and not getattr(u, "lock", False):
+            return str(u.name), str(u.password)
+    return None
