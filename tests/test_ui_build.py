@@ -365,12 +365,12 @@ async def test_boot_test_fills_in_checks_live_and_summarises(ui_catalog: Path, t
         monitor.output("console", "rehearsal login: ")
         results = []
         for n, cid in enumerate(ids):
-            monitor.note("info", f"check {cid}")
+            monitor.check(cid, "running", "")
             if n == 0:
                 first_running.set()
                 assert go_on.wait(30)
             ok = n != 1
-            monitor.note("info" if ok else "warning", f"PASS {cid}" if ok else f"FAIL {cid}: exit status 1, expected 0")
+            monitor.check(cid, "passed" if ok else "failed", "ok" if ok else "exit status 1, expected 0")
             results.append(CheckResult(cid, "d", "spec", "true", "exit 0", "passed" if ok else "failed",
                                        "" if ok else "exit status 1, expected 0", 0 if ok else 1, "", 0.1))
         return BootTestResult(run_id=options.run_id, label=setup.label, image=str(setup.image), started="now",

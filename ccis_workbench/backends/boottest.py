@@ -690,7 +690,7 @@ class BootTest:
         raise _Ended("console-lost", "the guest shell did not come back after a check timed out")
 
     def _run_check(self, check: Check, group: str) -> CheckResult:
-        self.monitor.note("info", f"check {check.id}")
+        self.checks.start(check)
         t0 = time.monotonic()
         code, output = self._command(f"sh -c {shlex.quote(check.command)} </dev/null 2>&1", check.timeout)
         return self.checks.judge(check, group, code, output, time.monotonic() - t0)

@@ -422,7 +422,7 @@ class ContainerTest:
 
     def _run_check(self, check: Check, group: str) -> CheckResult:
         assert self.runner is not None
-        self.monitor.note("info", f"check {check.id}")
+        self.checks.start(check)
         t0 = time.monotonic()
         code, output = self.runner.run(check.command, check.timeout)
         duration = time.monotonic() - t0

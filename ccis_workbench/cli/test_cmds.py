@@ -145,31 +145,35 @@ def render_plan(plan: Any, *, commands: bool = False, width: int = 118) -> str:
 # -- boot-test -------------------------------------------------------------------------------------------------
 
 def cmd_boot_test(args: argparse.Namespace) -> int:
+    from ccis_workbench.backends.artifact_test import check_kind, run_artifact_test
+    from ccis_workbench.backends.container_test import ContainerTestOptions
     from ccis_workbench.core.monitor import PrintMonitor
-    from ccis_workbench.core.testimage import artifact_kind
+    from ccis_workbench.core.report import render_summary, write_reports
+    from ccis_workbench.core.testimage import seed_for
 
     cat = load_catalog(args)
     image, manifest = resolve_image(args.image, cat, Path(args.artifacts))
     profile = _profile_for(cat, args, manifest)
     comp, plan = plan_for_profile(cat, profile, _with_rehearsal(args, manifest))
-    kind = artifact_kind(image)
-    if (kind == "rootfs") != (plan.context == "container"):
-        raise WorkbenchError("Wrong kind of artifact", f"{image.name} is a {kind} artifact, but {profile.name}'s "
-                             f"target makes {'container' if plan.context == 'container' else 'disk'} images",
-                             file=str(image), hint="give the artifact built from this profile")
+    kind = check_kind(image, plan, profile.name)
+    boot = None
+    if kind != "rootfs":
+        boottest = import_backend("ccis_workbench.backends.boottest")
+        boot = boottest.BootTestOptions(
+            uri=args.uri, accel=args.accel, memory_mb=args.memory, grow_mib=args.grow,
+            login_timeout=args.login_timeout, inactivity_timeout=args.inactivity_timeout,
+            keep_on_failure=args.keep_on_failure, seed=seed_for(plan, args.seed, bool(args.rehearsal)),
+            hostname=_hostname(profile), rehearsal=bool(args.rehearsal))
     monitor = PrintMonitor(show_console=not args.quiet and not args.json)
     # SIGTERM (a CI timeout, `kill`) cancels like Ctrl-C: the guest (or container) and its volumes are removed
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        if kind == "rootfs":
-            result = _container_test(args, image, plan, monitor, profile.name)
-        else:
-            result = _vm_test(args, image, kind, comp, plan, monitor, profile)
+        result = run_artifact_test(image, comp, plan, monitor, label=profile.name, boot=boot,
+                                   container=ContainerTestOptions(runner=args.container_runner, workdir=args.workdir),
+                                   workdir=args.workdir)
     finally:
         signal.signal(signal.SIGTERM, previous)
     out_dir = Path(args.output) if args.output else _default_output(image, result.run_id)
-    from ccis_workbench.core.report import render_summary, write_reports
-
     paths = write_reports(result, out_dir)
     if args.json:
         emit_json(result.to_dict())
@@ -183,53 +187,6 @@ def cmd_boot_test(args: argparse.Namespace) -> int:
                   f"  remove the guest and its volumes with: ccis-workbench gc (or virsh -c {args.uri} destroy "
                   f"{result.kept_domain})")
     return 0 if result.passed else 1
-
-
-def _container_test(args: argparse.Namespace, rootfs: Path, plan: Any, monitor: Any, label: str) -> Any:
-    from ccis_workbench.backends.container_test import ContainerTestOptions, run_container_test
-
-    opts = ContainerTestOptions(runner=args.container_runner, workdir=args.workdir)
-    return run_container_test(rootfs, plan, opts, monitor, label=label)
-
-
-def _vm_test(args: argparse.Namespace, image: Path, kind: str, comp: Any, plan: Any, monitor: Any,
-             profile: Any) -> Any:
-    from ccis_workbench.core.testimage import disk_for, kickstart_login
-
-    boottest = import_backend("ccis_workbench.backends.boottest")
-    seed = plan.seed if args.seed == "auto" else args.seed
-    if args.rehearsal and args.seed == "auto" and seed != "none":
-        seed = "nocloud"  # the rehearsal system's stand-in for cloud-init reads NoCloud seeds only
-    login, image_login, why = "seed", None, ""
-    if seed == "none":
-        image_login = kickstart_login(comp)
-        login = "image" if image_login else "none"
-        why = (f"the image takes no seed and its kickstart creates no user with a plaintext password (first-boot "
-               f"agent: {plan.agent})")
-    opts = boottest.BootTestOptions(
-        uri=args.uri, accel=args.accel, memory_mb=args.memory, grow_mib=args.grow,
-        login_timeout=args.login_timeout, inactivity_timeout=args.inactivity_timeout,
-        keep_on_failure=args.keep_on_failure, seed=seed, hostname=_hostname(profile),
-        rehearsal=bool(args.rehearsal), login=login, image_login=image_login, no_login_reason=why)
-    pre = []
-    if kind == "vagrant-box":
-        from ccis_workbench.backends.vagrant_check import check_vagrant_box
-
-        monitor.stage("vagrant", f"vagrant box add {image.name} (private VAGRANT_HOME)")
-        pre.append(check_vagrant_box(image, f"ccis-boot-test-{profile.name}"))
-        monitor.note("info" if pre[-1].status != "failed" else "warning",
-                     f"{pre[-1].status.upper()} {pre[-1].id}: {pre[-1].reason}")
-    disk = disk_for(image, args.workdir)
-    try:
-        result = boottest.run_boot_test(disk.path, plan, opts, monitor, label=profile.name)
-    finally:
-        disk.cleanup()
-    result.image = str(image)
-    result.checks[:0] = pre
-    if image_login:
-        result.notes.append(f"logged in as {image_login[0]}, the user the kickstart creates with a public "
-                            "plaintext password (the image takes no seed)")
-    return result
 
 
 def _interrupt(_signum: int, _frame: Any) -> None:

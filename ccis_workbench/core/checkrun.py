@@ -29,6 +29,11 @@ class CheckRun:
             self.selected = [(c, c.origin.layer if c.origin else "custom") for c in checks]
             self.skipped = []
 
+    def start(self, check: Check) -> None:
+        """Announce that *check* starts."""
+        self.monitor.note("info", f"check {check.id}")
+        self.monitor.check(check.id, "running", "")
+
     def judge(self, check: Check, group: str, code: int | None, output: str, duration: float) -> CheckResult:
         """The result of one check that ran (*code* None: it timed out), announced to the monitor."""
         output = output.replace("\r", "").strip("\n")

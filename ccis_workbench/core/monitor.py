@@ -29,7 +29,7 @@ class Monitor:
         """A human sentence: severity 'info', 'warning' or 'error'."""
 
     def check(self, check_id: str, status: str, reason: str) -> None:
-        """A test check finished: status 'passed', 'failed', 'error' (not run) or 'skipped', with the reason."""
+        """A test check started ('running') or finished: 'passed', 'failed', 'error' (not run) or 'skipped'."""
 
     def cancelled(self) -> bool:
         """True when the user asked to stop; long work polls this."""

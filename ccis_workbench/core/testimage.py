@@ -123,3 +123,12 @@ def kickstart_login(comp: Any) -> tuple[str, str] | None:
         if getattr(u, "password", None) and not getattr(u, "isCrypted", False) and not getattr(u, "lock", False):
             return str(u.name), str(u.password)
     return None
+
+
+def seed_for(plan: Any, requested: str = "auto", rehearsal: bool = False) -> str:
+    """The seed to give: *requested*, or with "auto" the plan's; the REHEARSAL system reads NoCloud only."""
+    if requested != "auto":
+        return requested
+    if rehearsal and plan.seed != "none":
+        return "nocloud"
+    return str(plan.seed)

@@ -1,14 +1,14 @@
 """The boot-test screen: pick an artifact, boot it with its seed, fill in the checks live beside the console.
 
-The run is `run_boot_test` from ccis_workbench.backends.boottest in a thread worker. The backend reports each
-check through the monitor's notes ("check ID", "PASS ID", "FAIL ID: reason"); `BootTestMonitor` turns those
-into `CheckUpdated` messages, and the final result (authoritative) fills in the table at the end.
+The run is `run_artifact_test` (ccis_workbench.backends.artifact_test: disks boot on libvirt, container images
+are checked in podman or a chroot) in a thread worker. The runner reports each check through the monitor's
+structured `check(id, status, reason)`; `BootTestMonitor` turns those into `CheckUpdated` messages, and the final
+result (authoritative) fills in the table at the end.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 STATUS_STYLE = {"pending": "dim", "running": "bold cyan", "passed": "green", "failed": "bold red",
                 "error": "red", "skipped": "dim"}
-_NOTE = re.compile(r"^(?:(?P<start>check) (?P<id>\S+)|(?P<verdict>PASS|FAIL) (?P<vid>[^\s:]+)(?::\s*(?P<why>.*))?)$")
 
 
 @dataclass
@@ -65,6 +64,7 @@ class BootTestSetup:
     image: Path
     manifest: dict[str, Any] | None
     plan: Any  # core.testspec.CheckPlan
+    comp: Any  # core.compose.Composition (an image without a seed is logged into with its kickstart's user)
     rehearsal: bool
     seed: str
     label: str
@@ -73,18 +73,10 @@ class BootTestSetup:
 
 
 class BootTestMonitor(UIMonitor):
-    """UIMonitor that also turns the backend's check notes into CheckUpdated messages."""
+    """UIMonitor that also turns the runner's structured check reports into CheckUpdated messages."""
 
-    def note(self, severity: str, message: str) -> None:
-        super().note(severity, message)
-        m = _NOTE.match(message.strip())
-        if m is None:
-            return
-        if m.group("start"):
-            self.target.post_message(CheckUpdated(m.group("id"), "running"))
-        else:
-            status = "passed" if m.group("verdict") == "PASS" else "failed"
-            self.target.post_message(CheckUpdated(m.group("vid"), status, m.group("why") or ""))
+    def check(self, check_id: str, status: str, reason: str) -> None:
+        self.target.post_message(CheckUpdated(check_id, status, reason))
 
 
 def prepare_boot_test(workbench: Workbench, ch: Choice, artifact: str, settings: BootTestSettings) -> BootTestSetup:
@@ -92,6 +84,7 @@ def prepare_boot_test(workbench: Workbench, ch: Choice, artifact: str, settings:
     those of the profile in the artifact's manifest, else those of the current choice (blocking)."""
     from ccis_workbench.cli.test_cmds import resolve_image
     from ccis_workbench.core.errors import WorkbenchError
+    from ccis_workbench.core.testimage import seed_for
     from ccis_workbench.core.testspec import load_spec, select_checks
 
     if not artifact.strip():
@@ -118,17 +111,19 @@ def prepare_boot_test(workbench: Workbench, ch: Choice, artifact: str, settings:
     if rehearsal:
         notes.append("REHEARSAL image (not CentOS): only the checks it can answer run")
     plan = select_checks(load_spec(cat.root), comp, rehearsal=rehearsal)
-    seed = "nocloud" if rehearsal and plan.seed != "none" else plan.seed
+    seed = seed_for(plan, "auto", rehearsal)
+    if plan.context == "container":
+        notes.append("container image: checked in podman or a chroot, nothing boots")
     name = "".join(c if c.isalnum() else "-" for c in comp.profile.name.lower()).strip("-")[:40]
-    return BootTestSetup(image, manifest, plan, rehearsal, seed, comp.profile.name,
+    return BootTestSetup(image, manifest, plan, comp, rehearsal, seed, comp.profile.name,
                          f"ccis-test-{name}" if name else "ccis-test", notes)
 
 
 def run_libvirt_boot_test(setup: BootTestSetup, options: Any, monitor: Monitor) -> Any:
-    """The real boot test (the seam tests may replace): returns a BootTestResult."""
-    from ccis_workbench.backends.boottest import run_boot_test
+    """The real test (the seam tests may replace): boots disks, checks container images; a BootTestResult."""
+    from ccis_workbench.backends.artifact_test import run_artifact_test
 
-    return run_boot_test(setup.image, setup.plan, options, monitor, label=setup.label)
+    return run_artifact_test(setup.image, setup.comp, setup.plan, monitor, label=setup.label, boot=options)
 
 
 def report_dir(setup: BootTestSetup, settings: BootTestSettings, run_id: str) -> Path:
