@@ -121,3 +121,33 @@ def test_keep_on_failure_keeps_the_guest_and_says_how_to_reach_it(rehearsal_arti
 
             shutil.rmtree(result.kept_credentials, ignore_errors=True)
     assert _left_behind(libvirt_uri, result.domain) == []
+
+
+def test_a_gce_tar_boots_to_its_login_prompt_and_says_why_no_check_ran(rehearsal_artifact: Path,
+                                                                      libvirt_uri: str,  # noqa: F811
+                                                                      tmp_path: Path) -> None:
+    """A GCE image (disk.raw in a sparse tar.gz) takes no seed and its kickstart has no user with a password: the
+    boot test unpacks the disk, boots it to the login prompt, then stops and says why; the tar is not written."""
+    work = tmp_path / "gce"
+    work.mkdir()
+    image = next(rehearsal_artifact.glob("*.qcow2"))
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(image), str(work / "disk.raw")], check=True)
+    art = tmp_path / "art"
+    art.mkdir()
+    gce = art / "rehearsal.tar.gz"
+    subprocess.run(["tar", "--format=oldgnu", "-Sczf", str(gce), "-C", str(work), "disk.raw"], check=True)
+    before = gce.stat().st_mtime_ns
+    out = tmp_path / "report"
+    res = _cli("boot-test", str(gce), "--profile", "gce-stream9", "--accel", "tcg", "--quiet", "-o", str(out),
+               "--workdir", str(tmp_path))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["ending"] == "completed" and report["seed"] == "none" and report["boot_to_login"] > 0
+    assert report["image"] == str(gce)
+    reasons = {c["reason"] for c in report["checks"] if c["status"] == "skipped"}
+    assert any("creates no user with a plaintext password" in r for r in reasons)
+    assert not [c for c in report["checks"] if c["status"] in ("passed", "failed")], "no check could run"
+    assert any("no check ran" in n for n in report["notes"])
+    assert gce.stat().st_mtime_ns == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("ccis-boot-test-disk-")] == []
+    assert _left_behind(libvirt_uri, report["domain"]) == []
