@@ -263,6 +263,22 @@ def test_missing_evidence_needs_consent_and_is_said_plainly(work: Path, tmp_path
     assert "manifest.json" not in git(work, "ls-tree", "-r", "--name-only", "propose/p")
 
 
+def test_an_overlay_not_for_publication_is_refused_with_its_file_and_line(work: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    ov = work / "kickstarts/overlays"
+    (ov / "debugging.yaml").write_text("name: debugging\ntitle: Debugging (NOT for publication)\n"
+                                       "packages: [strace]\npublishable: false\n")
+    (work / "profiles/dbg.yaml").write_text("name: dbg\nrelease: centos-stream-9\ntarget: openstack\n"
+                                            "overlays: [debugging]\n")
+    before = snapshot(work)
+    rc = run("propose", "dbg", "--tag", TAG, "--output", str(tmp_path / "out"), "--allow-missing", repo=work)
+    err = capsys.readouterr().err
+    assert rc == 2 and "kickstarts/overlays/debugging.yaml:4: Not for publication" in err
+    assert "remove debugging from the profile's overlays" in err
+    assert snapshot(work) == before and not (tmp_path / "out").exists()
+    assert not git(work, "branch", "--list", "propose/*").strip()
+
+
 def test_stale_evidence_is_shown_as_stale_and_not_committed(work: Path, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     ks_sha = composed_sha(work, "p")

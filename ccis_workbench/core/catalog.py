@@ -108,6 +108,7 @@ OVERLAY_SCHEMA = dict(_LAYER_FIELDS, **{
     "conflicts": Field(list, default=list, items=str, pattern=NAME),
     "targets": Field(list, items=str, pattern=NAME),
     "exclude_targets": Field(list, default=list, items=str, pattern=NAME),
+    "publishable": Field(bool, default=True),
     "agent": Field(str, choices=AGENTS),
     "variables": Field(dict, default=dict),
 })
@@ -287,7 +288,9 @@ class Catalog:
             raise CatalogError("Conflicting keys", "give targets or exclude_targets, not both", file=rel,
                                line=raw.line_of("exclude_targets"))
         return Overlay(**common, requires=d["requires"], conflicts=d["conflicts"], targets=d["targets"],
-                       exclude_targets=d["exclude_targets"], agent=d["agent"], variables=variables)
+                       exclude_targets=d["exclude_targets"], agent=d["agent"], variables=variables,
+                       publishable=d["publishable"],
+                       publishable_line=raw.line_of("publishable") if "publishable" in raw else 0)
 
     def _cross_check(self) -> None:
         for o in self.overlays.values():

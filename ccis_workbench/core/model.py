@@ -131,6 +131,10 @@ class Overlay(LayerSpec):
     conflicts: list[str] = field(default_factory=list)
     targets: list[str] | None = None  # None: every target (less exclude_targets)
     exclude_targets: list[str] = field(default_factory=list)
+    #: False for overlays whose images must never be published (debug-install): `propose` refuses them
+    publishable: bool = True
+    #: line of `publishable:` in the overlay's file (for the refusal's file:line)
+    publishable_line: int = 0
 
     def applies_to(self, target: str) -> bool:
         """Whether the overlay may be put on *target* (its targets list, or every target but the excluded)."""

@@ -312,6 +312,14 @@ def installer_kernel_args(source: InstallSource, network: str, extra: list[str] 
     return args
 
 
+def build_kickstart(text: str, formats: list[str]) -> str:
+    """The kickstart a build hands the installer for *formats*: the composed *text*, plus the export %post when a
+    rootfs tar is wanted (propose recognises both forms as this kickstart)."""
+    if "rootfs-tar" in formats:
+        return text.rstrip("\n") + "\n\n" + ROOTFS_EXPORT_POST
+    return text
+
+
 def make_plan(composition: Any, profile_name: str, source: InstallSource, options: PlanOptions,
               kvm_available: bool = False, arch: str = "x86_64") -> BuildPlan:
     """Assemble the plan from a Composition (ccis_workbench.core.compose) and a resolved install source."""
@@ -324,10 +332,9 @@ def make_plan(composition: Any, profile_name: str, source: InstallSource, option
     build_id = options.build_id or new_build_id()
     safe_profile = _NAME_OK.sub("-", profile_name).strip("-")[:40] or "build"
     name = f"{PREFIX}{safe_profile}-{build_id}"
-    kickstart = composition.text
+    kickstart = build_kickstart(composition.text, formats)
     notes: list[str] = []
     if "rootfs-tar" in formats:
-        kickstart = kickstart.rstrip("\n") + "\n\n" + ROOTFS_EXPORT_POST
         notes.append("a %post --nochroot is appended to tar the installed root onto a second disk (rootfs-tar)")
     if source.kind == "dir":
         notes.append("the local tree is served over HTTP on 127.0.0.1 during the build; a guest on user-mode "

@@ -348,22 +348,31 @@ def artifact_evidence(ev: Evidence, artifacts: Path | None, boot_test: Path | No
 def accepted_kickstarts(comp: Any) -> dict[str, str]:
     """sha256 -> description of every form of this kickstart a build may have recorded: the composed text, and
     for a rootfs-tar target the build's text with the export %post the plan appends (core/plan.py)."""
+    from ccis_workbench.core.plan import build_kickstart
+
     text = comp.text
     out = {sha256_text(text): "this kickstart"}
     target = getattr(comp, "target", None)
-    if target is not None and "rootfs-tar" in (target.formats or []):
-        try:
-            from ccis_workbench.core.plan import ROOTFS_EXPORT_POST
-        except ImportError:
-            return out
-        out.setdefault(sha256_text(text.rstrip("\n") + "\n\n" + ROOTFS_EXPORT_POST),
-                       "this kickstart (+ the rootfs-tar export %post the build appends)")
+    built = build_kickstart(text, list(target.formats or []) if target is not None else [])
+    out.setdefault(sha256_text(built), "this kickstart (+ the rootfs-tar export %post the build appends)")
     return out
+
+
+def check_publishable(comp: Any) -> None:
+    """Refuse a composition with an overlay marked `publishable: false` (debug-install): its image must never be
+    proposed upstream."""
+    for o in comp.overlays:
+        if not getattr(o, "publishable", True):
+            raise WorkbenchError("Not for publication", f"overlay {o.name} ({o.title}) makes images that must "
+                                 "never be published, so this profile cannot be proposed", file=o.source,
+                                 line=getattr(o, "publishable_line", 0),
+                                 hint=f"remove {o.name} from the profile's overlays before proposing it")
 
 
 def gather_evidence(comp: Any, baseline: Any, *, artifacts: Path | None = None, boot_test: Path | None = None,
                     backend: str = "libvirt") -> Evidence:
     """All evidence for *comp*'s exact kickstart: lint, diff against *baseline*, build and boot-test results."""
+    check_publishable(comp)
     from ccis_workbench.core.diff import diff_compositions
     from ccis_workbench.core.lint import lint_composition
 
