@@ -113,7 +113,8 @@ def test_runner_runs_real_checks_as_root_in_isolation(rootfs: Path, runner: str,
     assert result.uri == runner and result.context == "container"
     assert not (Path("/") / "ccis-written").exists()
     # the structured per-check callback the TUI uses
-    assert [a for _, k, a in mon.events if k == "check"] == [(c.id, "passed", "ok") for c in CHECKS]
+    assert [a for _, k, a in mon.events if k == "check"] == [
+        e for c in CHECKS for e in ((c.id, "running", ""), (c.id, "passed", "ok"))]
     # nothing left: no unpacked tree (the chroot runner unpacks under workdir), no mounts, no podman objects
     assert list(tmp_path.iterdir()) == []
     assert not _mounts_with(str(tmp_path)) and not _podman_leftovers()
