@@ -32,12 +32,11 @@ from ccis_workbench.core.errors import WorkbenchError
 from ccis_workbench.core.model import Check
 from ccis_workbench.core.monitor import RecordingMonitor
 from ccis_workbench.core.report import junit_xml, render_summary
+from tests.rootfs import BUSYBOX, busybox_rootfs_artifact
 
 REPO = Path(__file__).resolve().parents[1]
-BUSYBOX = shutil.which("busybox")
 PODMAN = shutil.which("podman")
 pytestmark = pytest.mark.skipif(BUSYBOX is None, reason="busybox is not installed (apt-get install busybox-static)")
-APPLETS = ("sh", "ls", "wc", "cat", "stat", "find", "echo", "id", "grep", "sleep", "awk", "hostname", "touch")
 
 CHECKS = [
     Check("t.os-release", "os-release names the release", "grep '^VERSION_ID=' /etc/os-release",
@@ -54,31 +53,10 @@ CHECKS = [
 ]
 
 
-def _busybox_root(root: Path) -> None:
-    assert BUSYBOX is not None
-    (root / "bin").mkdir(parents=True)
-    (root / "etc").mkdir()
-    (root / "boot").mkdir()
-    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
-    for a in APPLETS:
-        (root / "bin" / a).symlink_to("busybox")
-    (root / "etc" / "os-release").write_text('NAME="test rootfs"\nVERSION_ID="9"\n')
-    (root / "etc" / "machine-id").write_text("")
-    (root / "etc" / "shadow").write_text("root:!locked::0:99999:7:::\n")
-    (root / "etc" / "shadow").chmod(0o600)
-
-
 @pytest.fixture(scope="module")
 def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real rootfs tar (.rootfs.tar.xz) with a Containerfile beside it, as the build writes them."""
-    d = tmp_path_factory.mktemp("rootfs")
-    _busybox_root(d / "root")
-    art = d / "artifact"
-    art.mkdir()
-    tar = art / "test.rootfs.tar.xz"
-    subprocess.run(["tar", "--numeric-owner", "-cJf", str(tar), "-C", str(d / "root"), "."], check=True)
-    (art / "Containerfile").write_text(f"FROM scratch\nADD {tar.name} /\n")
-    return tar
+    return busybox_rootfs_artifact(tmp_path_factory.mktemp("rootfs"))
 
 
 def _podman_leftovers() -> list[str]:
@@ -201,6 +179,13 @@ def test_bad_rootfs_tars_are_refused_with_the_file_named(tmp_path: Path) -> None
     assert e.value.title == "Rootfs tar not found"
 
 
+def test_a_workdir_that_does_not_exist_is_a_clear_error(rootfs: Path, tmp_path: Path) -> None:
+    result = run_container_test(rootfs, CHECKS[:1], ContainerTestOptions(runner="chroot",
+                                                                         workdir=str(tmp_path / "nope")))
+    assert result.ending == "error" and "Cannot unpack here" in result.ending_message
+    assert str(tmp_path / "nope") in result.ending_message and not (tmp_path / "nope").exists()
+
+
 def test_a_bad_tar_ends_the_run_as_an_error_with_every_check_not_run(tmp_path: Path) -> None:
     bad = _tar_with(tmp_path, "nosh.rootfs.tar.xz", {"etc/os-release": b"x"})
     result = run_container_test(bad, CHECKS[:2], ContainerTestOptions(runner="chroot"))
@@ -251,3 +236,43 @@ def test_cli_checks_a_docker_profile_rootfs_and_refuses_the_wrong_kind(rootfs: P
         bad = subprocess.run([sys.executable, "-m", "ccis_workbench", "boot-test", str(image), "--profile", profile],
                              capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
         assert bad.returncode == 2 and "Wrong kind of artifact" in bad.stderr and str(image) in bad.stderr
+
+
+@pytest.mark.libvirt
+@pytest.mark.slow
+@pytest.mark.parametrize("runner", _runners())
+def test_rehearsal_docker_build_is_checked_as_a_container(docker_artifact: Path, runner: str,
+                                                          tmp_path: Path) -> None:
+    """The workbench's own build of docker-stream9 (rehearsal tree, real libvirtd/TCG, rootfs tar + Containerfile)
+    passes the container checks the rehearsal system can answer; nothing boots, nothing is left."""
+    before = {p.name: p.stat().st_mtime_ns for p in docker_artifact.iterdir()}
+    (tmp_path / "work").mkdir()
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, "-m", "ccis_workbench", "boot-test", str(docker_artifact),
+                           "--container-runner", runner, "--workdir", str(tmp_path / "work"), "--quiet", "-o",
+                           str(out)], capture_output=True, text=True, timeout=600, cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "REHEARSAL image" in proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["context"] == "container" and report["uri"] == runner and report["boot_to_login"] is None
+    ran = {c["id"]: c["status"] for c in report["checks"] if c["status"] != "skipped"}
+    assert {"docker.no-kernel", "docker.masked-units", "docker.machine-id-empty", "baseline.root-locked",
+            "derived.packages-installed", "derived.packages-removed"} <= set(ran)
+    assert set(ran.values()) == {"passed"}
+    assert {p.name: p.stat().st_mtime_ns for p in docker_artifact.iterdir()} == before
+    assert not _podman_leftovers() and not list((tmp_path / "work").iterdir())
+
+
+@pytest.fixture(scope="module")
+def docker_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.fixtures_libvirt import start_daemons
+
+    start_daemons()
+    out = tmp_path_factory.mktemp("docker-build")
+    proc = subprocess.run([sys.executable, "-m", "ccis_workbench", "build", "docker-stream9", "--tree", "rehearsal",
+                           "--accel", "tcg", "--disk-size", "256M", "--output", str(out), "--quiet"],
+                          capture_output=True, text=True, timeout=900, cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (art,) = [d for d in out.iterdir() if (d / "manifest.json").exists()]
+    assert (art / "Containerfile").is_file() and list(art.glob("*.rootfs.tar.xz"))
+    return art

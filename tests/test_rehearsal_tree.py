@@ -16,7 +16,18 @@ import pytest
 from ccis_workbench.core.errors import WorkbenchError
 from ccis_workbench.core.initrd import read_cpio
 from ccis_workbench.core.installsource import from_dir
-from ccis_workbench.rehearsal.tree import FILES, build_tree, find_host_parts, module_order, pvh_kernel
+from ccis_workbench.rehearsal import tree as tree_mod
+from ccis_workbench.rehearsal.tree import (
+    FILES,
+    SUDO_HINT,
+    build_tree,
+    compile_sudo,
+    find_compiler,
+    find_host_parts,
+    hide_applets,
+    module_order,
+    pvh_kernel,
+)
 
 FAKE_DEP = """kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko
 kernel/fs/jbd2/jbd2.ko:
@@ -97,6 +108,10 @@ def test_installer_initrd_content(rehearsal_tree: Path) -> None:
     assert members["payload/root/usr/sbin/restorecon"].data == b"/usr/lib/rehearsal/stub"
     assert b"not CentOS" in members["payload/root/etc/os-release"].data
     assert b"ttyS0" in members["payload/root/etc/inittab"].data
+    sudo = members["payload/root/usr/bin/sudo"]
+    assert stat.S_IMODE(sudo.mode) == 0o4755 and sudo.uid == 0 and sudo.data.startswith(b"\x7fELF")
+    assert "payload/root/bin/rpm" not in members
+    assert members["payload/root/usr/bin/rpm"].data == (FILES / "rpm").read_bytes()
 
 
 def test_second_build_is_reused(rehearsal_tree: Path) -> None:
@@ -109,3 +124,64 @@ def test_second_build_is_reused(rehearsal_tree: Path) -> None:
     assert (again / "images/pxeboot/initrd.img").stat().st_mtime_ns == mtime
     assert time.monotonic() - t < 5  # generous bound: a reuse only hashes a few small files
     assert not [p for p in rehearsal_tree.parent.iterdir() if p.name.startswith(".build-")]
+
+
+# -- the rehearsal sudo (compiled on the host, part of the cache key); busybox applets that shadow our commands
+
+def test_sudo_compiles_cleanly_as_a_static_binary(tmp_path: Path) -> None:
+    try:
+        parts = find_host_parts()
+    except WorkbenchError as exc:
+        pytest.skip(f"{exc.title}: {exc.hint}")
+    data = compile_sudo(parts, tmp_path)
+    assert data.startswith(b"\x7fELF") and b"ld-linux" not in data[:65536]
+    warnings = subprocess.run([str(parts.cc), "-fsyntax-only", "-Wall", "-Wextra", "-Werror", str(FILES / "sudo.c")],
+                              capture_output=True, text=True, check=False)
+    assert warnings.returncode == 0, warnings.stderr
+
+
+def test_missing_gcc_names_the_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no gcc on PATH
+    with pytest.raises(WorkbenchError) as err:
+        find_compiler()
+    assert "gcc" in err.value.message and err.value.hint == SUDO_HINT == "apt-get install gcc libc6-dev"
+    with pytest.raises(WorkbenchError) as err2:  # the tree builder stops with a clear error, whatever is missing
+        build_tree(cache=tmp_path / "cache")
+    assert "gcc libc6-dev" in err2.value.hint
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob(".treeinfo"))
+
+
+def test_missing_libc_a_names_the_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "gcc"
+    fake.write_text("#!/bin/sh\necho libc.a\n")  # what gcc -print-file-name=libc.a prints without libc6-dev
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(WorkbenchError) as err:
+        find_compiler()
+    assert "libc.a" in err.value.message and "libc6-dev" in err.value.message and err.value.hint == SUDO_HINT
+
+
+def test_cache_key_covers_sudo_c_and_the_builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    try:
+        parts = find_host_parts()
+    except WorkbenchError as exc:
+        pytest.skip(f"{exc.title}: {exc.hint}")
+    assert tree_mod.BUILDER_VERSION != "2"
+    before = parts.key()
+    files = tmp_path / "files"
+    shutil.copytree(FILES, files)
+    with (files / "sudo.c").open("a") as fh:
+        fh.write("/* changed */\n")
+    monkeypatch.setattr(tree_mod, "FILES", files)
+    assert parts.key() != before
+
+
+def test_hide_applets_renames_in_place_keeping_the_table_sorted() -> None:
+    names = ["[", "depmod", "devmem", "route", "rpm", "rpm2cpio", "zcip"]
+    blob = b"head\0" + b"\0".join(n.encode() for n in names) + b"\0tail"
+    out, hidden = hide_applets(blob, names, {"rpm", "depmod", "not-an-applet"})
+    assert hidden == ["depmod", "rpm"] and len(out) == len(blob)
+    table = out[5:-4].split(b"\0")[:-1]
+    assert b"rpm" not in table and b"depmod" not in table and table == sorted(table)
+    assert table[names.index("rpm2cpio")] == b"rpm2cpio" and len(table) == len(names)
+    assert hide_applets(b"no table here", names, {"rpm"}) == (b"no table here", [])

@@ -122,3 +122,29 @@ def test_vagrant_refuses_a_box_with_broken_metadata(vagrant_box: Path, vagrant_e
     assert add.returncode != 0, add.stdout
     assert f"The metadata associated with the box '{name}' appears corrupted" in add.stderr, add.stderr
     assert not [b for b in box_names(vagrant_env, tmp_path) if b.startswith(name + " ")]
+
+
+def test_boot_test_adds_the_box_boots_it_and_logs_in_as_vagrant(vagrant_box: Path, libvirt_uri: str,
+                                                                 tmp_path: Path) -> None:
+    """`boot-test` of the build's box: `vagrant box add` (a check of its own), then box.img boots and the harness
+    logs in as the kickstart's public vagrant user (the box takes no seed) and runs the vagrant checks as root."""
+    import sys
+
+    before = (vagrant_box.stat().st_mtime_ns, vagrant_box.stat().st_size)
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, "-m", "ccis_workbench", "boot-test", str(vagrant_box.parent), "--accel",
+                           "tcg", "--quiet", "-o", str(out), "--workdir", str(tmp_path)], capture_output=True,
+                          text=True, timeout=900, cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    status = {c["id"]: c["status"] for c in report["checks"]}
+    assert status["artifact.vagrant-box-add"] == "passed"
+    assert report["seed"] == "none" and report["user"] == "vagrant"
+    assert any("logged in as vagrant" in n for n in report["notes"])
+    assert not any("sudo did not work" in n for n in report["notes"]), "the checks ran as root"
+    assert {i for i, s in status.items() if i.startswith("vagrant.") and s == "passed"} >= {
+        "vagrant.user", "vagrant.insecure-key", "vagrant.key-permissions", "vagrant.sudo"}
+    assert status["derived.services-enabled"] == "passed"
+    assert (vagrant_box.stat().st_mtime_ns, vagrant_box.stat().st_size) == before, "the box is never written"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("ccis-boot-test-disk-")] == []
+    assert not [n for n in leftovers(libvirt_uri) if report["domain"] in n]

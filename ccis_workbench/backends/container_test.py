@@ -269,7 +269,12 @@ class _Chroot:
         return argv
 
     def prepare(self, info: RootfsInfo) -> str:
-        self.dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=self.workdir))
+        try:
+            self.dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=self.workdir))
+        except OSError as exc:
+            raise WorkbenchError("Cannot unpack here", f"no private directory can be made: {exc.strerror or exc}",
+                                 file=self.workdir or tempfile.gettempdir(),
+                                 hint="give --workdir an existing, writable directory") from None
         self.root = self.dir / "root"
         self.root.mkdir()
         argv = ["tar", "-xf", str(info.path), "-C", str(self.root), "--numeric-owner"]

@@ -84,7 +84,12 @@ def disk_for(artifact: Path, workdir: str | None = None) -> TestDisk:
     if inner not in members:
         raise WorkbenchError("No disk in the artifact", f"{artifact.name} holds no {inner} (members: "
                              f"{', '.join(sorted(members)[:8]) or 'none'})", file=str(artifact))
-    tmp = Path(tempfile.mkdtemp(prefix="ccis-boot-test-disk-", dir=workdir))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix="ccis-boot-test-disk-", dir=workdir))
+    except OSError as exc:
+        raise WorkbenchError("Cannot unpack here", f"no private directory can be made: {exc.strerror or exc}",
+                             file=workdir or tempfile.gettempdir(),
+                             hint="give --workdir an existing, writable directory") from None
     tmp.chmod(0o755)  # qemu runs as another user on most hosts: it must reach the unpacked disk
     try:
         proc = subprocess.run(["tar", "-xSf", str(artifact), "-C", str(tmp), inner], capture_output=True, text=True,

@@ -2,7 +2,9 @@
 
 Parts taken from the host: the kernel (`linux-image-amd64`: /boot/vmlinuz-VER and /lib/modules/VER), busybox
 (`busybox-static`), extlinux and its MBR (`extlinux`, `syslinux-common`), sfdisk and mke2fs with their shared
-libraries. Out of them come two initramfs images written with the project's own cpio writer:
+libraries, and the host's C compiler (`gcc`, `libc6-dev`), which builds the rehearsal system's small setuid sudo
+from files/sudo.c as a static binary. Out of them come two initramfs images written with the project's own cpio
+writer:
 
 - the installer initrd (`images/pxeboot/initrd.img`): /init is the rehearsal installer (files/installer.sh), and
   it carries the payload it installs (the rehearsal system's root, with the same kernel and a small boot
@@ -36,7 +38,7 @@ from ccis_workbench.core.installsource import cache_root
 from ccis_workbench.core.monitor import Monitor
 
 #: Bumped whenever the layout of the tree changes (part of the cache key).
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"
 RELEASE = "CCIS Workbench rehearsal 0.1"
 FILES = Path(__file__).with_name("files")
 #: Modules the installer and the installed system load (closure and order from modules.dep).
@@ -48,13 +50,17 @@ INSTALLER_MODULES = ("virtio_pci", "virtio_rng", "virtio_blk", "virtio_console",
 TOOLS = ("/usr/sbin/sfdisk", "/usr/sbin/mke2fs", "/usr/bin/extlinux")
 MBR_CANDIDATES = ("/usr/lib/EXTLINUX/mbr.bin", "/usr/lib/syslinux/mbr/mbr.bin")
 #: Applets the rehearsal system provides itself (its own stand-ins win over busybox's).
-OWN_COMMANDS = {"usr/bin/systemctl", "usr/bin/rpm", "bin/rpm", "usr/bin/install"}
+OWN_COMMANDS = {"usr/bin/systemctl", "usr/bin/rpm", "bin/rpm", "usr/bin/install", "usr/bin/sudo", "bin/sudo"}
 #: Tools of a real image that %post scripts call, provided by files/stub in the rehearsal system.
 STUBS = ("restorecon", "fixfiles", "setfiles", "semanage", "setsebool", "dnf", "yum", "dracut", "grub2-mkconfig",
          "grub2-install", "update-crypto-policies", "authselect", "ssh-keygen", "visudo", "lsblk",
          "systemd-tmpfiles", "useradd", "usermod", "groupadd", "chage", "install", "curl", "growpart",
-         "systemd-firstboot", "update-ca-trust", "firewall-offline-cmd", "alternatives", "depmod")
-APT_HINT = ("apt-get install linux-image-amd64 busybox-static extlinux syslinux-common fdisk e2fsprogs")
+         "systemd-firstboot", "update-ca-trust", "firewall-offline-cmd", "alternatives", "depmod", "getent")
+APT_HINT = ("apt-get install linux-image-amd64 busybox-static extlinux syslinux-common fdisk e2fsprogs gcc "
+            "libc6-dev")
+#: The rehearsal system's sudo (files/sudo.c) is compiled on the host, statically linked against glibc's libc.a.
+SUDO_HINT = "apt-get install gcc libc6-dev"
+SUDO_CFLAGS = ("-static", "-Os", "-s", "-Wall")
 
 
 @dataclass
@@ -68,16 +74,21 @@ class HostParts:
     tools: dict[str, Path]
     mbr: Path
     applets: list[str] = field(default_factory=list)
+    #: the C compiler and the static C library the rehearsal sudo is built with
+    cc: Path | None = None
+    libc_a: Path | None = None
 
     def key(self) -> str:
         """A cache key over the builder, its scripts and the identity of every host part."""
         h = hashlib.sha256(BUILDER_VERSION.encode())
         for p in sorted(FILES.iterdir()):
             h.update(p.name.encode() + p.read_bytes())
-        for p in (self.vmlinuz, self.busybox, self.mbr, self.modules_dir / "modules.dep", *self.tools.values()):
+        compiler = [p for p in (self.cc, self.libc_a) if p is not None]
+        for p in (self.vmlinuz, self.busybox, self.mbr, self.modules_dir / "modules.dep", *self.tools.values(),
+                  *compiler):
             st = p.stat()
             h.update(f"{p}:{st.st_size}:{int(st.st_mtime)}".encode())
-        h.update(",".join(MODULES + INSTALLER_MODULES + STUBS).encode())
+        h.update(",".join(MODULES + INSTALLER_MODULES + STUBS + SUDO_CFLAGS + tuple(sorted(OWN_COMMANDS))).encode())
         return h.hexdigest()[:16]
 
 
@@ -107,7 +118,49 @@ def find_host_parts() -> HostParts:
         raise WorkbenchError("Missing extlinux MBR", "no mbr.bin from syslinux", hint=APT_HINT)
     applets = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True,
                              check=True).stdout.split()
-    return HostParts(ver, vmlinuz, Path("/lib/modules") / ver, busybox, tools, mbr, applets)
+    cc, libc_a = find_compiler()
+    return HostParts(ver, vmlinuz, Path("/lib/modules") / ver, busybox, tools, mbr, applets, cc, libc_a)
+
+
+def find_compiler() -> tuple[Path, Path]:
+    """The host's gcc and glibc's static libc.a, which the rehearsal sudo is built with, or say what to install."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise WorkbenchError("No C compiler for the rehearsal tree",
+                             "gcc is not installed: the rehearsal system's sudo is compiled from "
+                             "ccis_workbench/rehearsal/files/sudo.c", hint=SUDO_HINT)
+    try:
+        out = subprocess.run([gcc, "-print-file-name=libc.a"], capture_output=True, text=True, check=False,
+                             timeout=60).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise WorkbenchError("No C compiler for the rehearsal tree", f"{gcc} does not run: {exc}",
+                             hint=SUDO_HINT) from None
+    libc_a = Path(out)
+    if not libc_a.is_absolute() or not libc_a.is_file():
+        raise WorkbenchError("No static C library for the rehearsal tree",
+                             "glibc's libc.a (package libc6-dev) is missing: the rehearsal system's sudo is a "
+                             "static binary", hint=SUDO_HINT)
+    return Path(gcc), libc_a.resolve()
+
+
+def compile_sudo(parts: HostParts, workdir: Path) -> bytes:
+    """files/sudo.c compiled with the host's gcc as a static binary (installed setuid root in the rehearsal
+    system as /usr/bin/sudo)."""
+    cc = parts.cc or find_compiler()[0]
+    out = workdir / "sudo"
+    try:
+        proc = subprocess.run([str(cc), *SUDO_CFLAGS, "-o", str(out), str(FILES / "sudo.c")],
+                              capture_output=True, text=True, check=False, timeout=300)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise WorkbenchError("The rehearsal sudo did not compile", f"{cc}: {exc}", hint=SUDO_HINT) from None
+    if proc.returncode != 0 or not out.is_file():
+        raise WorkbenchError("The rehearsal sudo did not compile",
+                             f"{cc} {' '.join(SUDO_CFLAGS)} files/sudo.c exited with {proc.returncode}: "
+                             + proc.stderr.strip()[-2000:], hint=SUDO_HINT)
+    if _is_dynamic(out):
+        raise WorkbenchError("The rehearsal sudo is not static", f"{cc} made a dynamically linked binary",
+                             hint=SUDO_HINT)
+    return out.read_bytes()
 
 
 def _is_dynamic(path: Path) -> bool:
@@ -209,8 +262,48 @@ class _Tree:
         return gzip.compress(raw.getvalue(), compresslevel=6, mtime=0)
 
 
-def _busybox(t: _Tree, parts: HostParts, prefix: str = "", skip: set[str] | None = None) -> None:
-    t.host_file(f"{prefix}bin/busybox", parts.busybox, 0o755)
+def hide_applets(busybox: bytes, applets: list[str], hide: set[str]) -> tuple[bytes, list[str]]:
+    """*busybox* with the applets named in *hide* renamed in its table of applet names; and those renamed.
+
+    Debian's busybox-static is built with FEATURE_SH_STANDALONE: its shell runs an applet in preference to any
+    command of the same name in PATH, so the rehearsal system's own `rpm` (and stubs such as `depmod`) would
+    never run by name. Each hidden name keeps its length and its place in the sorted table (its last letters
+    change, e.g. rpm -> rpl), so busybox's lookup of every other applet is unchanged. Returns *busybox* as it
+    is when the table is not found (another busybox build).
+    """
+    table = b"\0".join(a.encode() for a in applets) + b"\0"
+    start = busybox.find(b"\0" + table)
+    if start < 0 or busybox.count(table) != 1:
+        return busybox, []
+    start += 1
+    data = bytearray(busybox)
+    names = [a.encode() for a in applets]
+    taken = set(names)
+    offset, hidden = start, []
+    for i, name in enumerate(names):
+        if name.decode() in hide:
+            prev = names[i - 1] if i else b""
+            nxt = names[i + 1] if i + 1 < len(names) else b"\xff"
+            for pos in range(len(name) - 1, -1, -1):
+                cand = next((c for c in (name[:pos] + bytes([name[pos] + d]) + name[pos + 1:] for d in (-1, 1))
+                             if prev < c < nxt and c not in taken and 0x20 < c[pos] < 0x7f), None)
+                if cand is not None:
+                    data[offset:offset + len(name)] = cand
+                    names[i] = cand
+                    hidden.append(name.decode())
+                    break
+        offset += len(name) + 1
+    return bytes(data), hidden
+
+
+def _busybox(t: _Tree, parts: HostParts, prefix: str = "", skip: set[str] | None = None,
+             hide: set[str] | None = None) -> None:
+    if hide:
+        data, _ = hide_applets(parts.busybox.resolve().read_bytes(), [a.rsplit("/", 1)[-1] for a in parts.applets],
+                               hide)
+        t.file(f"{prefix}bin/busybox", data, 0o755)
+    else:
+        t.host_file(f"{prefix}bin/busybox", parts.busybox, 0o755)
     for applet in parts.applets:
         if applet == "linuxrc" or applet == "bin/busybox" or (skip and applet in skip):
             continue
@@ -241,7 +334,7 @@ def boot_initramfs(parts: HostParts, order: list[str]) -> bytes:
     return t.gz()
 
 
-def installer_initrd(parts: HostParts, order: list[str], boot_img: bytes) -> bytes:
+def installer_initrd(parts: HostParts, order: list[str], boot_img: bytes, sudo: bytes) -> bytes:
     """The installer initrd: the rehearsal installer as /init, its tools, and the system it installs."""
     t = _Tree()
     _base_dirs(t)
@@ -259,21 +352,25 @@ def installer_initrd(parts: HostParts, order: list[str], boot_img: bytes) -> byt
         t.host_file("etc/mke2fs.conf", Path("/etc/mke2fs.conf"), 0o644)
     t.host_file("usr/lib/EXTLINUX/mbr.bin", parts.mbr, 0o644)
     t.file("init", (FILES / "installer.sh").read_bytes(), 0o755)
-    _payload(t, parts, boot_img)
+    _payload(t, parts, boot_img, sudo)
     return t.gz()
 
 
-def _payload(t: _Tree, parts: HostParts, boot_img: bytes) -> None:
+def _payload(t: _Tree, parts: HostParts, boot_img: bytes, sudo: bytes) -> None:
     r = "payload/root/"
     _base_dirs(t, r)
     t.dirs(r + "root", r + "var/lib/rehearsal", r + "etc/init.d", r + "usr/lib/rehearsal")
-    _busybox(t, parts, r, skip=OWN_COMMANDS)
+    # the system's own commands and stubs must win over busybox's applets of the same name, even in its shell
+    _busybox(t, parts, r, skip=OWN_COMMANDS, hide={c.rsplit("/", 1)[-1] for c in OWN_COMMANDS} | set(STUBS))
     t.host_file(r + "boot/vmlinuz", parts.vmlinuz, 0o644)
     t.file(r + "boot/initrd.img", boot_img, 0o600)
     t.file(r + "etc/init.d/rcS", (FILES / "rcS").read_bytes(), 0o755)
     t.file(r + "usr/lib/rehearsal/nocloud", (FILES / "nocloud").read_bytes(), 0o755)
     t.file(r + "usr/bin/systemctl", (FILES / "systemctl").read_bytes(), 0o755)
     t.file(r + "usr/bin/rpm", (FILES / "rpm").read_bytes(), 0o755)
+    # setuid root: it grants root only to users a sudoers rule names (the NoCloud reader writes the seed's)
+    t.file(r + "usr/bin/sudo", sudo, 0o4755)
+    t.add(CpioEntry.directory(r + "etc/sudoers.d", 0o750))
     t.file(r + "usr/lib/rehearsal/stub", (FILES / "stub").read_bytes(), 0o755)
     for name in STUBS:
         for d in ("usr/bin/", "usr/sbin/", "bin/", "sbin/"):
@@ -359,7 +456,9 @@ def build_tree(cache: Path | None = None, monitor: Monitor | None = None, force:
     try:
         dep_text = (parts.modules_dir / "modules.dep").read_text()
         boot_img = boot_initramfs(parts, module_order(dep_text, MODULES))
-        initrd = installer_initrd(parts, module_order(dep_text, INSTALLER_MODULES), boot_img)
+        sudo = compile_sudo(parts, tmp)
+        (tmp / "sudo").unlink()
+        initrd = installer_initrd(parts, module_order(dep_text, INSTALLER_MODULES), boot_img, sudo)
         pxe = tmp / "images" / "pxeboot"
         pxe.mkdir(parents=True)
         elf = pvh_kernel(parts)

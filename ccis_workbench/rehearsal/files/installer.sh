@@ -252,7 +252,9 @@ skeleton() { # what a package would have created, so that %post scripts find the
                     echo "# rehearsal cloud.cfg" > "$TARGET/etc/cloud/cloud.cfg";;
         openssh-server) mkdir -p "$TARGET/etc/ssh"; echo "# rehearsal" > "$TARGET/etc/ssh/sshd_config"
                         for k in rsa ecdsa ed25519; do : > "$TARGET/etc/ssh/ssh_host_${k}_key"; done;;
-        sudo) mkdir -p "$TARGET/etc/sudoers.d"; echo "root ALL=(ALL) ALL" > "$TARGET/etc/sudoers";;
+        sudo) mkdir -p "$TARGET/etc/sudoers.d"
+              printf 'root ALL=(ALL) ALL\n%%wheel ALL=(ALL) ALL\n#includedir /etc/sudoers.d\n' > "$TARGET/etc/sudoers"
+              chmod 0440 "$TARGET/etc/sudoers";;
         @core|@Core|systemd) mkdir -p "$TARGET/etc/systemd" "$TARGET/etc/udev/rules.d" "$TARGET/etc/sysconfig" \
                         "$TARGET/etc/yum.repos.d" "$TARGET/var/lib/systemd"
                   printf '[Login]\n#NAutoVTs=6\n' > "$TARGET/etc/systemd/logind.conf"
@@ -268,6 +270,9 @@ i=0
 mkdir -p "$TARGET/var/lib/rehearsal"
 : > "$TARGET/var/lib/rehearsal/packages"
 skeleton @core
+# rpm and dnf are in every CentOS image, whatever %packages says (the docker target removes @core)
+mkdir -p "$TARGET/etc/rpm" "$TARGET/etc/dnf/vars" "$TARGET/etc/dnf/protected.d" "$TARGET/etc/yum.repos.d"
+[ -f "$TARGET/etc/dnf/dnf.conf" ] || printf '[main]\ngpgcheck=1\n' > "$TARGET/etc/dnf/dnf.conf"
 while read -r p; do
     case "$p" in -*) log INFO "package excluded: ${p#-}"; continue;; esac
     i=$((i + 1))
@@ -290,8 +295,35 @@ case "$rootpw" in
     *--iscrypted*) h="$(echo "$rootpw" | awk '{ for (i = 1; i <= NF; i++) if ($i !~ /^--/) { print $i; exit } }')"
                    sed -i "s|^root:[^:]*:|root:$h:|" "$TARGET/etc/shadow";;
 esac
+# user --name=NAME [--password=PW [--plaintext|--iscrypted]] [--lock] [--groups=a,b]: what anaconda creates
+opt() { echo "$2" | sed -n "s/.*--$1=\"\{0,1\}\([^\" ]*\)\"\{0,1\}.*/\1/p"; }
+awk '$2 == "user" { $1 = ""; $2 = ""; sub(/^ +/, ""); print }' "$W/commands" | while read -r u; do
+    name="$(opt name "$u")"
+    [ -n "$name" ] || continue
+    chroot "$TARGET" /usr/sbin/useradd "$name" >> "$LOG" 2>&1
+    pw="$(opt password "$u")"; h="!"
+    if [ -n "$pw" ]; then
+        case " $u " in *" --iscrypted "*) h="$pw";; *) h="$(mkpasswd -m sha512 "$pw")";; esac
+    fi
+    case " $u " in *" --lock "*) h="!$h";; esac
+    sed -i "s|^$name:[^:]*:|$name:$h:|" "$TARGET/etc/shadow"
+    for g in $(opt groups "$u" | tr ',' ' '); do
+        if grep -q "^$g:" "$TARGET/etc/group"; then
+            sed -i "/^$g:/ { s/:\$/:$name/; t; s/\$/,$name/ }" "$TARGET/etc/group"
+        else
+            echo "$g:x:$(( 900 + $(wc -l < "$TARGET/etc/group") )):$name" >> "$TARGET/etc/group"
+        fi
+    done
+    log INFO "user $name created${pw:+ with a password}"
+done
 services="$(cmdline_of services)"
 echo "$services" > "$TARGET/var/lib/rehearsal/services"
+say "Enabling and disabling services"
+for state in enabled disabled; do
+    for svc in $(echo "$services" | sed -n "s/.*--$state=\"\{0,1\}\([^\" ]*\)\"\{0,1\}.*/\1/p" | tr ',' ' '); do
+        chroot "$TARGET" /usr/bin/systemctl "${state%d}" "$svc" >> "$LOG" 2>&1
+    done
+done
 : > "$TARGET/etc/machine-id"
 say "Installing boot loader"
 mkdir -p "$TARGET/boot/extlinux"
