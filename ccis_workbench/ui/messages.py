@@ -32,13 +32,15 @@ class Analysed(Message):
     """A choice was composed, linted and diffed (or failed with an error inside *analysis*)."""
 
     def __init__(self, generation: int, analysis: Analysis, overlay_states: dict[str, str], profile_yaml: str,
-                 extra: dict[str, Any] | None = None) -> None:
+                 extra: dict[str, Any] | None = None, shown: Any = None) -> None:
         super().__init__()
         self.generation = generation
         self.analysis = analysis
         self.overlay_states = overlay_states
         self.profile_yaml = profile_yaml
         self.extra = extra or {}
+        #: a threading.Event the screen sets once this preview is painted (the worker then lints and diffs)
+        self.shown = shown
 
 
 class PreviewUpdated(Message):

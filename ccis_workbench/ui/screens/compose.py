@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 from rich.syntax import Syntax
@@ -133,14 +134,19 @@ class ComposeScreen(Screen[None]):
         from ccis_workbench.ui.engine import Analysis
 
         # Two steps: the preview as soon as the kickstart is composed, then lint and diff (slower) unless a
-        # newer choice has cancelled this worker meanwhile.
+        # newer choice has cancelled this worker meanwhile. Lint and diff wait until the preview is painted:
+        # run at once, they compete with the painting for the GIL.
         worker = get_current_worker()
         try:
             analysis = workbench.preview(ch)
             states = workbench.overlay_states(ch)
             yaml_text = workbench.profile_yaml(ch)
-            self.post_message(Analysed(generation, analysis, states, yaml_text))
+            shown = threading.Event()
+            self.post_message(Analysed(generation, analysis, states, yaml_text, shown=shown))
             if analysis.composition is None or worker.is_cancelled:
+                return
+            shown.wait(0.5)  # bounded: a screen that never paints (suspended app) only delays lint by 0.5 s
+            if worker.is_cancelled:
                 return
             analysis = workbench.complete(analysis, ch, diff_mode, diff_file, saved)
         except Exception as exc:  # noqa: BLE001 - a bug, not bad input: show it in the error panel, stay up
@@ -430,6 +436,8 @@ class ComposeScreen(Screen[None]):
 
     @on(Analysed)
     def _analysed(self, message: Analysed) -> None:
+        if message.shown is not None:
+            self.call_after_refresh(message.shown.set)  # the worker's lint and diff wait for this paint
         if message.generation != self.generation:
             return  # a newer choice is being composed
         a = message.analysis
