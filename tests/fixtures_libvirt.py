@@ -59,6 +59,15 @@ def libvirt_uri() -> str:
     return URI
 
 
+def left_behind(uri: str, prefix: str) -> list[str]:
+    """Domains and ccis-workbench pool volumes whose name starts with *prefix* (one run's leftovers)."""
+    doms = subprocess.run(["virsh", "-c", uri, "list", "--all", "--name"], capture_output=True, text=True,
+                          check=True).stdout.split()
+    vols = subprocess.run(["virsh", "-c", uri, "vol-list", "ccis-workbench"], capture_output=True, text=True,
+                          check=False).stdout.split()
+    return [n for n in doms + vols if n.startswith(prefix)]
+
+
 def leftovers(uri: str = URI) -> list[str]:
     """Names of ccis- domains and volumes present now that belong to no live build (a build holding its lock,
     e.g. another test session's, is not a leftover)."""

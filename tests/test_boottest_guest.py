@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures_libvirt import libvirt_uri  # noqa: F401 (fixture)
+from tests.fixtures_libvirt import left_behind, libvirt_uri  # noqa: F401 (fixture)
 
 pytest.importorskip("libvirt")
 pytestmark = [pytest.mark.libvirt, pytest.mark.slow]
@@ -69,14 +69,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _left_behind(uri: str, prefix: str) -> list[str]:
-    doms = subprocess.run(["virsh", "-c", uri, "list", "--all", "--name"], capture_output=True, text=True,
-                          check=True).stdout.split()
-    vols = subprocess.run(["virsh", "-c", uri, "vol-list", "ccis-workbench"], capture_output=True, text=True,
-                          check=False).stdout.split()
-    return [n for n in doms + vols if n.startswith(prefix)]
 
 
 def _opts(uri: str, **kw) -> BootTestOptions:
@@ -132,7 +124,7 @@ def test_real_cloud_init_guest_passes_the_spec_checks_and_a_failing_check_fails_
     assert password not in told and mon.text("console"), "the console was streamed live, redacted"
     assert not made[0].workdir.exists(), "the private key was deleted"
     # nothing left behind, and the artifact is exactly what it was
-    assert _left_behind(libvirt_uri, result.domain) == []
+    assert left_behind(libvirt_uri, result.domain) == []
     assert (_sha256(debian_guest), debian_guest.stat().st_mtime_ns) == before
 
 
@@ -157,7 +149,7 @@ def test_configdrive_seed_through_the_cli(debian_guest: Path, libvirt_uri: str, 
     assert status["openstack.datasource-used"] == "passed", "cloud-init read the config-2 drive"
     assert status["cloud-init.seed-read"] == "passed" and status["profile.os-is-centos"] == "failed"
     assert sorted(p.name for p in out.iterdir()) == ["console.log", "junit.xml", "report.json", "summary.txt"]
-    assert _left_behind(libvirt_uri, report["domain"]) == []
+    assert left_behind(libvirt_uri, report["domain"]) == []
 
 
 class _CancelAt(RecordingMonitor):
@@ -199,7 +191,7 @@ def test_endings_leave_nothing_behind(debian_guest: Path, libvirt_uri: str, case
     assert result.ending == expected, result.ending_message
     assert not result.passed
     assert result.checks[0].status == "error" and result.checks[0].reason.startswith("not run: ")
-    assert _left_behind(libvirt_uri, result.domain) == []
+    assert left_behind(libvirt_uri, result.domain) == []
     if case == "no-login":
         assert "no login prompt within 4 s" in result.ending_message
     if case == "killed":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures_libvirt import libvirt_uri  # noqa: F401 (fixture)
+from tests.fixtures_libvirt import left_behind, libvirt_uri  # noqa: F401 (fixture)
 
 pytest.importorskip("libvirt")
 pytestmark = [pytest.mark.libvirt, pytest.mark.slow]
@@ -39,14 +39,6 @@ def rehearsal_artifact(tmp_path_factory: pytest.TempPathFactory, libvirt_uri: st
     return dirs[0]
 
 
-def _left_behind(uri: str, prefix: str) -> list[str]:
-    doms = subprocess.run(["virsh", "-c", uri, "list", "--all", "--name"], capture_output=True, text=True,
-                          check=True).stdout.split()
-    vols = subprocess.run(["virsh", "-c", uri, "vol-list", "ccis-workbench"], capture_output=True, text=True,
-                          check=False).stdout.split()
-    return [n for n in doms + vols if n.startswith(prefix)]
-
-
 def test_rehearsal_image_passes_the_checks_it_can_answer(rehearsal_artifact: Path, libvirt_uri: str,  # noqa: F811
                                                          tmp_path: Path) -> None:
     before = {p.name: p.stat().st_mtime_ns for p in rehearsal_artifact.iterdir()}
@@ -61,7 +53,7 @@ def test_rehearsal_image_passes_the_checks_it_can_answer(rehearsal_artifact: Pat
     assert set(ran.values()) == {"passed"}
     assert "baseline.selinux-enforcing" in {c["id"] for c in report["checks"] if c["status"] == "skipped"}
     assert report["boot_to_login"] > 0
-    assert _left_behind(libvirt_uri, report["domain"]) == []
+    assert left_behind(libvirt_uri, report["domain"]) == []
     assert {p.name: p.stat().st_mtime_ns for p in rehearsal_artifact.iterdir()} == before, "artifact untouched"
 
 
@@ -92,7 +84,7 @@ def test_rehearsal_image_with_a_failing_check_fails_readably(rehearsal_artifact:
     assert "FAILED: " in summary.splitlines()[0]
     assert "FAILED profile.hostname" in summary and "expected: exit 0, output matches /^not-this-host$/" in summary
     assert "  | rehearsal-host" in summary
-    assert _left_behind(libvirt_uri, result.domain) == []
+    assert left_behind(libvirt_uri, result.domain) == []
 
 
 def test_keep_on_failure_keeps_the_guest_and_says_how_to_reach_it(rehearsal_artifact: Path,
@@ -113,14 +105,14 @@ def test_keep_on_failure_keeps_the_guest_and_says_how_to_reach_it(rehearsal_arti
         assert Path(result.kept_credentials, "password").read_text().strip() not in json.dumps(result.to_dict())
     finally:
         subprocess.run(["virsh", "-c", libvirt_uri, "destroy", result.domain], capture_output=True, check=False)
-        for vol in _left_behind(libvirt_uri, result.domain):
+        for vol in left_behind(libvirt_uri, result.domain):
             subprocess.run(["virsh", "-c", libvirt_uri, "vol-delete", "--pool", "ccis-workbench", vol],
                            capture_output=True, check=False)
         if result.kept_credentials:
             import shutil
 
             shutil.rmtree(result.kept_credentials, ignore_errors=True)
-    assert _left_behind(libvirt_uri, result.domain) == []
+    assert left_behind(libvirt_uri, result.domain) == []
 
 
 def test_a_gce_tar_boots_to_its_login_prompt_and_says_why_no_check_ran(rehearsal_artifact: Path,
@@ -150,4 +142,4 @@ def test_a_gce_tar_boots_to_its_login_prompt_and_says_why_no_check_ran(rehearsal
     assert any("no check ran" in n for n in report["notes"])
     assert gce.stat().st_mtime_ns == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("ccis-boot-test-disk-")] == []
-    assert _left_behind(libvirt_uri, report["domain"]) == []
+    assert left_behind(libvirt_uri, report["domain"]) == []

@@ -25,6 +25,7 @@ import pytest
 
 from ccis_workbench.core.errors import WorkbenchError
 from ccis_workbench.core.initrd import read_cpio
+from tests.fixtures_libvirt import left_behind
 
 REPO = Path(__file__).resolve().parents[1]
 PAYLOAD = "payload/root/"
@@ -393,14 +394,6 @@ def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
                           timeout=timeout, cwd=REPO, check=False)
 
 
-def _left_behind(uri: str, prefix: str) -> list[str]:
-    doms = subprocess.run(["virsh", "-c", uri, "list", "--all", "--name"], capture_output=True, text=True,
-                          check=True).stdout.split()
-    vols = subprocess.run(["virsh", "-c", uri, "vol-list", "ccis-workbench"], capture_output=True, text=True,
-                          check=False).stdout.split()
-    return [n for n in doms + vols if n.startswith(prefix)]
-
-
 def _catalog_copy(dest: Path) -> Path:
     """The repository's catalog with the new checks in the spec's rehearsal list and the two profile checks."""
     import yaml
@@ -434,7 +427,7 @@ def test_rehearsal_boot_test_runs_root_checks_through_sudo(tmp_path_factory: pyt
     res = _cli("--catalog", str(catalog), "boot-test", str(artifact), "--accel", "tcg", "--quiet",
                "-o", str(report_dir), *only)
     report = json.loads((report_dir / "report.json").read_text())
-    assert _left_behind(uri, report["domain"]) == []
+    assert left_behind(uri, report["domain"]) == []
     ran = {c["id"]: c for c in report["checks"] if c["status"] != "skipped"}
     detail = "\n".join(f"{c['id']}: {c['status']} {c.get('reason', '')} | {c.get('output', '')}"
                        for c in ran.values())
