@@ -179,6 +179,21 @@ def test_bad_rootfs_tars_are_refused_with_the_file_named(tmp_path: Path) -> None
     assert e.value.title == "Rootfs tar not found"
 
 
+@pytest.mark.skipif(PODMAN is None, reason="podman is not installed: the podman fallback did not run")
+def test_auto_falls_back_to_chroot_when_podman_cannot_run_a_container(rootfs: Path, tmp_path: Path) -> None:
+    """podman is there but cannot start a container with the runtime it is given: auto mode says so and runs the
+    checks in the chroot runner; the image podman built is removed."""
+    result = run_container_test(rootfs, CHECKS[:2], ContainerTestOptions(
+        runner="auto", podman_runtime="ccis-no-such-runtime", workdir=str(tmp_path)))
+    assert result.ending == "completed" and result.passed and result.uri == "chroot"
+    assert any("podman could not run a container here" in n and "ccis-no-such-runtime" in n for n in result.notes)
+    assert not _podman_leftovers() and list(tmp_path.iterdir()) == []
+    strict = run_container_test(rootfs, CHECKS[:1], ContainerTestOptions(runner="podman",
+                                                                         podman_runtime="ccis-no-such-runtime"))
+    assert strict.ending == "error" and "podman cannot run containers here" in strict.ending_message
+    assert [c.status for c in strict.checks] == ["error"] and not _podman_leftovers()
+
+
 def test_a_workdir_that_does_not_exist_is_a_clear_error(rootfs: Path, tmp_path: Path) -> None:
     result = run_container_test(rootfs, CHECKS[:1], ContainerTestOptions(runner="chroot",
                                                                          workdir=str(tmp_path / "nope")))

@@ -177,11 +177,11 @@ class _Podman:
 
     def prepare(self, info: RootfsInfo) -> str:
         if info.has_containerfile:
-            argv = [*self._base(), "build", "--pull=never", "--network", "none", "-q", "-f",
+            argv = [self.podman, "build", "--pull=never", "--network", "none", "-q", "-f",
                     str(info.path.parent / "Containerfile"), "-t", self.image, str(info.path.parent)]
             how = "built from the artifact's Containerfile"
         else:
-            argv = [*self._base(), "import", "--message", "ccis-workbench boot test", str(info.path), self.image]
+            argv = [self.podman, "import", "--message", "ccis-workbench boot test", str(info.path), self.image]
             how = "imported from the rootfs tar"
         self.created = True  # from here on, cleanup removes the image whatever happens
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
