@@ -34,6 +34,7 @@ from ccis_workbench.ui.messages import (
     RunStage,
 )
 from ccis_workbench.ui.screens.build import ACCELS, CONSOLE_LINES, SEVERITY_STYLE, UIMonitor, elapsed_text, remaining_of
+from ccis_workbench.ui.widgets.panels import error_text
 
 if TYPE_CHECKING:
     from ccis_workbench.core.errors import WorkbenchError
@@ -236,9 +237,7 @@ class BootTestScreen(Screen[None]):
         summary = self.query_one("#boot-summary", Static)
         if message.error is not None:
             e = message.error
-            summary.update(Text.assemble(("No boot test yet: ", "bold red"), (e.title, "bold"),
-                                         (f"  {e.location}" if e.location else "", "underline"), f"\n{e.message}",
-                                         (f"\nhint: {e.hint}" if e.hint else "", "italic")))
+            summary.update(error_text("No boot test yet: ", e))
             summary.set_classes("ending -shown -bad")
         else:
             s = message.setup
@@ -392,8 +391,7 @@ class BootTestScreen(Screen[None]):
         summary = self.query_one("#boot-summary", Static)
         if message.error is not None:
             e = message.error
-            summary.update(Text.assemble(("✗ The boot test could not run: ", "bold red"), (e.title, "bold"),
-                                         f"\n{e.message}", (f"\nhint: {e.hint}" if e.hint else "", "italic")))
+            summary.update(error_text("✗ The boot test could not run: ", e))
             summary.set_classes("ending -shown -bad")
             self.notify(e.message, title=e.title, severity="error")
             self._refresh_controls()

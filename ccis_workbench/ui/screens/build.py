@@ -36,6 +36,7 @@ from ccis_workbench.ui.messages import (
     RunProgress,
     RunStage,
 )
+from ccis_workbench.ui.widgets.panels import error_text
 
 if TYPE_CHECKING:
     from ccis_workbench.core.errors import WorkbenchError
@@ -320,9 +321,7 @@ class BuildScreen(Screen[None]):
         self.plan, self.plan_error = message.plan, message.error
         if message.error is not None:
             e = message.error
-            view.update(Text.assemble(("The build cannot be planned: ", "bold red"), (e.title, "bold"),
-                                      (f"  {e.location}" if e.location else "", "underline"), f"\n{e.message}",
-                                      (f"\nhint: {e.hint}" if e.hint else "", "italic")))
+            view.update(error_text("The build cannot be planned: ", e))
         else:
             view.update(Text(message.plan.render_text()))
         self._refresh_controls()

@@ -22,6 +22,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Sta
 
 from ccis_workbench.ui.messages import EvidenceGathered, ProposeDone
 from ccis_workbench.ui.modals import ConfirmationModal
+from ccis_workbench.ui.widgets.panels import error_text
 
 if TYPE_CHECKING:
     from ccis_workbench.core.errors import WorkbenchError
@@ -162,9 +163,7 @@ class ProposeScreen(Screen[None]):
         head = self.query_one("#propose-head", Static)
         if message.error is not None:
             e = message.error
-            head.update(Text.assemble(("Cannot gather the evidence: ", "bold red"), (e.title, "bold"),
-                                      (f"  {e.location}" if e.location else "", "underline"), f"  {e.message}",
-                                      (f"  hint: {e.hint}" if e.hint else "", "italic")))
+            head.update(error_text("Cannot gather the evidence: ", e, sep="  "))
             self._status("fix the settings, then enter (or ctrl+r) gathers again")
             self.refresh_bindings()
             return
@@ -269,9 +268,7 @@ class ProposeScreen(Screen[None]):
         head = self.query_one("#propose-head", Static)
         if message.error is not None:
             e = message.error
-            head.update(Text.assemble(("✗ ", "bold red"), (e.title, "bold"),
-                                      (f"  {e.location}" if e.location else "", "underline"), f"  {e.message}",
-                                      (f"  hint: {e.hint}" if e.hint else "", "italic")))
+            head.update(error_text("✗ ", e, sep="  "))
             self.notify(e.message, title=e.title, severity="error")
             self._status("nothing was written")
             return

@@ -11,6 +11,14 @@ if TYPE_CHECKING:
     from ccis_workbench.core.errors import WorkbenchError
 
 
+def error_text(lead: str, error: WorkbenchError, *, sep: str = "\n") -> Text:
+    """*error* as the screens show it: *lead* (bold red), title, file:line, message and hint, parts joined by
+    *sep* ("\n" in panels, "  " on a one-line head)."""
+    return Text.assemble((lead, "bold red"), (error.title, "bold"),
+                         (f"  {error.location}" if error.location else "", "underline"), f"{sep}{error.message}",
+                         (f"{sep}hint: {error.hint}" if error.hint else "", "italic"))
+
+
 class ErrorPanel(Static):
     """Shows one WorkbenchError (title, file:line, message, hint); hidden when there is none."""
 
