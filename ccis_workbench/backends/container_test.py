@@ -37,6 +37,7 @@ from ccis_workbench.core.model import Check
 from ccis_workbench.core.monitor import Monitor
 from ccis_workbench.core.plan import new_build_id
 from ccis_workbench.core.report import BootTestResult, CheckResult
+from ccis_workbench.core.testimage import relative_names, tar_members, tool_message
 from ccis_workbench.core.testspec import CheckPlan
 
 RUNNERS = ("auto", "podman", "chroot")
@@ -93,24 +94,14 @@ def inspect_rootfs(path: Path) -> RootfsInfo:
             pass
     except OSError as exc:
         raise WorkbenchError("Cannot read the rootfs tar", exc.strerror or str(exc), file=str(path)) from None
-    tar = shutil.which("tar")
-    if tar is None:
-        raise WorkbenchError("tar is missing", "the container check lists and unpacks the rootfs with tar",
-                             hint="apt-get install tar xz-utils")
-    proc = subprocess.run([tar, "-tf", str(path)], capture_output=True, text=True, timeout=600, check=False)
-    if proc.returncode != 0:
-        msg = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        raise WorkbenchError("Not a readable rootfs tar", msg, file=str(path),
-                             hint="give the build's .rootfs.tar.xz artifact")
-    names = [n for n in proc.stdout.split("\n") if n]
+    names = tar_members(path, title="Not a readable rootfs tar", hint="give the build's .rootfs.tar.xz artifact")
     if not names:
         raise WorkbenchError("Empty rootfs tar", "the tar holds no files", file=str(path))
     for n in names:
         if n.startswith("/") or ".." in n.split("/"):
             raise WorkbenchError("Unsafe rootfs tar", f"member {n!r} points outside the root file system",
                                  file=str(path), hint="a rootfs tar holds paths relative to / only")
-    rel = {n[2:] if n.startswith("./") else n for n in names}
-    if not ({"bin/sh", "usr/bin/sh"} & rel):
+    if not ({"bin/sh", "usr/bin/sh"} & relative_names(names)):
         raise WorkbenchError("No shell in the rootfs", "the tar has no bin/sh or usr/bin/sh: the checks run "
                              "with the image's own shell", file=str(path))
     return RootfsInfo(path.resolve(), len(names), path.stat().st_size,
@@ -186,7 +177,7 @@ class _Podman:
         self.created = True  # from here on, cleanup removes the image whatever happens
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
         if proc.returncode != 0:
-            msg = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+            msg = tool_message(proc.stderr, proc.returncode)
             what = "The Containerfile does not build" if info.has_containerfile else "podman cannot import the tar"
             raise WorkbenchError(what, msg, file=str(info.path.parent / "Containerfile") if info.has_containerfile
                                  else str(info.path))
@@ -214,7 +205,7 @@ class _Podman:
                     if tried:
                         self.description += f"; not usable here: {'; '.join(tried)}"
                     return
-                err = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+                err = tool_message(proc.stderr, proc.returncode)
                 tried.append(f"{runtime or 'default runtime'}{' with lower rlimits' if extra else ''}: {err}")
         raise WorkbenchError("podman cannot run containers here", " | ".join(tried),
                              hint="use --container-runner chroot (unshare + chroot), or fix podman's runtime")
@@ -283,7 +274,7 @@ class _Chroot:
         self.monitor.note("info", f"unpacking {info.path.name} ({info.size >> 20} MiB) into {self.dir}")
         code, out = _run_bounded(argv, 1800, self.monitor)
         if code != 0:
-            last = (out.strip().splitlines() or [f"exit status {code}"])[-1]
+            last = tool_message(out, code)
             if "No space left" in out:
                 raise WorkbenchError("No space to unpack the rootfs", last, file=str(self.dir),
                                      hint="free space, or give --workdir on a larger file system")

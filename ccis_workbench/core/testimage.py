@@ -80,7 +80,7 @@ def disk_for(artifact: Path, workdir: str | None = None) -> TestDisk:
     if kind == "disk":
         return TestDisk(artifact, artifact, kind)
     inner = INNER_DISK[kind]
-    members = _members(artifact)
+    members = relative_names(tar_members(artifact))
     if inner not in members:
         raise WorkbenchError("No disk in the artifact", f"{artifact.name} holds no {inner} (members: "
                              f"{', '.join(sorted(members)[:8]) or 'none'})", file=str(artifact))
@@ -95,7 +95,7 @@ def disk_for(artifact: Path, workdir: str | None = None) -> TestDisk:
         proc = subprocess.run(["tar", "-xSf", str(artifact), "-C", str(tmp), inner], capture_output=True, text=True,
                               timeout=1800, check=False)
         if proc.returncode != 0:
-            msg = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+            msg = tool_message(proc.stderr, proc.returncode)
             raise WorkbenchError("Cannot unpack the disk", msg, file=str(artifact),
                                  hint="free space in the temporary directory" if "space" in msg else "")
         disk = tmp / inner
@@ -111,12 +111,27 @@ def disk_for(artifact: Path, workdir: str | None = None) -> TestDisk:
         raise
 
 
-def _members(artifact: Path) -> set[str]:
-    proc = subprocess.run(["tar", "-tf", str(artifact)], capture_output=True, text=True, timeout=600, check=False)
+def tool_message(output: str, code: int | None) -> str:
+    """What a failed tool said: the last line of its *output*, else its exit status."""
+    return (output.strip().splitlines() or [f"exit status {code}"])[-1]
+
+
+def tar_members(artifact: Path, *, title: str = "Not a readable tar", hint: str = "") -> list[str]:
+    """The member names of a tar (any compression), listed with the real `tar`, as it prints them."""
+    try:
+        proc = subprocess.run(["tar", "-tf", str(artifact)], capture_output=True, text=True, timeout=600,
+                              check=False)
+    except FileNotFoundError:
+        raise WorkbenchError("tar is missing", "tar lists and unpacks the artifact",
+                             hint="apt-get install tar xz-utils") from None
     if proc.returncode != 0:
-        msg = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        raise WorkbenchError("Not a readable tar", msg, file=str(artifact))
-    return {n[2:] if n.startswith("./") else n for n in proc.stdout.split("\n") if n}
+        raise WorkbenchError(title, tool_message(proc.stderr, proc.returncode), file=str(artifact), hint=hint)
+    return [n for n in proc.stdout.split("\n") if n]
+
+
+def relative_names(names: list[str]) -> set[str]:
+    """Member names without a leading "./"."""
+    return {n[2:] if n.startswith("./") else n for n in names}
 
 
 def kickstart_login(comp: Any) -> tuple[str, str] | None:

@@ -33,7 +33,6 @@ GROUPS = ("spec", "baseline", "target", "overlay", "profile", "derived")
 #: Shell variables the boot test sets in the guest before the first check.
 RUN_VARIABLES = ("CCIS_USER", "CCIS_INSTANCE_ID", "CCIS_GROW_MIB")
 
-SPEC_CHECK_SCHEMA = CHECK_SCHEMA
 DERIVED_SCHEMA = {
     "description": Field(str, required=True),
     "command": Field(str, required=True),
@@ -44,7 +43,7 @@ DERIVED_SCHEMA = {
 }
 SPEC_SCHEMA = {
     "version": Field(int, required=True, choices=None, check=lambda v: None if v == 1 else "only version 1 exists"),
-    "checks": Field(list, default=list, items=dict, schema=SPEC_CHECK_SCHEMA),
+    "checks": Field(list, default=list, items=dict, schema=CHECK_SCHEMA),
     "agents": Field(dict, default=dict),
     "derived": Field(dict, default=dict),
     "rehearsal": Field(list, default=list, items=str),
@@ -166,7 +165,7 @@ def parse_spec(raw: Any, rel: str) -> TestSpec:
                                line=line)
         if not isinstance(items, list):
             raise CatalogError("Wrong type", f"agents.{agent} must be a list of checks", file=rel, line=line)
-        checks = [validate(c, SPEC_CHECK_SCHEMA, rel, what=f"agents.{agent} check") for c in items]
+        checks = [validate(c, CHECK_SCHEMA, rel, what=f"agents.{agent} check") for c in items]
         for c, item in zip(checks, items, strict=True):
             if c.get("agents") is not None:
                 raise CatalogError("Unknown key", "a check under agents: takes its agent from the section",
