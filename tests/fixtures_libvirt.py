@@ -1,7 +1,7 @@
 """Fixtures for tests that need a real libvirtd with qemu (mark them `@pytest.mark.libvirt`).
 
 There is no systemd on the CI machines: when `virsh -c qemu:///system version` fails, the session fixture
-starts `virtlogd -d` and `libvirtd -d` itself (ENVIRONMENT.md) and waits for the socket, without sleeping
+starts `virtlogd -d` and `libvirtd -d` itself (docs/hosts.md) and waits for the socket, without sleeping
 blindly. Daemons it started are left running for the rest of the machine's life, as .ci/run does.
 Wired in tests/conftest.py with `pytest_plugins = ["tests.fixtures_libvirt"]`.
 """

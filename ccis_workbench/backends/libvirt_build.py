@@ -687,7 +687,7 @@ class Check:
 
 
 def kvm_available(conn: libvirt.virConnect | None = None) -> bool:
-    """Whether the host offers KVM (it may still hang: see ENVIRONMENT.md; auto then picks kvm)."""
+    """Whether the host offers KVM (it may still hang: see docs/hosts.md; auto then picks kvm)."""
     if conn is not None:
         try:
             conn.getDomainCapabilities(None, "x86_64", None, "kvm", 0)

@@ -3,7 +3,7 @@
 Every conversion is an argument list for a real tool (qemu-img, tar); `commands_for` returns them without
 running anything so that they can be shown and tested. Everything is produced inside a hidden temporary
 directory beside the final one and renamed into place at the end: a failed conversion or a full disk leaves
-nothing half-written (DESIGN.md, "Artifacts").
+nothing half-written (docs/architecture.md, "Artifacts").
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Layers, in order: the release baseline, the target, each overlay, then the profile's own lines. Each layer is a
 fragment template (rendered in the sandbox) plus what its YAML declares (packages, services, kernel arguments).
 
-Merge rules (DESIGN.md "Layer"):
+Merge rules (README.md, "Layers and merge rules"):
 - single-valued commands: the later layer wins, and the override is reported;
 - commands that may repeat (network, repo, user, sshkey, ...): items with the same identity (pykickstart's own
   equality: same repo name, same user, same device) are replaced, others are added;

@@ -2,7 +2,7 @@
 
 The kernel unpacks every cpio archive concatenated in an initramfs, compressed or not, so appending a gzip'd
 newc archive that holds `ks.cfg` puts the kickstart at `/ks.cfg` without touching the original initrd
-(ENVIRONMENT.md, "Serial console"; anaconda reads it with `inst.ks=file:/ks.cfg`). No `cpio` binary is involved.
+(docs/hosts.md, "Serial console"; anaconda reads it with `inst.ks=file:/ks.cfg`). No `cpio` binary is involved.
 """
 
 from __future__ import annotations

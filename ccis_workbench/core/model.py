@@ -10,13 +10,13 @@ AGENTS = ("cloud-init", "one-context", "google-guest-agent", "none")
 #: Every output format the build knows how to produce.
 FORMATS = ("qcow2", "raw", "vmdk", "vhd", "ova", "gce-tar", "vagrant-libvirt", "rootfs-tar")
 #: Formats that are not disk images: a target whose formats are all of these makes a container image, and its
-#: image is checked without booting (DESIGN.md, boot test: containers).
+#: image is checked without booting (docs/architecture.md, "Boot tests").
 CONTAINER_FORMATS = ("rootfs-tar",)
 #: Where a boot-test check can run: in the booted guest ("vm") or in the container made from the rootfs tar.
 CONTEXTS = ("vm", "container")
 #: The boot-test seed a target expects.
 SEEDS = ("nocloud", "configdrive", "opennebula", "none")
-#: The final command each build backend wants (TARGETS.md, sig-cloud-instance-build issue 56).
+#: The final command each build backend wants (docs/catalog-facts.md, sig-cloud-instance-build issue 56).
 BACKEND_FINAL_COMMAND = {"libvirt": "poweroff", "koji": "reboot", "imagefactory": "reboot",
                          "livemedia-creator": "shutdown"}
 

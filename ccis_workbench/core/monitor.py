@@ -1,4 +1,4 @@
-"""One small interface through which long-running work reports progress (DESIGN.md, "Data flow").
+"""One small interface through which long-running work reports progress (docs/architecture.md, "Data flow").
 
 The CLI prints it, the TUI posts it as messages, tests record it. Implementations must be thread-safe enough
 for one producer thread: the TUI's implementation only calls `App.call_from_thread`/`post_message`.

@@ -1,6 +1,6 @@
 """The REHEARSAL install tree: a hermetic stand-in for a CentOS install tree, built from the host's packages.
 
-See DESIGN.md, "Installer contract, and the rehearsal tree". It is always labelled rehearsal, never CentOS.
+See docs/architecture.md, "The rehearsal tree". It is always labelled rehearsal, never CentOS.
 """
 
 from __future__ import annotations

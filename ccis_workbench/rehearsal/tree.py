@@ -1,4 +1,4 @@
-"""Build the REHEARSAL install tree from the host's Debian packages (DESIGN.md, "Installer contract").
+"""Build the REHEARSAL install tree from the host's Debian packages (docs/architecture.md, "The rehearsal tree").
 
 Parts taken from the host: the kernel (`linux-image-amd64`: /boot/vmlinuz-VER and /lib/modules/VER), busybox
 (`busybox-static`), extlinux and its MBR (`extlinux`, `syslinux-common`), sfdisk and mke2fs with their shared

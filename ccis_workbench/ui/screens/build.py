@@ -120,7 +120,7 @@ class BuildSettings:
 
     tree: str = "rehearsal"  # rehearsal | url | dir
     location: str = ""  # the URL (empty: the release's tree URL) or the directory
-    accel: str = "tcg"  # tcg by default here: KVM hangs on these hosts (ENVIRONMENT.md)
+    accel: str = "tcg"  # tcg by default here: KVM hangs on these hosts (docs/hosts.md)
     memory_mb: int = 2048
     disk_size: str = ""  # e.g. 96M or 10G; empty: the profile's disk_size
     output_dir: str = "artifacts"
