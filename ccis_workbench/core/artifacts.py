@@ -25,6 +25,7 @@ from typing import Any
 from ccis_workbench import __version__
 from ccis_workbench.core.errors import WorkbenchError
 from ccis_workbench.core.files import sha256_file
+from ccis_workbench.core.manifest import Manifest
 from ccis_workbench.core.monitor import Monitor
 
 MIB = 1048576
@@ -295,17 +296,15 @@ class Producer:
             timings[f"artifact:{art.filename}"] = round(time.monotonic() - started, 3)
             produced.append(dest)
         shutil.rmtree(work)
-        manifest = {
-            "build_id": plan.build_id, "profile": plan.profile, "release": plan.release, "target": plan.target,
-            "arch": plan.arch, "kickstart_sha256": plan.kickstart_sha256, "install_tree": plan.source.to_dict(),
-            "rehearsal": plan.source.is_rehearsal, "domain": plan.name, "uri": plan.options.uri,
-            "accel": plan.options.accel, "domain_type": plan.domain_type, "kernel_cmdline": plan.cmdline,
-            "disk_virtual_size": vsize, "tool_versions": tool_versions(self.run), "timings": timings,
-            "artifacts": [{"file": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)} for p in produced],
-            **extra,
-        }
-        (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-        produced.append(out / "manifest.json")
+        manifest = Manifest(
+            build_id=plan.build_id, profile=plan.profile, release=plan.release, target=plan.target,
+            arch=plan.arch, kickstart_sha256=plan.kickstart_sha256, install_tree=plan.source.to_dict(),
+            rehearsal=plan.source.is_rehearsal, domain=plan.name, uri=plan.options.uri,
+            accel=plan.options.accel, domain_type=plan.domain_type, kernel_cmdline=plan.cmdline,
+            disk_virtual_size=vsize, tool_versions=tool_versions(self.run), timings=timings,
+            artifacts=[{"file": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)} for p in produced],
+            extra=dict(extra))
+        produced.append(manifest.write(out))
         (out / "CHECKSUM").write_text(checksum_text(produced))
 
     def _convert(self, fmt: str, disk: Path, dest: Path, work: Path, vsize: int) -> None:
