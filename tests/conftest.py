@@ -63,9 +63,10 @@ def cli():
 
     def run(*args: str, root: Path | None = None, cwd: Path | None = None) -> Run:
         env = dict(os.environ)
-        if root is not None:
-            env["CCIS_WORKBENCH_ROOT"] = str(root)
-        proc = subprocess.run([sys.executable, "-m", "ccis_workbench", *args], capture_output=True, text=True,
+        # --catalog: the working directory (this checkout is a catalog) would win over $CCIS_WORKBENCH_ROOT
+        catalog = ["--catalog", str(root)] if root is not None else []
+        proc = subprocess.run([sys.executable, "-m", "ccis_workbench", *catalog, *args], capture_output=True,
+                              text=True,
                               env=env, cwd=cwd or REPO, timeout=120, check=False)
         return Run(proc.returncode, proc.stdout, proc.stderr)
 

@@ -7,8 +7,6 @@ Exit status: 0 success, 1 the build failed / leftovers remain / doctor found pro
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
 from typing import Any
 
@@ -16,12 +14,13 @@ from ccis_workbench.cli.common import (
     add_choice_arguments,
     add_json,
     emit_json,
-    import_backend,
     load_catalog,
     profile_from_args,
+    say_on_stderr,
+    setting_default,
+    settings_from_args,
 )
-
-DEFAULT_URI = os.environ.get("CCIS_WORKBENCH_URI", "qemu:///system")
+from ccis_workbench.flows.settings import ACCELS
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -35,16 +34,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        "artifacts")
     add_choice_arguments(p)
     _build_options(p)
-    p.add_argument("--inactivity-timeout", type=float, default=300.0, metavar="S",
-                   help="fail when the guest prints nothing for S seconds (default 300)")
-    p.add_argument("--total-timeout", type=float, default=3600.0, metavar="S",
-                   help="fail when the install runs longer than S seconds (default 3600)")
+    p.add_argument("--inactivity-timeout", type=float, metavar="S",
+                   help=f"fail when the guest prints nothing for S seconds ({setting_default('inactivity_timeout')})")
+    p.add_argument("--total-timeout", type=float, metavar="S",
+                   help=f"fail when the install runs longer than S seconds ({setting_default('total_timeout')})")
     p.add_argument("--quiet", action="store_true", help="do not copy the console to stdout")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("gc", help="list and remove leftover ccis- domains and volumes")
-    p.add_argument("--uri", default=DEFAULT_URI, help=f"libvirt URI (default {DEFAULT_URI})")
-    p.add_argument("--pool", default="ccis-workbench", help="storage pool (default ccis-workbench)")
+    _host_options(p)
     p.add_argument("--dry-run", action="store_true", help="only list")
     p.add_argument("--force", action="store_true", help="also remove what belongs to a build still running here")
     add_json(p)
@@ -52,65 +50,54 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = sub.add_parser("doctor", help="check this host for builds: libvirt, pool, disk space, qemu-img, "
                        "accelerator")
-    p.add_argument("--uri", default=DEFAULT_URI, help=f"libvirt URI (default {DEFAULT_URI})")
-    p.add_argument("--pool", default="ccis-workbench", help="storage pool (default ccis-workbench)")
-    p.add_argument("--output", default=".", help="artifact directory whose free space to check")
+    _host_options(p)
+    p.add_argument("--output", help="artifact directory whose free space to check (default: the artifacts setting)")
     add_json(p)
     p.set_defaults(func=cmd_doctor)
+
+
+def _host_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--uri", help=f"libvirt URI ({setting_default('uri')})")
+    p.add_argument("--pool", help=f"storage pool the workbench owns ({setting_default('pool')})")
 
 
 def _build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tree", metavar="URL|DIR|ISO|rehearsal",
                    help="install source (default: the release's tree URL); `rehearsal` builds the offline tree")
-    p.add_argument("--accel", choices=("kvm", "tcg", "auto"), default="auto", help="accelerator (default auto)")
-    p.add_argument("--uri", default=DEFAULT_URI, help=f"libvirt URI (default {DEFAULT_URI})")
-    p.add_argument("--pool", default="ccis-workbench", help="storage pool the workbench owns")
-    p.add_argument("--network", default="user", help="`user` (default) or the name of a libvirt network")
-    p.add_argument("--memory", type=int, default=2048, metavar="MIB", help="guest memory (default 2048)")
-    p.add_argument("--vcpus", type=int, default=2, help="guest vCPUs (default 2)")
+    p.add_argument("--accel", choices=ACCELS, help=f"accelerator ({setting_default('accel')}: KVM only when KVM "
+                   "guests really run here, else TCG)")
+    _host_options(p)
+    p.add_argument("--network", help=f"`user` or the name of a libvirt network ({setting_default('network')})")
+    p.add_argument("--memory", type=int, metavar="MIB", help=f"guest memory ({setting_default('memory_mb')})")
+    p.add_argument("--vcpus", type=int, help=f"guest vCPUs ({setting_default('vcpus')})")
     p.add_argument("--disk-size", metavar="SIZE", help="disk size, e.g. 256M or 10G (default: the profile's "
                    "disk_size in GiB)")
     p.add_argument("--format", action="append", dest="formats", metavar="FMT",
                    help="artifact format (repeatable; default: the target's formats)")
-    p.add_argument("--output", default="artifacts", metavar="DIR", help="artifact parent directory")
+    p.add_argument("--output", metavar="DIR", help=f"artifact parent directory ({setting_default('artifacts')})")
     p.add_argument("--kernel-arg", action="append", default=[], dest="kernel_args", metavar="ARG",
                    help="extra installer kernel argument (repeatable)")
 
 
-def _source(args: argparse.Namespace, comp: Any, monitor: Any, download: bool) -> Any:
-    from ccis_workbench.core import installsource
+def build_request(args: argparse.Namespace) -> Any:
+    """The BuildRequest from the command line; what it does not say comes from the settings (one place)."""
+    from ccis_workbench.flows.build import BuildRequest
 
-    arch = str(comp.variables.get("arch", "x86_64"))
-    spec = args.tree or comp.release.tree_url(arch)
-    if spec == "rehearsal":
-        from ccis_workbench.rehearsal.tree import build_tree
-
-        spec = str(build_tree(monitor=monitor))
-    return installsource.resolve_for_plan(spec, arch, monitor, download=download)
+    return BuildRequest.from_settings(
+        settings_from_args(args, memory="memory_mb"), tree=args.tree, disk_size=args.disk_size, formats=args.formats,
+        output=args.output, kernel_args=list(args.kernel_args),
+        inactivity_timeout=getattr(args, "inactivity_timeout", None),
+        total_timeout=getattr(args, "total_timeout", None))
 
 
 def make_plan_from_args(args: argparse.Namespace, monitor: Any = None, download: bool = False) -> Any:
-    """Profile -> composition -> install source -> BuildPlan (shared by plan, build and the TUI)."""
+    """Profile -> composition -> install source -> BuildPlan, through flows.build."""
     from ccis_workbench.core.compose import Composer
-    from ccis_workbench.core.monitor import Monitor
-    from ccis_workbench.core.plan import PlanOptions, make_plan, parse_size_mb
+    from ccis_workbench.flows.build import plan_build
 
-    mon = monitor or Monitor()
     cat = load_catalog(args)
-    profile = profile_from_args(cat, args)
-    comp = Composer(cat).compose(profile)
-    source = _source(args, comp, mon, download)
-    opts = PlanOptions(uri=args.uri, accel=args.accel, memory_mb=args.memory, vcpus=args.vcpus,
-                       disk_size_mb=parse_size_mb(args.disk_size) if args.disk_size else None,
-                       network=args.network, pool=args.pool, extra_kernel_args=list(args.kernel_args),
-                       formats=args.formats, output_dir=args.output,
-                       inactivity_timeout=getattr(args, "inactivity_timeout", 300.0),
-                       total_timeout=getattr(args, "total_timeout", 3600.0))
-    kvm = os.access("/dev/kvm", os.R_OK | os.W_OK)
-    plan = make_plan(comp, profile.name, source, opts, kvm_available=kvm,
-                     arch=str(comp.variables.get("arch", "x86_64")))
-    plan.notes.extend(source.notes)
-    return plan
+    comp = Composer(cat).compose(profile_from_args(cat, args))
+    return plan_build(comp, build_request(args), monitor, download=download)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -124,39 +111,29 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from ccis_workbench.core.monitor import PrintMonitor
+    from ccis_workbench.flows.build import run_build
+    from ccis_workbench.flows.signals import cancel_on_signals
 
     monitor = PrintMonitor(show_console=not (args.quiet or args.json))
     plan = make_plan_from_args(args, monitor=monitor, download=True)
     backend = _backend()
-    Build, BuildFailed = backend.Build, backend.BuildFailed
-    interrupts = 0
-
-    def on_sigint(_sig: int, _frame: Any) -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts > 1:
-            raise KeyboardInterrupt
-        print("\ncancelling: destroying the domain and removing its volumes (Ctrl-C again to abort)",
-              file=sys.stderr)
-        monitor.cancel_event.set()
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        out = Build(plan, monitor).run()
-    except BuildFailed as exc:
-        r = exc.result
-        if args.json:
-            emit_json({"plan": plan.build_id, **r.to_dict()})
-        else:
-            print(f"\nbuild {r.status}: {r.title}", file=sys.stderr)
-            print(f"  {r.message}", file=sys.stderr)
-            for line in r.lines:
-                print(f"  | {line}", file=sys.stderr)
-            if r.hint:
-                print(f"  hint: {r.hint}", file=sys.stderr)
-        return 130 if r.status == "cancelled" else 1
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with cancel_on_signals(monitor.cancel_event, say_on_stderr) as stopped:
+        try:
+            out = run_build(plan, monitor)
+        except backend.BuildFailed as exc:
+            r = exc.result
+            if args.json:
+                emit_json({"plan": plan.build_id, **r.to_dict()})
+            else:
+                print(f"\nbuild {r.status}: {r.title}", file=sys.stderr)
+                print(f"  {r.message}", file=sys.stderr)
+                for line in r.lines:
+                    print(f"  | {line}", file=sys.stderr)
+                if r.hint:
+                    print(f"  hint: {r.hint}", file=sys.stderr)
+            if r.status == "cancelled":
+                return stopped.exit_status or 130
+            return 1
     if args.json:
         emit_json({"plan": plan.build_id, "status": "success", "artifact_dir": str(out),
                    "artifacts": sorted(p.name for p in out.iterdir())})
@@ -168,11 +145,14 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def _backend() -> Any:
-    return import_backend("ccis_workbench.backends.libvirt_build")
+    from ccis_workbench.flows.build import libvirt_backend
+
+    return libvirt_backend("ccis_workbench.backends.libvirt_build")
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    items = _backend().gc(args.uri, args.pool, dry_run=args.dry_run, force=args.force)
+    s = settings_from_args(args)
+    items = _backend().gc(s.uri, s.pool, dry_run=args.dry_run, force=args.force)
     if args.json:
         emit_json([i.to_dict() for i in items])
     elif not items:
@@ -187,7 +167,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    checks = _backend().doctor(args.uri, args.pool, args.output)
+    s = settings_from_args(args)
+    checks = _backend().doctor(s.uri, s.pool, args.output or s.artifacts)
     if args.json:
         emit_json([c.to_dict() for c in checks])
     else:

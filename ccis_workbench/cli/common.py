@@ -28,28 +28,50 @@ def add_choice_options(p: argparse.ArgumentParser) -> None:
                    help="set a variable, e.g. --set timezone=Europe/Brussels (value read as YAML)")
 
 
-def import_backend(module: str) -> Any:
-    """Import a libvirt backend module; a missing libvirt-python becomes a clear error, not a traceback."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == "libvirt":
-            raise WorkbenchError("libvirt-python is not installed", "this command talks to libvirt through "
-                                 "libvirt-python", hint="pip install 'ccis-workbench[libvirt]' (needs apt: "
-                                 "libvirt-dev pkg-config)") from None
-        raise
-
-
 def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+#: Options whose value is a setting of the same meaning in every command (flows.settings).
+ARG_SETTINGS = {"uri": "uri", "accel": "accel", "pool": "pool", "network": "network", "vcpus": "vcpus"}
+
+
+def settings_from_args(args: argparse.Namespace, **more: str) -> Any:
+    """The effective settings: the command line's options (ARG_SETTINGS, plus *more* as option=setting) over the
+    environment, the configuration file and the defaults."""
+    from ccis_workbench.flows.settings import Settings
+
+    mapping = {**ARG_SETTINGS, **more}
+    return Settings.load({setting: getattr(args, arg, None) for arg, setting in mapping.items()})
+
+
+def setting_default(name: str) -> str:
+    """'default X' for --help, where X is the built-in default (the environment or config may change it)."""
+    from ccis_workbench.flows.settings import SETTINGS
+
+    return f"default {SETTINGS[name].default}; see `ccis-workbench config`"
+
+
+def say_on_stderr(text: str) -> None:
+    """Print a line on stderr; a terminal that went away (SIGHUP) must not stop the cleanup."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def catalog_root(args: argparse.Namespace) -> Any:
+    """Which catalog is in use and why (flows.settings: --catalog, the working directory, $CCIS_WORKBENCH_ROOT,
+    the configuration file, the shipped catalog)."""
+    from ccis_workbench.flows.settings import Settings
+
+    return Settings.load().catalog_root(getattr(args, "catalog", None))
 
 
 def load_catalog(args: argparse.Namespace) -> Any:
     from ccis_workbench.core.catalog import Catalog
 
-    return Catalog.load(args.catalog)
+    return Catalog.load(catalog_root(args).path)
 
 
 def profile_from_args(catalog: Any, args: argparse.Namespace) -> Any:

@@ -103,7 +103,8 @@ def compose_from_args(args: argparse.Namespace) -> Any:
 
     cat = load_catalog(args)
     profile = profile_from_args(cat, args)
-    return cat, Composer(cat), Composer(cat).compose(profile)
+    composer = Composer(cat)
+    return cat, composer, composer.compose(profile)
 
 
 def _warn_overrides(comp: Any) -> None:
@@ -153,29 +154,17 @@ def cmd_blame(args: argparse.Namespace) -> int:
 # -- diff ------------------------------------------------------------------------------------------------------
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from ccis_workbench.core import diff as kdiff
-    from ccis_workbench.core.lint import detect_version
-    from ccis_workbench.core.textfile import read_text
+    from ccis_workbench.flows import review
 
     cat, composer, comp = compose_from_args(args)
     if args.against_file:
-        text = read_text(args.against_file, what="kickstart")
-        version = detect_version(text) or comp.version
-        result = kdiff.diff_texts(text, comp.text, version, a_label=args.against_file,
-                                  b_label=f"profile {comp.profile.name}")
+        result = review.diff_against_file(comp, args.against_file)
     elif args.against_profile:
-        other = composer.compose(cat.load_profile(args.against_profile))
-        result = kdiff.diff_compositions(other, comp)
+        result = review.diff_against_profile(cat, composer, comp, args.against_profile)
     elif args.against_rev:
-        if not comp.profile.source:
-            raise WorkbenchError("Bad argument", "--against-rev needs a profile file, not --release/--target")
-        old_text = kdiff.profile_at_revision(cat.root, comp.profile.source, args.against_rev)
-        old_profile = cat.parse_profile_text(old_text, f"{comp.profile.source}@{args.against_rev}")
-        old = composer.compose(old_profile)
-        result = kdiff.diff_compositions(old, comp)
+        result = review.diff_against_rev(cat, composer, comp, args.against_rev)
     else:
-        base = composer.compose_baseline(comp.release.name, comp.variables)
-        result = kdiff.diff_compositions(base, comp)
+        result = review.diff_against_baseline(composer, comp)
     differs = bool(result.unified) or not result.semantic.is_empty()
     if args.json:
         emit_json(result.to_dict())

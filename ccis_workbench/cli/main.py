@@ -16,10 +16,8 @@ from collections.abc import Sequence
 from ccis_workbench import __version__
 
 #: Command modules, in the order their commands appear in --help.
-COMMAND_MODULES = ("ccis_workbench.cli.compose_cmds",)
-#: Optional command modules (added by later features); missing ones are skipped.
-OPTIONAL_MODULES = ("ccis_workbench.cli.build_cmds", "ccis_workbench.cli.test_cmds",
-                    "ccis_workbench.cli.propose_cmds")
+COMMAND_MODULES = ("ccis_workbench.cli.compose_cmds", "ccis_workbench.cli.build_cmds", "ccis_workbench.cli.test_cmds",
+                   "ccis_workbench.cli.propose_cmds", "ccis_workbench.cli.config_cmds")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,18 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Shape, build and test CentOS cloud images. Without a command, the terminal UI starts.")
     parser.add_argument("--version", action="version", version=f"ccis-workbench {__version__}")
     parser.add_argument("--catalog", metavar="DIR", help="catalog root holding kickstarts/ and profiles/ "
-                        "(default: $CCIS_WORKBENCH_ROOT, else this checkout)")
+                        "(default: the first such directory at or above the working directory, else "
+                        "$CCIS_WORKBENCH_ROOT, else the configuration file's `catalog`, else the shipped one)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
-    for name in OPTIONAL_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(sub)
     return parser
 
 
@@ -72,7 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.print_help()
                 return 0
             raise
-        return run_app(catalog_root=args.catalog)
+        from ccis_workbench.cli.common import catalog_root
+
+        try:
+            root = catalog_root(args)
+        except WorkbenchError as exc:
+            print_error(exc, False)
+            return exc.exit_status
+        return run_app(catalog_root=str(root.path))
     try:
         return int(args.func(args) or 0)
     except WorkbenchError as exc:

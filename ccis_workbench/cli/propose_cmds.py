@@ -6,12 +6,8 @@ Neither imports textual or libvirt. `propose` never changes the user's working t
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
-import shutil
 import sys
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +19,6 @@ from ccis_workbench.cli.common import (
     profile_from_args,
     write_atomic,
 )
-from ccis_workbench.core.errors import WorkbenchError
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -67,10 +62,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 # -- propose ---------------------------------------------------------------------------------------------------
 
-def _repo_path(prefix: Path, rel: str) -> str:
-    return (prefix / rel).as_posix() if str(prefix) not in ("", ".") else Path(rel).as_posix()
-
-
 def _print_evidence(ev: Any) -> None:
     for i in ev.items:
         mark = {"ok": "ok", "failing": "FAILING", "stale": "STALE", "missing": "MISSING"}.get(i.status, i.status)
@@ -78,149 +69,43 @@ def _print_evidence(ev: Any) -> None:
         print(f"  {mark:8} {i.title}: {i.detail}{digest}")
 
 
-def cmd_propose(args: argparse.Namespace, emit: Callable[[Any], None] = emit_json) -> int:
-    """`propose`; with --json the report goes to *emit* (stdout by default; the TUI passes its own)."""
-    from ccis_workbench import gitops
-    from ccis_workbench.core import propose as prop
+def cmd_propose(args: argparse.Namespace) -> int:
+    """`propose`: flows.propose drafts, checks the evidence and commits; this prints."""
     from ccis_workbench.core.compose import Composer
+    from ccis_workbench.flows.propose import ProposeRequest, commit_proposal, draft_proposal, require_evidence
 
     cat = load_catalog(args)
-    profile = cat.load_profile(args.profile)
-    if not profile.source or not str(profile.source).startswith("profiles/"):
-        raise WorkbenchError("Profile outside the catalog", "a proposal commits the profile file, so it must live "
-                             "in the catalog's profiles/ folder", file=str(profile.source or args.profile),
-                             hint=f"copy it to {Path(cat.root) / 'profiles'}/ and propose it by name")
-    tag = prop.check_tag(args.tag or prop.default_tag())
-    catalog_root = Path(cat.root).resolve()
-    repo = gitops.toplevel(Path(args.repo).resolve() if args.repo else catalog_root)
-    try:
-        prefix = catalog_root.relative_to(repo)
-    except ValueError:
-        raise WorkbenchError("Catalog outside the repository", f"the catalog {catalog_root} is not inside the git "
-                             f"repository {repo}", hint="give --catalog and --repo that belong together") from None
-    base = gitops.resolve_commit(repo, args.base)
-    branch = args.branch or prop.default_branch(profile.name)
-    gitops.check_branch_name(repo, branch)
-
-    composer = Composer(cat)
-    comp = composer.compose(profile)
-    files_rel = prop.layer_files(comp)
-    own = [f for f in files_rel if prop.proposable(f)]
-    gitops.check_clean(repo, [_repo_path(prefix, f) for f in own])
-    gitops.check_branch_free(repo, branch)
-    spec_changed = []
-    for f in files_rel:
-        if prop.proposable(f):
-            continue
-        path = catalog_root / f
-        if path.is_file() and gitops.path_state(repo, base, _repo_path(prefix, f), path.read_bytes()) != "unchanged":
-            spec_changed.append(_repo_path(prefix, f))
-    if spec_changed:
-        raise WorkbenchError("Baseline differs from the base commit",
-                             f"{', '.join(spec_changed)} differ(s) from {args.base}: the kickstart would not match "
-                             "what the proposal's branch holds", file=str(repo),
-                             hint="propose release or baseline changes separately, or choose --base")
-
-    baseline = composer.compose_baseline(comp.release.name, comp.variables)
-    evidence = prop.gather_evidence(comp, baseline, artifacts=Path(args.artifacts) if args.artifacts else None,
-                                    boot_test=Path(args.boot_test) if args.boot_test else None)
-    proposal = prop.build_proposal(comp, evidence, tag=tag, branch=branch,
-                                   layer_paths=[_repo_path(prefix, f) for f in files_rel])
-    contents: dict[str, bytes] = {}
-    modes: dict[str, str] = {}
-    for f in own:
-        path = catalog_root / f
-        if not path.is_file():
-            continue
-        rp = _repo_path(prefix, f)
-        contents[rp] = path.read_bytes()
-        modes[rp] = gitops.file_mode(path)
-    proposal.changed = [prop.ChangedFile(p, gitops.path_state(repo, base, p, data)) for p, data in contents.items()]
-    folder = _repo_path(prefix, proposal.folder)
-    _add_koji_files(proposal, comp, folder, tag)
-    outdir = Path(args.output) if args.output else \
-        gitops.git_dir(repo) / "ccis-workbench" / "proposals" / f"{profile.name}-{tag}"
-
-    unmet = evidence.unmet()
-    report: dict[str, Any] = {"profile": profile.name, "repository": str(repo), "branch": branch, "base": base,
-                              "kickstart": f"{folder}/{proposal.kickstart_name}",
-                              "kickstart_sha256": proposal.kickstart_sha256,
-                              "evidence": [i.to_dict() for i in evidence.items],
-                              "files": [{"path": c.path, "state": c.state} for c in proposal.changed]}
+    request = ProposeRequest(profile=args.profile, repo=args.repo, branch=args.branch, base=args.base, tag=args.tag,
+                             artifacts=args.artifacts, boot_test=args.boot_test, output=args.output, push=args.push)
+    draft = draft_proposal(cat, Composer(cat), request)
     if not args.json:
-        print(f"Proposal for profile {profile.name}: {folder}/{proposal.kickstart_name}")
-        print(f"  kickstart sha256 {proposal.kickstart_sha256}")
+        print(f"Proposal for profile {draft.profile.name}: {draft.folder}/{draft.proposal.kickstart_name}")
+        print(f"  kickstart sha256 {draft.proposal.kickstart_sha256}")
         print("Evidence:")
-        _print_evidence(evidence)
-    if unmet and not args.allow_missing:
-        names = "; ".join(f"{i.title} {i.status}" for i in unmet)
-        raise WorkbenchError("Evidence missing or stale", f"{names}; nothing was written",
-                             hint="build and boot-test this exact kickstart and pass --artifacts DIR, or propose "
-                                  "anyway with --allow-missing (the pull-request text will say what is missing)")
+        _print_evidence(draft.evidence)
+    require_evidence(draft, allow_missing=args.allow_missing)
     if args.dry_run:
         if args.json:
-            emit(dict(report, dry_run=True, commit_message=proposal.commit_message()))
+            emit_json(dict(draft.report(), dry_run=True, commit_message=draft.proposal.commit_message()))
         else:
-            print(f"Would create branch {branch} on {base[:12]} with:")
-            for c in proposal.changed:
+            print(f"Would create branch {draft.branch} on {draft.base[:12]} with:")
+            for c in draft.changed:
                 print(f"  {c.path} ({c.state})")
-            print(f"  {folder}/ ({len(proposal.folder_files())} files)")
+            print(f"  {draft.folder}/ ({len(draft.proposal.folder_files())} files)")
         return 0
-    if outdir.exists() and any(outdir.iterdir()):
-        raise WorkbenchError("Output folder not empty", "the patches would mix with other files", file=str(outdir),
-                             hint="choose an empty folder with --output; nothing was changed")
-    gitops.check_identity(repo)
-
-    files = dict(contents)
-    files.update({_repo_path(prefix, p): data for p, data in proposal.folder_files().items()})
-    commit = gitops.commit_files(repo, base=base, branch=branch, files=files, message=proposal.commit_message(),
-                                 replace_dirs=[folder], modes=modes)
-    try:
-        outdir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
-        try:
-            gitops.format_patch(repo, base, commit, tmp)
-            (tmp / "PULL_REQUEST.md").write_text(proposal.pr_description(), encoding="utf-8")
-            if outdir.exists():
-                outdir.rmdir()  # empty, checked above
-            os.replace(tmp, outdir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    except BaseException:
-        gitops.delete_branch(repo, branch, commit)
-        raise
-    patches = sorted(str(p) for p in outdir.glob("*.patch"))
-    pushed = gitops.push(repo, args.push, branch) if args.push else None
+    report = commit_proposal(draft, request)
     if args.json:
-        emit(dict(report, commit=commit, patches=patches, pull_request=str(outdir / "PULL_REQUEST.md"),
-                       pushed_to=args.push if pushed is not None else None))
+        emit_json(report)
         return 0
-    print(f"Created branch {branch} at {commit[:12]} (your checkout is unchanged)")
-    for patch in patches:
+    print(f"Created branch {draft.branch} at {report['commit'][:12]} (your checkout is unchanged)")
+    for patch in report["patches"]:
         print(f"  patch: {patch}")
-    print(f"  pull-request text: {outdir / 'PULL_REQUEST.md'}")
+    print(f"  pull-request text: {report['pull_request']}")
     if args.push:
-        print(f"Pushed {branch} to {args.push}")
+        print(f"Pushed {draft.branch} to {args.push}")
     else:
-        print(f"Push it when ready: git -C {shlex.quote(str(repo))} push <remote> {shlex.quote(branch)}")
+        print(f"Push it when ready: git -C {shlex.quote(str(draft.repo))} push <remote> {shlex.quote(draft.branch)}")
     return 0
-
-
-def _add_koji_files(proposal: Any, comp: Any, folder: str, tag: str) -> None:
-    """The koji kickstart and image-build config beside the proposal (kickstart named by its repository path)."""
-    from ccis_workbench.core import koji
-
-    ks_name, ini_name = koji.koji_files(comp, tag=tag)
-    koji_ks = ks_name[:-3] + ".koji.ks"
-    cfg = koji.image_build_config(comp, kickstart=f"{folder}/{koji_ks}", tag=tag)
-    ks_text = koji.koji_kickstart(comp)
-    comment = (f"koji image-build config for profile {comp.profile.name}; run from the repository's top\n"
-               f"kickstart sha256 {koji.sha256_text(ks_text)} (the local kickstart with reboot, without url/repo)\n"
-               "target: a CBS-style default; replace it with the target CBS assigned")
-    proposal.extra_files[koji_ks] = ks_text.encode("utf-8")
-    proposal.extra_files[ini_name] = cfg.to_ini(comment=comment).encode("utf-8")
-    proposal.koji_command = koji.command(f"{folder}/{ini_name}")
 
 
 # -- koji ------------------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -16,11 +15,13 @@ from ccis_workbench.cli.common import (
     add_choice_arguments,
     add_choice_options,
     emit_json,
-    import_backend,
     load_catalog,
     profile_from_args,
+    say_on_stderr,
+    setting_default,
+    settings_from_args,
 )
-from ccis_workbench.core.errors import WorkbenchError
+from ccis_workbench.flows.settings import ACCELS
 
 GROUP_TITLES = {"spec": "every image (kickstarts/testspec.yaml)", "baseline": "release baseline",
                 "target": "target", "overlay": "overlays", "profile": "profile", "derived": "derived from the "
@@ -45,18 +46,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _selection_arguments(p)
     p.add_argument("--seed", choices=("auto", "nocloud", "configdrive", "opennebula", "none"), default="auto",
                    help="the seed given to the guest (default: what the target expects)")
-    p.add_argument("--artifacts", default="artifacts", metavar="DIR",
-                   help="where builds put their artifacts (to find a PROFILE's latest image)")
-    p.add_argument("--uri", default="qemu:///system", help="libvirt URI (default qemu:///system)")
-    p.add_argument("--accel", choices=("kvm", "tcg", "auto"), default="auto", help="accelerator (default auto)")
-    p.add_argument("--memory", type=int, default=1024, metavar="MiB", help="guest memory (default 1024)")
-    p.add_argument("--grow", type=int, default=1024, metavar="MiB",
-                   help="the test disk is this much larger than the image (default 1024), so growing the root "
-                        "file system is tested")
-    p.add_argument("--login-timeout", type=float, default=600, metavar="S",
-                   help="seconds to wait for the login prompt (default 600)")
-    p.add_argument("--inactivity-timeout", type=float, default=300, metavar="S",
-                   help="seconds of console silence before giving up (default 300)")
+    p.add_argument("--artifacts", metavar="DIR",
+                   help="where builds put their artifacts (to find a PROFILE's latest image; default: the artifacts "
+                        "setting)")
+    p.add_argument("--uri", help=f"libvirt URI ({setting_default('uri')})")
+    p.add_argument("--pool", help=f"storage pool the workbench owns ({setting_default('pool')})")
+    p.add_argument("--accel", choices=ACCELS, help=f"accelerator ({setting_default('accel')})")
+    p.add_argument("--memory", type=int, metavar="MiB", help=f"guest memory ({setting_default('test_memory_mb')})")
+    p.add_argument("--grow", type=int, metavar="MiB",
+                   help="the test disk is this much larger than the image, so growing the root file system is "
+                        f"tested ({setting_default('grow_mib')})")
+    p.add_argument("--login-timeout", type=float, metavar="S",
+                   help=f"seconds to wait for the login prompt ({setting_default('login_timeout')})")
+    p.add_argument("--inactivity-timeout", type=float, metavar="S",
+                   help=f"seconds of console silence before giving up ({setting_default('inactivity_timeout')})")
     p.add_argument("--keep-on-failure", action="store_true",
                    help="keep the guest running when a check fails, and print how to attach to it")
     p.add_argument("--container-runner", choices=("auto", "podman", "chroot"), default="auto",
@@ -145,35 +148,34 @@ def render_plan(plan: Any, *, commands: bool = False, width: int = 118) -> str:
 # -- boot-test -------------------------------------------------------------------------------------------------
 
 def cmd_boot_test(args: argparse.Namespace) -> int:
-    from ccis_workbench.backends.artifact_test import check_kind, run_artifact_test
-    from ccis_workbench.backends.container_test import ContainerTestOptions
+    from ccis_workbench.core.compose import Composer
     from ccis_workbench.core.monitor import PrintMonitor
     from ccis_workbench.core.report import render_summary, write_reports
-    from ccis_workbench.core.testimage import seed_for
+    from ccis_workbench.flows.signals import cancel_on_signals
+    from ccis_workbench.flows.test import BootRequest, is_cancelled, prepare_test, report_dir, run_test
 
+    settings = settings_from_args(args, memory="test_memory_mb", grow="grow_mib", login_timeout="login_timeout",
+                                  inactivity_timeout="inactivity_timeout", artifacts="artifacts")
     cat = load_catalog(args)
-    image, manifest = resolve_image(args.image, cat, Path(args.artifacts))
-    profile = _profile_for(cat, args, manifest)
-    comp, plan = plan_for_profile(cat, profile, _with_rehearsal(args, manifest))
-    kind = check_kind(image, plan, profile.name)
-    boot = None
-    if kind != "rootfs":
-        boottest = import_backend("ccis_workbench.backends.boottest")
-        boot = boottest.BootTestOptions(
-            uri=args.uri, accel=args.accel, memory_mb=args.memory, grow_mib=args.grow,
-            login_timeout=args.login_timeout, inactivity_timeout=args.inactivity_timeout,
-            keep_on_failure=args.keep_on_failure, seed=seed_for(plan, args.seed, bool(args.rehearsal)),
-            hostname=_hostname(profile), rehearsal=bool(args.rehearsal))
+    explicit = None
+    if args.spec_profile or args.release or args.target:
+        ns = argparse.Namespace(profile=args.spec_profile, release=args.release, target=args.target,
+                                overlay=args.overlay, sets=args.sets)
+        explicit = profile_from_args(cat, ns)
+    setup = prepare_test(cat, Composer(cat), args.image, profile=explicit, rehearsal=True if args.rehearsal else None,
+                         seed=args.seed, only=args.only, skip=args.skip, artifacts=Path(settings.artifacts))
+    for note in setup.notes:
+        print(f"note: {note}", file=sys.stderr)
+    request = BootRequest.from_settings(settings, keep_on_failure=args.keep_on_failure,
+                                        container_runner=args.container_runner, workdir=args.workdir)
     monitor = PrintMonitor(show_console=not args.quiet and not args.json)
-    # SIGTERM (a CI timeout, `kill`) cancels like Ctrl-C: the guest (or container) and its volumes are removed
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        result = run_artifact_test(image, comp, plan, monitor, label=profile.name, boot=boot,
-                                   container=ContainerTestOptions(runner=args.container_runner, workdir=args.workdir),
-                                   workdir=args.workdir)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    out_dir = Path(args.output) if args.output else _default_output(image, result.run_id)
+    with cancel_on_signals(monitor.cancel_event, say_on_stderr) as stopped:
+        result = run_test(setup, request, monitor)
+    if is_cancelled(result) and not args.output:
+        # a cancelled run is not evidence: nothing is written beside the artifact
+        print(f"boot test cancelled ({stopped.name or 'interrupted'}): no report written", file=sys.stderr)
+        return stopped.exit_status or 130
+    out_dir = report_dir(setup.image, result.run_id, args.output)
     paths = write_reports(result, out_dir)
     if args.json:
         emit_json(result.to_dict())
@@ -181,99 +183,11 @@ def cmd_boot_test(args: argparse.Namespace) -> int:
         sys.stdout.write("\n" + render_summary(result))
         print(f"reports: {', '.join(str(p) for p in paths.values())}")
         if result.kept_domain:
-            print(f"the guest is still running: virsh -c {args.uri} console {result.kept_domain}\n"
+            print(f"the guest is still running: virsh -c {request.uri} console {result.kept_domain}\n"
                   f"  log in as {result.user}: the password and the SSH key are in {result.kept_credentials}/ "
                   f"(private; delete it when done)\n"
-                  f"  remove the guest and its volumes with: ccis-workbench gc (or virsh -c {args.uri} destroy "
+                  f"  remove the guest and its volumes with: ccis-workbench gc (or virsh -c {request.uri} destroy "
                   f"{result.kept_domain})")
+    if is_cancelled(result):
+        return stopped.exit_status or 130
     return 0 if result.passed else 1
-
-
-def _interrupt(_signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def _with_rehearsal(args: argparse.Namespace, manifest: dict[str, Any] | None) -> argparse.Namespace:
-    if manifest and _is_rehearsal(manifest) and not args.rehearsal:
-        args.rehearsal = True
-        print("note: the artifact is a REHEARSAL image (not CentOS): only the checks it can answer run",
-              file=sys.stderr)
-    return args
-
-
-def _is_rehearsal(manifest: dict[str, Any]) -> bool:
-    text = str(manifest.get("rehearsal", "")) + str(manifest.get("tree", "")) + str(manifest.get("source", ""))
-    return bool(manifest.get("rehearsal")) or "rehearsal" in text.lower()
-
-
-def _hostname(profile: Any) -> str:
-    name = "".join(ch if ch.isalnum() else "-" for ch in profile.name.lower()).strip("-")[:40]
-    return f"ccis-test-{name}" if name else "ccis-test"
-
-
-def _default_output(image: Path, run_id: str) -> Path:
-    parent = image.parent
-    if (parent / "manifest.json").exists() and _writable(parent):
-        return parent / f"boot-test-{run_id}"
-    return Path.cwd() / f"boot-test-{run_id}"
-
-
-def _writable(path: Path) -> bool:
-    import os
-
-    return os.access(path, os.W_OK)
-
-
-def resolve_image(spec: str, cat: Any, artifacts: Path) -> tuple[Path, dict[str, Any] | None]:
-    """ARTIFACT (a disk file or an artifact directory) or PROFILE (its newest build under *artifacts*)."""
-    from ccis_workbench.core.testimage import find_artifact
-
-    p = Path(spec)
-    if p.is_file():
-        return p.resolve(), _manifest_near(p.parent)
-    if p.is_dir():
-        return find_artifact(p), _manifest_near(p)
-    if spec in cat.profile_names() and artifacts.is_dir():
-        builds = sorted((d for d in artifacts.iterdir() if d.is_dir() and d.name.startswith(f"{spec}-")
-                         and (d / "manifest.json").exists()), key=lambda d: d.stat().st_mtime)
-        if builds:
-            return find_artifact(builds[-1]), _manifest_near(builds[-1])
-        raise WorkbenchError("No artifact", f"no build of profile {spec} under {artifacts}/",
-                             hint=f"build it first: ccis-workbench build {spec}")
-    raise WorkbenchError("Not found", f"{spec!r} is neither an image file, an artifact directory nor a profile",
-                         file=spec, hint="give a .qcow2/.raw file, a build's artifact directory or a profile name")
-
-
-def _manifest_near(d: Path) -> dict[str, Any] | None:
-    import json
-
-    m = d / "manifest.json"
-    if not m.is_file():
-        return None
-    try:
-        data = json.loads(m.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise WorkbenchError("Bad manifest", f"manifest.json cannot be read: {exc}", file=str(m)) from None
-    return data if isinstance(data, dict) else None
-
-
-def _profile_for(cat: Any, args: argparse.Namespace, manifest: dict[str, Any] | None) -> Any:
-    ns = argparse.Namespace(profile=args.spec_profile, release=args.release, target=args.target,
-                            overlay=args.overlay, sets=args.sets)
-    if ns.profile or ns.release or ns.target:
-        return profile_from_args(cat, ns)
-    if args.image in cat.profile_names() and not Path(args.image).exists():
-        ns.profile = args.image
-        return profile_from_args(cat, ns)
-    if manifest and isinstance(manifest.get("profile"), (str, dict)):
-        prof = manifest["profile"]
-        if isinstance(prof, dict):
-            text = prof.get("yaml")
-            if isinstance(text, str):
-                return cat.parse_profile_text(text, f"{args.image} (manifest.json)")
-            prof = prof.get("name")
-        if isinstance(prof, str) and prof in cat.profile_names():
-            ns.profile = prof
-            return profile_from_args(cat, ns)
-    raise WorkbenchError("Which checks?", "cannot tell which profile this image was built from",
-                         hint="give --profile NAME (or --release and --target)")

@@ -303,7 +303,7 @@ class Producer:
             accel=plan.options.accel, domain_type=plan.domain_type, kernel_cmdline=plan.cmdline,
             disk_virtual_size=vsize, tool_versions=tool_versions(self.run), timings=timings,
             artifacts=[{"file": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)} for p in produced],
-            extra=dict(extra))
+            choice=dict(plan.choice), extra=dict(extra))
         produced.append(manifest.write(out))
         (out / "CHECKSUM").write_text(checksum_text(produced))
 

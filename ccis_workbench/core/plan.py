@@ -127,6 +127,9 @@ class BuildPlan:
     artifact_dir: str
     created: str
     notes: list[str] = field(default_factory=list)
+    #: The composition's choice (release, target, overlays, variables): recorded in manifest.json, so a boot test
+    #: of an image built from an unsaved choice applies that choice's checks, from either face.
+    choice: dict[str, Any] = field(default_factory=dict)
 
     @property
     def kickstart_sha256(self) -> str:

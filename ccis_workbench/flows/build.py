@@ -1,0 +1,143 @@
+"""The build hand-offs, written once for both faces: build request -> plan -> build -> artifact directory.
+
+`plan_build` composes nothing itself: it takes the composition the face already has (the CLI composes the
+profile from its arguments, the TUI its current choice) and the request, resolves the install source (building
+the rehearsal tree when asked) and returns the BuildPlan that `ccis-workbench plan` prints and the build screen
+shows. `run_build` hands the plan to the libvirt backend, imported only then.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ccis_workbench.core.errors import WorkbenchError
+from ccis_workbench.core.monitor import Monitor
+from ccis_workbench.flows.settings import Settings
+
+#: The tree kinds a request can name: a URL, a local tree directory, an ISO file, or the rehearsal tree.
+REHEARSAL = "rehearsal"
+
+
+@dataclass
+class BuildRequest:
+    """Everything a build needs beyond the composition. Defaults come from `Settings` (one place)."""
+
+    tree: str | None = None  # URL | DIR | ISO | "rehearsal"; None: the release's tree URL
+    uri: str = "qemu:///system"
+    accel: str = "auto"
+    pool: str = "ccis-workbench"
+    network: str = "user"
+    memory_mb: int = 2048
+    vcpus: int = 2
+    disk_size: str | None = None  # e.g. 256M or 10G; None: the profile's disk_size
+    formats: list[str] | None = None  # None: the target's formats
+    output: str = "artifacts"
+    kernel_args: list[str] = field(default_factory=list)
+    inactivity_timeout: float = 300.0
+    total_timeout: float = 3600.0
+    build_id: str | None = None
+    rehearsal_cache: str | None = None  # where the rehearsal tree is built (None: the user's cache)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **given: Any) -> BuildRequest:
+        """A request whose unset fields come from *settings* (command line > environment > config > default)."""
+        values = {"uri": settings.uri, "accel": settings.accel, "pool": settings.pool, "network": settings.network,
+                  "memory_mb": settings.memory_mb, "vcpus": settings.vcpus, "output": settings.artifacts,
+                  "inactivity_timeout": settings.inactivity_timeout, "total_timeout": settings.total_timeout}
+        values.update({k: v for k, v in given.items() if v is not None})
+        return cls(**values)
+
+
+def resolve_source(comp: Any, request: BuildRequest, monitor: Monitor, *, download: bool) -> Any:
+    """The install source for *comp*: the rehearsal tree (built from the host's packages), the given URL, local
+    tree or ISO, or the release's own tree URL. Without *download*, a URL tree is only described (plan)."""
+    from ccis_workbench.core import installsource
+
+    arch = str(comp.variables.get("arch", "x86_64"))
+    spec = (request.tree or "").strip() or comp.release.tree_url(arch)
+    if spec == REHEARSAL:
+        from ccis_workbench.rehearsal.tree import build_tree
+
+        cache = Path(request.rehearsal_cache) if request.rehearsal_cache else None
+        spec = str(build_tree(cache=cache, monitor=monitor))
+    return installsource.resolve_for_plan(spec, arch, monitor, download=download, instead="--tree rehearsal")
+
+
+def kvm_device_usable() -> bool:
+    """Whether /dev/kvm can be opened (auto may still fall back to TCG when KVM guests do not run)."""
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def plan_build(comp: Any, request: BuildRequest, monitor: Monitor | None = None, *, download: bool = False,
+               name: str | None = None) -> Any:
+    """Composition + request -> BuildPlan (blocking: may build the rehearsal tree or read a URL's .treeinfo).
+
+    *name* is what the plan calls the profile (default: the composition's profile name)."""
+    from ccis_workbench.core.plan import PlanOptions, make_plan, parse_size_mb
+
+    mon = monitor or Monitor()
+    source = resolve_source(comp, request, mon, download=download)
+    disk = (request.disk_size or "").strip()
+    opts = PlanOptions(uri=request.uri, accel=request.accel, memory_mb=request.memory_mb, vcpus=request.vcpus,
+                       disk_size_mb=parse_size_mb(disk) if disk else None, network=request.network,
+                       pool=request.pool, extra_kernel_args=list(request.kernel_args), formats=request.formats,
+                       output_dir=request.output, inactivity_timeout=request.inactivity_timeout,
+                       total_timeout=request.total_timeout, build_id=request.build_id)
+    plan = make_plan(comp, name or comp.profile.name, source, opts, kvm_available=kvm_device_usable(),
+                     arch=str(comp.variables.get("arch", "x86_64")))
+    plan.notes.extend(source.notes)
+    prof = comp.profile
+    plan.choice = {"release": prof.release, "target": prof.target, "overlays": list(prof.overlays),
+                   "variables": {k: v for k, v in prof.variables.items()}}
+    return plan
+
+
+def plan_for_run(plan: Any, comp: Any, request: BuildRequest, monitor: Monitor) -> Any:
+    """The plan a build runs: a plan computed without downloading (the plan view) is computed again with the
+    kernel and initrd fetched into the cache, keeping its build id."""
+    if plan.source.kind == "url" and not plan.source.downloaded:
+        again = BuildRequest(**{**request.__dict__, "build_id": plan.build_id})
+        return plan_build(comp, again, monitor, download=True, name=plan.profile)
+    return plan
+
+
+#: What runs a plan: the libvirt backend by default; the TUI's tests inject another.
+BuildRunner = Callable[[Any, Monitor], Path]
+
+
+def run_build(plan: Any, monitor: Monitor) -> Path:
+    """Build *plan* on libvirt with the live console; the artifact directory, or BuildFailed (a WorkbenchError
+    whose `result` says how it ended: failed, stalled, timeout, cancelled, crashed, lost)."""
+    backend = libvirt_backend("ccis_workbench.backends.libvirt_build")
+    return backend.Build(plan, monitor).run()
+
+
+def leftovers_of(uri: str, pool: str, run_id: str) -> list[str]:
+    """Names of ccis- domains and volumes of run *run_id* still present on *uri* (after a cancel)."""
+    import contextlib
+
+    backend = libvirt_backend("ccis_workbench.backends.libvirt_build")
+    conn = backend.connect(uri)
+    try:
+        return [i.name for i in backend.find_leftovers(conn, pool) if run_id in i.name]
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def libvirt_backend(module: str) -> Any:
+    """Import a libvirt backend module; a missing libvirt-python becomes a clear error, not a traceback."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == "libvirt":
+            raise WorkbenchError("libvirt-python is not installed", "this command talks to libvirt through "
+                                 "libvirt-python", hint="pip install 'ccis-workbench[libvirt]' (needs apt: "
+                                 "libvirt-dev pkg-config)") from None
+        raise

@@ -1,0 +1,61 @@
+"""Signals end a run the way Ctrl-C does: SIGINT, SIGTERM (`timeout`, `kill`, CI runners, service managers) and
+SIGHUP (a closed terminal, a dropped SSH connection) set the monitor's cancel event, so the running build, boot
+test or container check destroys its guest and removes its volumes before it returns. A second signal while that
+cleanup runs is reported and ignored: aborting the cleanup is what leaves volumes behind.
+
+The exit status after a signal is 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+CANCEL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@dataclass
+class SignalState:
+    """Which signal (if any) cancelled the run."""
+
+    signum: int | None = None
+
+    @property
+    def exit_status(self) -> int | None:
+        return 128 + self.signum if self.signum is not None else None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+
+@contextlib.contextmanager
+def cancel_on_signals(cancel_event: threading.Event, say: Callable[[str], Any]) -> Iterator[SignalState]:
+    """While the block runs, the cancel signals set *cancel_event* and are told through *say*.
+
+    Outside the main thread (where Python cannot install handlers) this does nothing but yield the state."""
+    state = SignalState()
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if state.signum is None:
+            state.signum = signum
+            cancel_event.set()
+            say(f"\n{name}: cancelling: destroying the guest and removing its volumes")
+        else:
+            say(f"\n{name}: still cleaning up; the cleanup goes on (it is what keeps libvirt clean)")
+
+    previous = {s: signal.signal(s, handler) for s in CANCEL_SIGNALS}
+    try:
+        yield state
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)

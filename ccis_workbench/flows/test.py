@@ -1,0 +1,206 @@
+"""The boot-test hand-offs, written once for both faces: artifact -> manifest -> profile, checks and seed -> run ->
+reports.
+
+Which checks apply to an image is decided here and only here: the profile named on the command line (or the TUI's
+explicit choice), else the profile the artifact's manifest.json names (a saved profile of this catalog, or the
+release/target/overlays/variables the build recorded), else the fallback the face offers (the TUI's current
+choice). Whether the image is a rehearsal image is the manifest's typed `rehearsal` field, or the user's explicit
+choice; never a text search.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ccis_workbench.core.errors import WorkbenchError
+from ccis_workbench.core.manifest import Manifest, find_manifest
+from ccis_workbench.core.monitor import Monitor
+
+REHEARSAL_NOTE = "REHEARSAL image (not CentOS): only the checks it can answer run"
+
+
+@dataclass
+class TestSetup:
+    """What a run needs: the image, its manifest, the profile and checks that apply, the seed and the label."""
+
+    __test__ = False  # not a pytest class
+
+    image: Path
+    manifest: Manifest | None
+    profile: Any  # core.model.Profile
+    comp: Any  # core.compose.Composition (an image without a seed is logged into with its kickstart's user)
+    plan: Any  # core.testspec.CheckPlan
+    rehearsal: bool
+    seed: str
+    hostname: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return str(self.profile.name)
+
+
+def resolve_artifact(spec: str, catalog: Any, artifacts: Path) -> tuple[Path, Manifest | None]:
+    """ARTIFACT (an image file or an artifact directory) or PROFILE (its newest build under *artifacts*)."""
+    from ccis_workbench.core.testimage import find_artifact
+
+    spec = spec.strip()
+    if not spec:
+        raise WorkbenchError("No artifact", "choose a disk image, a build's artifact directory or a profile",
+                             hint="build first, or give the path of a .qcow2/.raw image or an artifact directory")
+    p = Path(spec)
+    if p.is_file():
+        return p.resolve(), find_manifest(p.resolve().parent)
+    if p.is_dir():
+        return find_artifact(p), find_manifest(p)
+    if spec in catalog.profile_names():
+        build = latest_build(spec, artifacts)
+        if build is not None:
+            return find_artifact(build), find_manifest(build)
+        raise WorkbenchError("No artifact", f"no build of profile {spec} under {artifacts}/",
+                             hint=f"build it first: ccis-workbench build {spec}")
+    raise WorkbenchError("Not found", f"{spec!r} is neither an image file, an artifact directory nor a profile",
+                         file=spec, hint="give a .qcow2/.raw file, a build's artifact directory or a profile name")
+
+
+def latest_build(profile: str, parent: Path) -> Path | None:
+    """The newest build folder of *profile* under *parent* (it holds manifest.json), or None."""
+    if not parent.is_dir():
+        return None
+    builds = sorted((d for d in parent.iterdir() if d.is_dir() and d.name.startswith(f"{profile}-")
+                     and (d / "manifest.json").is_file()), key=lambda d: d.stat().st_mtime)
+    return builds[-1] if builds else None
+
+
+def profile_of_manifest(catalog: Any, manifest: Manifest) -> tuple[Any, str] | None:
+    """(Profile, why) from what the build recorded, or None when it names nothing this catalog knows."""
+    from ccis_workbench.core.compose import choice
+
+    if manifest.profile and manifest.profile in catalog.profile_names():
+        return catalog.load_profile(manifest.profile), f"checks of profile {manifest.profile} (named by the " \
+                                                       "artifact's manifest.json)"
+    ch = manifest.choice
+    if isinstance(ch.get("release"), str) and isinstance(ch.get("target"), str):
+        overlays = [o for o in ch.get("overlays") or [] if isinstance(o, str)]
+        variables = ch.get("variables") if isinstance(ch.get("variables"), dict) else {}
+        profile = choice(ch["release"], ch["target"], overlays, variables, name=manifest.profile or None)
+        return profile, (f"checks of {profile.name}: the release, target, overlays and variables recorded in the "
+                         "artifact's manifest.json")
+    return None
+
+
+def prepare_test(catalog: Any, composer: Any, artifact: str, *, profile: Any = None, fallback: Any = None,
+                 rehearsal: bool | None = None, seed: str = "auto", only: list[str] | None = None,
+                 skip: list[str] | None = None, artifacts: Path = Path("artifacts")) -> TestSetup:
+    """Resolve *artifact* and everything a run of it needs (blocking: composes the profile).
+
+    *profile*: the profile the user named (wins). *fallback*: used when neither the user nor the manifest names
+    one (the TUI's current choice); without it such an artifact is an error that says what to give.
+    *rehearsal*: True or False forces; None takes the manifest's typed field."""
+    from ccis_workbench.core.testimage import seed_for
+    from ccis_workbench.core.testspec import filter_plan, load_spec, select_checks
+
+    image, manifest = resolve_artifact(artifact, catalog, artifacts)
+    notes: list[str] = []
+    if profile is None and not Path(artifact).exists() and artifact.strip() in catalog.profile_names():
+        profile = catalog.load_profile(artifact.strip())
+    if profile is None and manifest is not None:
+        found = profile_of_manifest(catalog, manifest)
+        if found is not None:
+            profile, why = found
+            notes.append(why)
+    if profile is None:
+        if fallback is None:
+            raise WorkbenchError("Which checks?", "cannot tell which profile this image was built from",
+                                 file=str(image), hint="give --profile NAME (or --release and --target)")
+        profile = fallback
+        notes.append(f"checks of the current choice {profile.name} (the artifact names no profile of this catalog)")
+    comp = composer.compose(profile)
+    if rehearsal is None:
+        rehearsal = bool(manifest is not None and manifest.rehearsal)
+    if rehearsal:
+        notes.append(REHEARSAL_NOTE)
+    plan = filter_plan(select_checks(load_spec(catalog.root), comp, rehearsal=rehearsal), only or [], skip or [])
+    if plan.context == "container":
+        notes.append("container image: checked in podman or a chroot, nothing boots")
+    return TestSetup(image, manifest, profile, comp, plan, rehearsal, seed_for(plan, seed, rehearsal),
+                     hostname_for(profile.name), notes)
+
+
+def hostname_for(profile_name: str) -> str:
+    """The guest's host name: ccis-test-NAME (letters, digits and dashes, 40 at most)."""
+    name = "".join(ch if ch.isalnum() else "-" for ch in profile_name.lower()).strip("-")[:40]
+    return f"ccis-test-{name}" if name else "ccis-test"
+
+
+@dataclass
+class BootRequest:
+    """The guest settings of a boot test (defaults from `Settings`, one place)."""
+
+    uri: str = "qemu:///system"
+    accel: str = "auto"
+    pool: str = "ccis-workbench"
+    memory_mb: int = 1024
+    grow_mib: int = 1024
+    login_timeout: float = 600.0
+    inactivity_timeout: float = 300.0
+    keep_on_failure: bool = False
+    container_runner: str = "auto"
+    workdir: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any, **given: Any) -> BootRequest:
+        values = {"uri": settings.uri, "accel": settings.accel, "pool": settings.pool,
+                  "memory_mb": settings.test_memory_mb,
+                  "grow_mib": settings.grow_mib, "login_timeout": settings.login_timeout,
+                  "inactivity_timeout": settings.inactivity_timeout}
+        values.update({k: v for k, v in given.items() if v is not None})
+        return cls(**values)
+
+
+def boot_options(setup: TestSetup, request: BootRequest) -> Any:
+    """The backend's BootTestOptions for *setup* (None for a container image: nothing boots). Imports the
+    libvirt backend only for disks."""
+    from ccis_workbench.backends.artifact_test import check_kind
+
+    if check_kind(setup.image, setup.plan, setup.label) == "rootfs":
+        return None
+    from ccis_workbench.flows.build import libvirt_backend
+
+    boottest = libvirt_backend("ccis_workbench.backends.boottest")
+    return boottest.BootTestOptions(
+        uri=request.uri, accel=request.accel, pool=request.pool, memory_mb=request.memory_mb, grow_mib=request.grow_mib,
+        login_timeout=request.login_timeout, inactivity_timeout=request.inactivity_timeout,
+        keep_on_failure=request.keep_on_failure, seed=setup.seed, hostname=setup.hostname,
+        rehearsal=setup.rehearsal)
+
+
+def run_test(setup: TestSetup, request: BootRequest, monitor: Monitor) -> Any:
+    """Boot a disk (or check a container image) and run the checks; a BootTestResult."""
+    from ccis_workbench.backends.artifact_test import run_artifact_test
+    from ccis_workbench.backends.container_test import ContainerTestOptions
+
+    return run_artifact_test(setup.image, setup.comp, setup.plan, monitor, label=setup.label,
+                             boot=boot_options(setup, request),
+                             container=ContainerTestOptions(runner=request.container_runner,
+                                                            workdir=request.workdir),
+                             workdir=request.workdir)
+
+
+def is_cancelled(result: Any) -> bool:
+    """A cancelled run is not evidence: its report is not written beside the artifact."""
+    return getattr(result, "ending", "") == "cancelled"
+
+
+def report_dir(image: Path, run_id: str, output: str | None = None) -> Path:
+    """Where the reports go: *output*, else beside the artifact (when it has a manifest and is writable), else
+    ./boot-test-ID."""
+    if output:
+        return Path(output)
+    parent = image.parent
+    if (parent / "manifest.json").exists() and os.access(parent, os.W_OK):
+        return parent / f"boot-test-{run_id}"
+    return Path.cwd() / f"boot-test-{run_id}"
