@@ -72,7 +72,13 @@ def _print_evidence(ev: Any) -> None:
 def cmd_propose(args: argparse.Namespace) -> int:
     """`propose`: flows.propose drafts, checks the evidence and commits; this prints."""
     from ccis_workbench.core.compose import Composer
-    from ccis_workbench.flows.propose import ProposeRequest, commit_proposal, draft_proposal, require_evidence
+    from ccis_workbench.flows.propose import (
+        ProposeRequest,
+        commit_proposal,
+        draft_proposal,
+        dry_run_report,
+        require_evidence,
+    )
 
     cat = load_catalog(args)
     request = ProposeRequest(profile=args.profile, repo=args.repo, branch=args.branch, base=args.base, tag=args.tag,
@@ -86,7 +92,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
     require_evidence(draft, allow_missing=args.allow_missing)
     if args.dry_run:
         if args.json:
-            emit_json(dict(draft.report(), dry_run=True, commit_message=draft.proposal.commit_message()))
+            emit_json(dry_run_report(draft))
         else:
             print(f"Would create branch {draft.branch} on {draft.base[:12]} with:")
             for c in draft.changed:

@@ -64,12 +64,22 @@ def resolve_source(comp: Any, request: BuildRequest, monitor: Monitor, *, downlo
 
         cache = Path(request.rehearsal_cache) if request.rehearsal_cache else None
         spec = str(build_tree(cache=cache, monitor=monitor))
-    return installsource.resolve_for_plan(spec, arch, monitor, download=download, instead="--tree rehearsal")
+    return installsource.resolve_for_plan(spec, arch, monitor, download=download,
+                                          instead="the rehearsal tree: --tree rehearsal")
 
 
 def kvm_device_usable() -> bool:
     """Whether /dev/kvm can be opened (auto may still fall back to TCG when KVM guests do not run)."""
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def describe_accel(accel: str) -> str:
+    """What a build with *accel* would really use here, in a few words (the TUI's status line, `doctor`)."""
+    if accel in ("kvm", "tcg"):
+        return accel
+    if not kvm_device_usable():
+        return "auto: tcg (no usable /dev/kvm)"
+    return "auto: kvm, tcg if KVM guests stay silent"
 
 
 def plan_build(comp: Any, request: BuildRequest, monitor: Monitor | None = None, *, download: bool = False,

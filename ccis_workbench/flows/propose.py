@@ -130,6 +130,24 @@ def draft_proposal(catalog: Any, composer: Any, request: ProposeRequest) -> Prop
     return draft
 
 
+def preview_evidence(composer: Any, comp: Any, *, artifacts: str | None, tag: str | None,
+                     branch: str | None) -> tuple[Any, Any]:
+    """(Evidence, Proposal) for any composition, saved or not: what the propose screen shows before the user
+    chooses (blocking: lint, the baseline diff, sha256 of the artifacts). Writes nothing."""
+    from ccis_workbench.core import propose as prop
+
+    baseline = composer.compose_baseline(comp.release.name, comp.variables)
+    evidence = prop.gather_evidence(comp, baseline, artifacts=Path(artifacts) if artifacts else None)
+    proposal = prop.build_proposal(comp, evidence, tag=prop.check_tag(tag or prop.default_tag()),
+                                   branch=branch or None)
+    return evidence, proposal
+
+
+def dry_run_report(draft: ProposalDraft) -> dict[str, Any]:
+    """What a dry run reports (both faces): the draft, the commit message, nothing written."""
+    return dict(draft.report(), dry_run=True, commit_message=draft.proposal.commit_message())
+
+
 def require_evidence(draft: ProposalDraft, *, allow_missing: bool) -> None:
     """Refuse a proposal whose evidence is missing, stale or failing, unless the user allowed it explicitly."""
     unmet = draft.evidence.unmet()

@@ -150,6 +150,7 @@ class BootRequest:
     keep_on_failure: bool = False
     container_runner: str = "auto"
     workdir: str | None = None
+    run_id: str | None = None  # None: a new one
 
     @classmethod
     def from_settings(cls, settings: Any, **given: Any) -> BootRequest:
@@ -175,7 +176,7 @@ def boot_options(setup: TestSetup, request: BootRequest) -> Any:
         uri=request.uri, accel=request.accel, pool=request.pool, memory_mb=request.memory_mb, grow_mib=request.grow_mib,
         login_timeout=request.login_timeout, inactivity_timeout=request.inactivity_timeout,
         keep_on_failure=request.keep_on_failure, seed=setup.seed, hostname=setup.hostname,
-        rehearsal=setup.rehearsal)
+        rehearsal=setup.rehearsal, run_id=request.run_id)
 
 
 def run_test(setup: TestSetup, request: BootRequest, monitor: Monitor) -> Any:

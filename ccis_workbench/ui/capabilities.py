@@ -8,8 +8,10 @@ ever called from a thread worker. libvirt is imported inside that call, never at
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
+
+from ccis_workbench.flows.build import describe_accel
+from ccis_workbench.flows.settings import Settings
 
 DEFAULT_URI = "qemu:///system"
 
@@ -50,15 +52,16 @@ class Capabilities:
         """The status shown before the check finishes (must not block)."""
         return HostStatus(self.uri(), None, "checking…", self.accelerator())
 
+    def __init__(self, settings: Settings | None = None) -> None:
+        #: the workbench's settings (flows.settings): the same URI and accelerator as the CLI
+        self.settings = settings or Settings.load()
+
     def uri(self) -> str:
-        return os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
+        return str(self.settings.uri)
 
     def accelerator(self) -> str:
-        """The accelerator a build would use: $CCIS_WORKBENCH_ACCEL (kvm|tcg), else kvm if usable, else tcg."""
-        chosen = os.environ.get("CCIS_WORKBENCH_ACCEL", "auto")
-        if chosen in ("kvm", "tcg"):
-            return chosen
-        return "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
+        """The accelerator a build would use, as the status line says it (flows.build.describe_accel)."""
+        return describe_accel(str(self.settings.accel))
 
     def check_host(self) -> HostStatus:
         """Blocking check of the libvirt connection (called from a thread worker)."""
@@ -107,6 +110,7 @@ class FixedCapabilities(Capabilities):
     name = "fixed"
 
     def __init__(self, status: HostStatus | None = None) -> None:
+        super().__init__()
         self.status = status or HostStatus(DEFAULT_URI, None, "not checked", "tcg")
 
     def initial_status(self) -> HostStatus:

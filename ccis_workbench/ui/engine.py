@@ -286,9 +286,10 @@ class Workbench:
             return DiffResult(mode, title, error="diff is not available yet (ccis_workbench.core.diff is missing)")
         try:
             if mode == "baseline":
-                base = "\n".join(sl.text for sl in comp.layers[0].lines) + "\n"
-                label = f"baseline {comp.release.name} ({comp.release.baseline})"
-                return DiffResult(mode, label, diff.diff_texts(base, comp.text, comp.version, label, ch.name))
+                # the same baseline as the CLI's `diff` and propose's evidence (flows.review)
+                from ccis_workbench.flows.review import baseline_label, diff_against_baseline
+
+                return DiffResult(mode, baseline_label(comp), diff_against_baseline(self.composer, comp))
             if mode == "target":
                 other = self.compose(Choice(ch.release, ch.target, [], {"arch": comp.variables["arch"]}))
                 label = f"{ch.release} + {ch.target} (no overlays, default variables)"

@@ -8,11 +8,11 @@ result (authoritative) fills in the table at the end.
 
 from __future__ import annotations
 
-import json
+import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Log, RichLog, Select, Static
 
+from ccis_workbench.flows.build import leftovers_of
+from ccis_workbench.flows.settings import Settings
+from ccis_workbench.flows.test import BootRequest, TestSetup, is_cancelled, prepare_test, report_dir, run_test
 from ccis_workbench.ui.messages import (
     BootTestEnded,
     BootTestPrepared,
@@ -33,7 +36,7 @@ from ccis_workbench.ui.messages import (
     RunOutput,
     RunStage,
 )
-from ccis_workbench.ui.screens.build import ACCELS, CONSOLE_LINES, SEVERITY_STYLE, UIMonitor, elapsed_text, remaining_of
+from ccis_workbench.ui.screens.build import ACCELS, CONSOLE_LINES, SEVERITY_STYLE, UIMonitor, elapsed_text
 from ccis_workbench.ui.widgets.panels import error_text
 
 if TYPE_CHECKING:
@@ -41,36 +44,30 @@ if TYPE_CHECKING:
     from ccis_workbench.core.monitor import Monitor
     from ccis_workbench.ui.engine import Choice, Workbench
 
+#: The harness's own marker lines (`echo __CCIS_B3__` ...) are not the guest's output: hidden from the console pane.
+HARNESS_MARKERS = re.compile(r'(?:echo )?__CCIS_(?:"")?[A-Z]+\d*(?:_(?:\d+|\$\?))?__;? ?')
+
 STATUS_STYLE = {"pending": "dim", "running": "bold cyan", "passed": "green", "failed": "bold red",
                 "error": "red", "skipped": "dim"}
 
 
 @dataclass
 class BootTestSettings:
-    """The boot-test screen's settings (the CLI's boot-test options)."""
+    """The boot-test screen's settings (the CLI's boot-test options). None: the workbench's setting (flows.settings:
+    environment, configuration file, default), the value the CLI would use."""
 
-    accel: str = "tcg"
-    memory_mb: int = 1024
-    grow_mib: int = 1024
-    login_timeout: float = 600.0
-    inactivity_timeout: float = 300.0
+    accel: str | None = None
+    memory_mb: int | None = None
+    grow_mib: int | None = None
+    login_timeout: float | None = None
+    inactivity_timeout: float | None = None
     rehearsal: bool | None = None  # None: from the artifact's manifest
     output_dir: str | None = None  # None: beside the artifact (boot-test-ID), else ./boot-test-ID
 
-
-@dataclass
-class BootTestSetup:
-    """What a run needs: the image, its manifest, the checks that apply, the seed and the label."""
-
-    image: Path
-    manifest: dict[str, Any] | None
-    plan: Any  # core.testspec.CheckPlan
-    comp: Any  # core.compose.Composition (an image without a seed is logged into with its kickstart's user)
-    rehearsal: bool
-    seed: str
-    label: str
-    hostname: str
-    notes: list[str] = field(default_factory=list)
+    def request(self, defaults: Settings, uri: str, run_id: str | None = None) -> BootRequest:
+        return BootRequest.from_settings(defaults, uri=uri, accel=self.accel, memory_mb=self.memory_mb,
+                                         grow_mib=self.grow_mib, login_timeout=self.login_timeout,
+                                         inactivity_timeout=self.inactivity_timeout, run_id=run_id)
 
 
 class BootTestMonitor(UIMonitor):
@@ -80,63 +77,12 @@ class BootTestMonitor(UIMonitor):
         self.target.post_message(CheckUpdated(check_id, status, reason))
 
 
-def prepare_boot_test(workbench: Workbench, ch: Choice, artifact: str, settings: BootTestSettings) -> BootTestSetup:
-    """Resolve *artifact* (a disk, an artifact directory, or a profile name) and the checks that apply to it:
-    those of the profile in the artifact's manifest, else those of the current choice (blocking)."""
-    from ccis_workbench.cli.test_cmds import resolve_image
-    from ccis_workbench.core.errors import WorkbenchError
-    from ccis_workbench.core.testimage import seed_for
-    from ccis_workbench.core.testspec import load_spec, select_checks
-
-    if not artifact.strip():
-        raise WorkbenchError("No artifact", "choose a disk image or a build's artifact directory",
-                             hint="build first (b), or type the path of a .qcow2/.raw image")
-    cat = workbench.catalog
-    image, manifest = resolve_image(artifact.strip(), cat, Path("artifacts"))
-    notes: list[str] = []
-    profile = None
-    prof = manifest.get("profile") if manifest else None
-    if isinstance(prof, dict) and isinstance(prof.get("yaml"), str):
-        profile = cat.parse_profile_text(prof["yaml"], f"{artifact} (manifest.json)")
-        notes.append(f"checks of profile {profile.name} (from the artifact's manifest.json)")
-    elif isinstance(prof, str) and prof in cat.profile_names():
-        profile = cat.load_profile(prof)
-        notes.append(f"checks of profile {prof} (named by the artifact's manifest.json)")
-    comp = workbench.composer.compose(profile) if profile is not None else workbench.compose(ch)
-    if profile is None:
-        notes.append(f"checks of the current choice {ch.name} (the artifact names no profile of this catalog)")
-    rehearsal = settings.rehearsal
-    if rehearsal is None:
-        text = json.dumps(manifest or {})
-        rehearsal = bool(manifest and (manifest.get("rehearsal") or "rehearsal" in text.lower()))
-    if rehearsal:
-        notes.append("REHEARSAL image (not CentOS): only the checks it can answer run")
-    plan = select_checks(load_spec(cat.root), comp, rehearsal=rehearsal)
-    seed = seed_for(plan, "auto", rehearsal)
-    if plan.context == "container":
-        notes.append("container image: checked in podman or a chroot, nothing boots")
-    name = "".join(c if c.isalnum() else "-" for c in comp.profile.name.lower()).strip("-")[:40]
-    return BootTestSetup(image, manifest, plan, comp, rehearsal, seed, comp.profile.name,
-                         f"ccis-test-{name}" if name else "ccis-test", notes)
-
-
-def run_libvirt_boot_test(setup: BootTestSetup, options: Any, monitor: Monitor) -> Any:
-    """The real test (the seam tests may replace): boots disks, checks container images; a BootTestResult."""
-    from ccis_workbench.backends.artifact_test import run_artifact_test
-
-    return run_artifact_test(setup.image, setup.comp, setup.plan, monitor, label=setup.label, boot=options)
-
-
-def report_dir(setup: BootTestSetup, settings: BootTestSettings, run_id: str) -> Path:
-    """Where the reports go: --output, else beside the artifact (when it has a manifest), else ./boot-test-ID."""
-    import os
-
-    if settings.output_dir:
-        return Path(settings.output_dir)
-    parent = setup.image.parent
-    if (parent / "manifest.json").exists() and os.access(parent, os.W_OK):
-        return parent / f"boot-test-{run_id}"
-    return Path.cwd() / f"boot-test-{run_id}"
+def prepare_boot_test(workbench: Workbench, ch: Choice, artifact: str, settings: BootTestSettings,
+                      artifacts: Path) -> TestSetup:
+    """The artifact and the checks that apply to it, through flows.test (the CLI's boot-test does the same); the
+    current choice is used only when neither the artifact's manifest names a profile (blocking)."""
+    return prepare_test(workbench.catalog, workbench.composer, artifact, fallback=ch.to_profile(),
+                        rehearsal=settings.rehearsal, artifacts=artifacts)
 
 
 class BootTestScreen(Screen[None]):
@@ -150,16 +96,21 @@ class BootTestScreen(Screen[None]):
     ]
 
     def __init__(self, workbench: Workbench, ch: Choice, uri: str, settings: BootTestSettings | None = None, *,
-                 artifact: str | None = None,
-                 runner: Callable[[BootTestSetup, Any, Monitor], Any] | None = None) -> None:
+                 artifact: str | None = None, defaults: Settings | None = None,
+                 runner: Callable[[TestSetup, BootRequest, Monitor], Any] | None = None,
+                 leftovers: Callable[[str, str, str], list[str]] | None = None) -> None:
         super().__init__()
         self.workbench = workbench
         self.choice = ch
         self.uri = uri
+        self.defaults = defaults or Settings.load()
         self.settings = settings or BootTestSettings()
         self.artifact = artifact or ""
-        self.runner = runner or run_libvirt_boot_test
-        self.setup: BootTestSetup | None = None
+        #: runs the test (flows.test.run_test); tests inject endings a real guest cannot be made to produce
+        self.runner = runner or run_test
+        #: what of a run is left in libvirt after a cancel (flows.build.leftovers_of)
+        self.leftovers = leftovers or leftovers_of
+        self.setup: TestSetup | None = None
         self.setup_error: WorkbenchError | None = None
         self.monitor: BootTestMonitor | None = None
         self.running = False
@@ -176,7 +127,8 @@ class BootTestScreen(Screen[None]):
             yield Input(self.artifact, id="boot-artifact", placeholder="disk image, artifact directory or profile",
                         compact=True)
             yield Label("Accel", classes="bar-label")
-            yield Select[str](ACCELS, value=self.settings.accel, allow_blank=False, id="boot-accel", compact=True)
+            yield Select[str](ACCELS, value=self.settings.accel or self.defaults.accel, allow_blank=False,
+                              id="boot-accel", compact=True)
             yield Button("Start", id="boot-start", variant="success", compact=True)
             yield Button("Cancel", id="boot-cancel", variant="error", compact=True, disabled=True)
         with Horizontal(id="boot-main", classes="run-main"):
@@ -224,7 +176,8 @@ class BootTestScreen(Screen[None]):
         from ccis_workbench.core.errors import WorkbenchError
 
         try:
-            self.post_message(BootTestPrepared(prepare_boot_test(self.workbench, self.choice, artifact, settings)))
+            self.post_message(BootTestPrepared(prepare_boot_test(self.workbench, self.choice, artifact, settings,
+                                                                 self.artifacts_dir())))
         except WorkbenchError as exc:
             self.post_message(BootTestPrepared(error=exc))
 
@@ -288,22 +241,20 @@ class BootTestScreen(Screen[None]):
         self.action_start()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="boottest", description="boot-test the image")
-    def run_test(self, setup: BootTestSetup, settings: BootTestSettings, monitor: BootTestMonitor,
+    def run_test(self, setup: TestSetup, settings: BootTestSettings, monitor: BootTestMonitor,
                  run_id: str) -> None:
         from ccis_workbench.core.errors import WorkbenchError
         from ccis_workbench.core.report import write_reports
 
         try:
             try:
-                from ccis_workbench.backends.boottest import BootTestOptions
-
-                options = BootTestOptions(uri=self.uri, accel=settings.accel, memory_mb=settings.memory_mb,
-                                          grow_mib=settings.grow_mib, login_timeout=settings.login_timeout,
-                                          inactivity_timeout=settings.inactivity_timeout, seed=setup.seed,
-                                          hostname=setup.hostname, rehearsal=setup.rehearsal, run_id=run_id)
-                result = self.runner(setup, options, monitor)
+                result = self.runner(setup, settings.request(self.defaults, self.uri, run_id), monitor)
                 monitor.flush()
-                paths = write_reports(result, report_dir(setup, settings, result.run_id))
+                if is_cancelled(result):
+                    # a cancelled run is not evidence: no report beside the artifact
+                    self.post_message(BootTestEnded(result, {}))
+                    return
+                paths = write_reports(result, report_dir(setup.image, result.run_id, settings.output_dir))
             except WorkbenchError as exc:
                 monitor.flush()
                 self.post_message(BootTestEnded(error=exc))
@@ -311,6 +262,10 @@ class BootTestScreen(Screen[None]):
             self.post_message(BootTestEnded(result, {k: str(v) for k, v in paths.items()}))
         finally:
             self._done.set()
+
+    def artifacts_dir(self) -> Path:
+        """Where a profile's builds are looked for (the artifacts setting, relative to the working directory)."""
+        return Path(self.defaults.artifacts)
 
     def action_cancel(self) -> None:
         if not self.running or self.monitor is None or self.monitor.cancel_event.is_set():
@@ -329,13 +284,8 @@ class BootTestScreen(Screen[None]):
         monitor.cancel_event.set()
         self._done.wait(timeout=60)
         seconds = time.monotonic() - t0
-        if self.runner is not run_libvirt_boot_test:
-            self.post_message(CleanupVerified(run_id, [], seconds))
-            return
         try:
-            from ccis_workbench.core.plan import DEFAULT_POOL
-
-            remaining = remaining_of(self.uri, DEFAULT_POOL, run_id)
+            remaining = self.leftovers(self.uri, self.defaults.pool, run_id)
         except Exception as exc:  # noqa: BLE001 - the check is a courtesy: report why it could not run
             self.post_message(CleanupVerified(run_id, [], seconds, error=f"{type(exc).__name__}: {exc}"))
             return
@@ -380,7 +330,8 @@ class BootTestScreen(Screen[None]):
     @on(RunOutput)
     def _output(self, message: RunOutput) -> None:
         self.console_text.append(message.text)
-        self.query_one("#boot-console", Log).write(message.text.replace("\r\n", "\n").replace("\r", ""))
+        shown = HARNESS_MARKERS.sub("", message.text.replace("\r\n", "\n").replace("\r", ""))
+        self.query_one("#boot-console", Log).write(shown)
 
     @on(BootTestEnded)
     def _ended(self, message: BootTestEnded) -> None:
@@ -398,8 +349,17 @@ class BootTestScreen(Screen[None]):
             return
         r = message.result
         self.result = r
+        if self.monitor is not None:
+            self.monitor.stop_clock()
         for c in r.checks:
             self._set_status(c.id, c.status, c.reason)
+        if is_cancelled(r):
+            summary.update(Text.assemble(("■ Cancelled", "bold yellow"), f" — {r.label}: the guest was destroyed; no "
+                                         "report written (a cancelled run is not evidence)"))
+            summary.set_classes("ending -shown")
+            self._event("warning", "boot test cancelled", self.monitor.elapsed() if self.monitor else 0.0)
+            self._refresh_controls()
+            return
         counts = r.counts()
         verdict = ("✓ PASSED", "bold green") if r.passed else ("✗ FAILED", "bold red")
         text = Text.assemble(verdict, f" — {r.label}: {counts['passed']} passed, {counts['failed']} failed, "
@@ -446,7 +406,8 @@ class BootTestScreen(Screen[None]):
             status.update(f"ended: {'passed' if self.result.passed else 'failed'} ({self.result.ending})   "
                           "f2 runs again · escape goes back")
         elif self.setup is not None:
-            status.update(f"ready: {self.setup.image} · {self.uri} · accel {self.settings.accel}   f2/ctrl+s starts")
+            accel = self.settings.accel or self.defaults.accel
+            status.update(f"ready: {self.setup.image} · {self.uri} · accel {accel}   f2/ctrl+s starts")
         else:
             status.update("choose an artifact (enter)")
 

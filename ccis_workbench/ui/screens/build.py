@@ -8,8 +8,7 @@ waits for the build to clean up, then checks libvirt for anything of this build 
 
 from __future__ import annotations
 
-import contextlib
-import os
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +26,17 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Log, RichLog, Select, Static
 
 from ccis_workbench.core.monitor import Monitor
+from ccis_workbench.flows.build import (
+    REHEARSAL,
+    BuildRequest,
+    BuildRunner,
+    leftovers_of,
+    plan_build,
+    plan_for_run,
+    run_build,
+)
+from ccis_workbench.flows.settings import ACCELS as ACCEL_NAMES
+from ccis_workbench.flows.settings import Settings
 from ccis_workbench.ui.messages import (
     BuildEnded,
     BuildPlanned,
@@ -46,7 +56,8 @@ if TYPE_CHECKING:
 #: Tree kinds the screen offers: (title, key).
 TREES = (("rehearsal (offline, not CentOS)", "rehearsal"), ("install tree URL", "url"), ("local tree directory",
                                                                                           "dir"))
-ACCELS = (("tcg", "tcg"), ("kvm", "kvm"), ("auto", "auto"))
+#: The accelerator choices: auto (KVM only when KVM guests really run here, else TCG), kvm, tcg.
+ACCELS = tuple((name, name) for name in ACCEL_NAMES)
 #: Lines kept in the console pane (the full log is saved with the artifacts).
 CONSOLE_LINES = 5000
 SEVERITY_STYLE = {"info": "", "warning": "yellow", "error": "bold red"}
@@ -66,26 +77,37 @@ class UIMonitor(Monitor):
     producer, and by the screen's timer (`flush()`), so a quiet guest's last line still shows.
     """
 
-    def __init__(self, target: MessagePump, interval: float = 0.1, progress_interval: float = 0.25) -> None:
+    def __init__(self, target: MessagePump, interval: float = 0.1, progress_interval: float = 0.25, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.target = target
         self.interval = interval
         self.progress_interval = progress_interval
+        self.clock = clock
         self.cancel_event = threading.Event()
-        self.started = time.monotonic()
+        self.started = clock()
+        #: elapsed seconds when the run ended (the timer stops there); None while it runs
+        self.stopped_at: float | None = None
         self._lock = threading.Lock()
         self._pending: dict[str, list[str]] = {}
-        self._last_flush = 0.0
-        self._last_progress = 0.0
+        # -inf, not 0.0: the clock may start near zero (time.monotonic() on a host up for minutes), and the first
+        # output must show at once
+        self._last_flush = -math.inf
+        self._last_progress = -math.inf
 
     def elapsed(self) -> float:
-        return time.monotonic() - self.started
+        return self.stopped_at if self.stopped_at is not None else self.clock() - self.started
+
+    def stop_clock(self) -> None:
+        """The run ended: elapsed() stays at this value."""
+        if self.stopped_at is None:
+            self.stopped_at = self.clock() - self.started
 
     def stage(self, name: str, detail: str = "") -> None:
         self.flush()
         self.target.post_message(RunStage(name, detail, self.elapsed()))
 
     def progress(self, done: float, total: float | None = None, unit: str = "") -> None:
-        now = time.monotonic()
+        now = self.clock()
         if now - self._last_progress >= self.progress_interval or (total is not None and done >= total):
             self._last_progress = now
             self.target.post_message(RunProgress(done, total, unit))
@@ -93,7 +115,7 @@ class UIMonitor(Monitor):
     def output(self, channel: str, text: str) -> None:
         with self._lock:
             self._pending.setdefault(channel, []).append(text)
-            due = time.monotonic() - self._last_flush >= self.interval
+            due = self.clock() - self._last_flush >= self.interval
         if due:
             self.flush()
 
@@ -108,7 +130,7 @@ class UIMonitor(Monitor):
         """Post what has accumulated, one message per channel (safe from any thread)."""
         with self._lock:
             pending, self._pending = self._pending, {}
-            self._last_flush = time.monotonic()
+            self._last_flush = self.clock()
         for channel, parts in pending.items():
             if parts:
                 self.target.post_message(RunOutput(channel, "".join(parts)))
@@ -116,72 +138,46 @@ class UIMonitor(Monitor):
 
 @dataclass
 class BuildSettings:
-    """What the build screen's controls choose (the CLI's build options)."""
+    """What the build screen's controls choose (the CLI's build options). None: the workbench's setting
+    (flows.settings: environment, configuration file, default), the same value the CLI would use."""
 
     tree: str = "rehearsal"  # rehearsal | url | dir
     location: str = ""  # the URL (empty: the release's tree URL) or the directory
-    accel: str = "tcg"  # tcg by default here: KVM hangs on these hosts (docs/hosts.md)
-    memory_mb: int = 2048
+    accel: str | None = None
+    memory_mb: int | None = None
     disk_size: str = ""  # e.g. 96M or 10G; empty: the profile's disk_size
-    output_dir: str = "artifacts"
-    inactivity_timeout: float = 300.0
-    total_timeout: float = 3600.0
+    output_dir: str | None = None
+    inactivity_timeout: float | None = None
+    total_timeout: float | None = None
     rehearsal_cache: str | None = None  # where the rehearsal tree is built (None: the user's cache)
 
+    def request(self, defaults: Settings, uri: str, build_id: str | None = None) -> BuildRequest:
+        """The flows' BuildRequest for these controls (the CLI builds the same from its options)."""
+        from ccis_workbench.core.errors import WorkbenchError
 
-def make_build_plan(workbench: Workbench, ch: Choice, settings: BuildSettings, uri: str,
-                    monitor: Monitor | None = None, *, download: bool = False, build_id: str | None = None) -> Any:
-    """The BuildPlan for a choice (blocking: builds the rehearsal tree, reads a URL's .treeinfo).
-
-    With *download*, a URL tree's kernel and initrd are fetched into the cache (what a build needs); without,
-    an unreachable URL still gives a plan that says so, as `ccis-workbench plan` does."""
-    from ccis_workbench.core import installsource
-    from ccis_workbench.core.errors import WorkbenchError
-    from ccis_workbench.core.plan import PlanOptions, make_plan, parse_size_mb
-
-    mon = monitor or Monitor()
-    comp = workbench.compose(ch)
-    arch = str(comp.variables.get("arch", "x86_64"))
-    if settings.tree == "rehearsal":
-        from ccis_workbench.rehearsal.tree import build_tree
-
-        spec = str(build_tree(cache=Path(settings.rehearsal_cache) if settings.rehearsal_cache else None,
-                              monitor=mon))
-    elif settings.tree == "url":
-        spec = settings.location.strip() or comp.release.tree_url(arch)
-    else:
-        spec = settings.location.strip()
-        if not spec:
-            raise WorkbenchError("No tree directory", "choose the directory that holds .treeinfo",
-                                 hint="or pick the rehearsal tree")
-    source = installsource.resolve_for_plan(spec, arch, mon, download=download, instead="the rehearsal tree")
-    opts = PlanOptions(uri=uri, accel=settings.accel, memory_mb=settings.memory_mb,
-                       disk_size_mb=parse_size_mb(settings.disk_size) if settings.disk_size.strip() else None,
-                       output_dir=settings.output_dir, inactivity_timeout=settings.inactivity_timeout,
-                       total_timeout=settings.total_timeout, build_id=build_id)
-    kvm = os.access("/dev/kvm", os.R_OK | os.W_OK)
-    plan = make_plan(comp, ch.name, source, opts, kvm_available=kvm, arch=arch)
-    plan.notes.extend(source.notes)
-    return plan
+        location = self.location.strip()
+        if self.tree == "rehearsal":
+            tree: str | None = REHEARSAL
+        elif self.tree == "url":
+            tree = location or None
+        else:
+            if not location:
+                raise WorkbenchError("No tree directory", "choose the directory that holds .treeinfo",
+                                     hint="or pick the rehearsal tree")
+            tree = location
+        return BuildRequest.from_settings(
+            defaults, tree=tree, uri=uri, accel=self.accel, memory_mb=self.memory_mb,
+            disk_size=self.disk_size.strip() or None, output=self.output_dir,
+            inactivity_timeout=self.inactivity_timeout, total_timeout=self.total_timeout, build_id=build_id,
+            rehearsal_cache=self.rehearsal_cache)
 
 
-def run_libvirt_build(plan: Any, monitor: Monitor) -> Path:
-    """The real build (the seam tests may replace): returns the artifact directory or raises BuildFailed."""
-    from ccis_workbench.backends.libvirt_build import Build
-
-    return Build(plan, monitor).run()
-
-
-def remaining_of(uri: str, pool: str, run_id: str) -> list[str]:
-    """Names of ccis- domains and volumes of run *run_id* still present on *uri* (blocking)."""
-    from ccis_workbench.backends.libvirt_build import connect, find_leftovers
-
-    conn = connect(uri)
-    try:
-        return [i.name for i in find_leftovers(conn, pool) if run_id in i.name]
-    finally:
-        with contextlib.suppress(Exception):
-            conn.close()
+def make_build_plan(workbench: Workbench, ch: Choice, settings: BuildSettings, defaults: Settings, uri: str,
+                    monitor: Monitor | None = None, *, download: bool = False) -> Any:
+    """The BuildPlan for a choice, through flows.build (blocking: builds the rehearsal tree, reads a URL's
+    .treeinfo). Without *download*, an unreachable URL still gives a plan that says so, as `plan` does."""
+    return plan_build(workbench.compose(ch), settings.request(defaults, uri), monitor, download=download,
+                      name=ch.name)
 
 
 class BuildScreen(Screen[None]):
@@ -196,13 +192,18 @@ class BuildScreen(Screen[None]):
     ]
 
     def __init__(self, workbench: Workbench, ch: Choice, uri: str, settings: BuildSettings | None = None, *,
-                 runner: Callable[[Any, Monitor], Path] | None = None) -> None:
+                 defaults: Settings | None = None, runner: BuildRunner | None = None,
+                 leftovers: Callable[[str, str, str], list[str]] | None = None) -> None:
         super().__init__()
         self.workbench = workbench
         self.choice = ch
         self.uri = uri
+        self.defaults = defaults or Settings.load()
         self.settings = settings or BuildSettings()
-        self.runner = runner or run_libvirt_build
+        #: runs a plan: the libvirt backend (flows.build.run_build); tests inject endings it cannot produce
+        self.runner = runner or run_build
+        #: what of a run is left in libvirt after a cancel (flows.build.leftovers_of)
+        self.leftovers = leftovers or leftovers_of
         self.plan: Any = None
         self.plan_error: WorkbenchError | None = None
         self.monitor: UIMonitor | None = None
@@ -212,6 +213,7 @@ class BuildScreen(Screen[None]):
         self.console_text: list[str] = []  # everything the console pane received (tests read it)
         self._build_done = threading.Event()
         self._generation = 0
+        self._ended_build_id: str | None = None
 
     @property
     def wb_app(self) -> WorkbenchApp:
@@ -229,11 +231,13 @@ class BuildScreen(Screen[None]):
             yield Button("Cancel", id="build-cancel", variant="error", compact=True, disabled=True)
         with Horizontal(id="build-bar2", classes="run-bar"):
             yield Label("Accel", classes="bar-label")
-            yield Select[str](ACCELS, value=s.accel, allow_blank=False, id="build-accel", compact=True)
+            yield Select[str](ACCELS, value=s.accel or self.defaults.accel, allow_blank=False, id="build-accel",
+                              compact=True)
             yield Label("Disk", classes="bar-label")
             yield Input(s.disk_size, id="build-disk", placeholder="profile's", compact=True)
             yield Label("Output", classes="bar-label")
-            yield Input(s.output_dir, id="build-output", placeholder="artifacts", compact=True)
+            yield Input(s.output_dir or self.defaults.artifacts, id="build-output", placeholder="artifacts",
+                        compact=True)
         with Horizontal(id="build-main", classes="run-main"):
             with VerticalScroll(id="build-plan-scroll"):
                 yield Static("computing the plan…", id="build-plan")
@@ -268,7 +272,7 @@ class BuildScreen(Screen[None]):
         return replace(self.settings, tree=str(tree), accel=str(accel),
                        location=self.query_one("#build-location", Input).value.strip(),
                        disk_size=self.query_one("#build-disk", Input).value.strip(),
-                       output_dir=self.query_one("#build-output", Input).value.strip() or "artifacts")
+                       output_dir=self.query_one("#build-output", Input).value.strip() or None)
 
     def _sync_location(self) -> None:
         tree = self.query_one("#build-tree", Select).value
@@ -299,6 +303,12 @@ class BuildScreen(Screen[None]):
         self.settings = self.read_settings()
         self._generation += 1
         self.plan = None
+        if self.ended is not None:
+            # the previous run's result belongs to the previous plan
+            self.ended = None
+            ending = self.query_one("#build-ending", Static)
+            ending.update("")
+            ending.set_classes("ending")
         self.query_one("#build-plan", Static).update(Text("computing the plan…", style="italic"))
         self._refresh_controls()
         self.compute_plan(self._generation, self.settings)
@@ -308,7 +318,7 @@ class BuildScreen(Screen[None]):
         from ccis_workbench.core.errors import WorkbenchError
 
         try:
-            plan = make_build_plan(self.workbench, self.choice, settings, self.uri, UIMonitor(self))
+            plan = make_build_plan(self.workbench, self.choice, settings, self.defaults, self.uri, UIMonitor(self))
         except WorkbenchError as exc:
             self.post_message(BuildPlanned(error=exc))
             return
@@ -332,6 +342,12 @@ class BuildScreen(Screen[None]):
         if self.running:
             self.notify("a build is already running", title="Build", severity="warning")
             return
+        if self.ended is not None and self.plan is not None and self.plan.build_id == self._ended_build_id:
+            # "build again": a plan's build id names its artifact folder, so a new run needs a new plan
+            self.notify("planning a new build (a new build id) first; press f2 again when the plan is shown",
+                        title="Build again")
+            self.request_plan()
+            return
         if self.plan is None:
             reason = f"{self.plan_error.title}: {self.plan_error.message}" if self.plan_error else "the plan is " \
                 "not ready yet"
@@ -339,6 +355,7 @@ class BuildScreen(Screen[None]):
             return
         self.running = True
         self.ended = None
+        self._ended_build_id = self.plan.build_id
         self.console_text = []
         self._build_done.clear()
         self.query_one("#build-console", Log).clear()
@@ -364,11 +381,9 @@ class BuildScreen(Screen[None]):
 
         try:
             try:
-                plan = shown_plan
-                if shown_plan.source.kind == "url" and not shown_plan.source.downloaded:
-                    # the plan view reads only .treeinfo; the build needs the kernel and initrd in the cache
-                    plan = make_build_plan(self.workbench, self.choice, settings, self.uri, monitor, download=True,
-                                           build_id=shown_plan.build_id)
+                # the plan view reads only a URL tree's .treeinfo; the build needs the kernel and initrd cached
+                plan = plan_for_run(shown_plan, self.workbench.compose(self.choice),
+                                    settings.request(self.defaults, self.uri), monitor)
                 out = self.runner(plan, monitor)
             except WorkbenchError as exc:
                 monitor.flush()
@@ -407,11 +422,11 @@ class BuildScreen(Screen[None]):
         monitor.cancel_event.set()
         self._build_done.wait(timeout=60)
         seconds = time.monotonic() - t0
-        if plan is None or self.runner is not run_libvirt_build:
+        if plan is None:
             self.post_message(CleanupVerified(build_id, [], seconds))
             return
         try:
-            remaining = remaining_of(plan.options.uri, plan.options.pool, build_id)
+            remaining = self.leftovers(plan.options.uri, plan.options.pool, build_id)
         except Exception as exc:  # noqa: BLE001 - the check is a courtesy: report why it could not run
             self.post_message(CleanupVerified(build_id, [], seconds, error=f"{type(exc).__name__}: {exc}"))
             return
@@ -452,11 +467,13 @@ class BuildScreen(Screen[None]):
         self.running = False
         self.ended = message
         self.stage_name = message.status
+        if self.monitor is not None:
+            self.monitor.stop_clock()
         if message.status == "success" and message.artifact_dir:
             self.wb_app.last_artifact_dir = message.artifact_dir
         elapsed = self.monitor.elapsed() if self.monitor else 0.0
-        self._event("info" if message.status == "success" else "error",
-                    f"{message.title}: {message.message}", elapsed)
+        severity = {"success": "info", "cancelled": "warning"}.get(message.status, "error")
+        self._event(severity, f"{message.title}: {message.message}", elapsed)
         ending = self.query_one("#build-ending", Static)
         ending.update(ending_text(message))
         ending.set_classes(f"ending -shown -{'ok' if message.status == 'success' else 'bad'}")

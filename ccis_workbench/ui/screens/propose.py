@@ -1,14 +1,13 @@
 """The propose screen: the evidence for the current profile's exact kickstart, tag and branch, a dry run by default,
 a confirmed real commit, and the pull-request text.
 
-Evidence comes from ccis_workbench.core.propose (lint and the baseline diff now; the build manifest, CHECKSUM and
-boot-test report from an artifacts folder, matched by the kickstart's sha256). Running the proposal is the CLI's
-`propose` (real git, never touching the user's checkout) called with --json in a worker.
+Evidence and the proposal come from ccis_workbench.flows.propose, the same calls as the CLI's `propose` (real git,
+never touching the user's checkout). Missing or stale evidence needs a second, separate confirmation (the CLI's
+`--allow-missing`); only files that differ from the base commit are listed as committed.
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,15 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 
+from ccis_workbench.flows.propose import (
+    ProposeRequest,
+    commit_proposal,
+    draft_proposal,
+    dry_run_report,
+    preview_evidence,
+    require_evidence,
+)
+from ccis_workbench.flows.test import latest_build
 from ccis_workbench.ui.messages import EvidenceGathered, ProposeDone
 from ccis_workbench.ui.modals import ConfirmationModal
 from ccis_workbench.ui.widgets.panels import error_text
@@ -41,34 +49,30 @@ def saved_profile_name(ch: Choice) -> str | None:
 
 def latest_artifacts(profile: str, parent: Path = Path("artifacts")) -> str | None:
     """The newest build folder of *profile* under *parent* (it holds manifest.json), or None."""
-    if not parent.is_dir():
-        return None
-    builds = sorted((d for d in parent.iterdir() if d.is_dir() and d.name.startswith(f"{profile}-")
-                     and (d / "manifest.json").is_file()), key=lambda d: d.stat().st_mtime)
-    return str(builds[-1]) if builds else None
+    build = latest_build(profile, parent)
+    return str(build) if build is not None else None
 
 
 def gather(workbench: Workbench, ch: Choice, artifacts: str, tag: str, branch: str) -> tuple[Any, Any]:
-    """(Evidence, Proposal preview) for the choice's exact kickstart (blocking: lint, diff, sha256 of artifacts)."""
-    from ccis_workbench.core import propose as prop
-
-    comp = workbench.compose(ch)
-    baseline = workbench.composer.compose_baseline(comp.release.name, comp.variables)
-    evidence = prop.gather_evidence(comp, baseline, artifacts=Path(artifacts) if artifacts else None)
-    proposal = prop.build_proposal(comp, evidence, tag=prop.check_tag(tag), branch=branch or None)
-    return evidence, proposal
+    """(Evidence, Proposal preview) for the choice's exact kickstart (flows.propose.preview_evidence)."""
+    return preview_evidence(workbench.composer, workbench.compose(ch), artifacts=artifacts or None, tag=tag,
+                            branch=branch or None)
 
 
-def run_propose(root: Path, profile: str, *, tag: str, branch: str, artifacts: str, dry_run: bool) -> dict[str, Any]:
-    """The CLI's `propose --json` (always --allow-missing: the screen showed the evidence and the user chose)."""
-    from ccis_workbench.cli.propose_cmds import cmd_propose
+def run_propose(root: Path, profile: str, *, tag: str, branch: str, artifacts: str, dry_run: bool,
+                allow_missing: bool) -> dict[str, Any]:
+    """flows.propose, as the CLI's `propose` runs it: draft, refuse unmet evidence unless *allow_missing* (the
+    user's second, separate confirmation), then a dry-run report or the commit."""
+    from ccis_workbench.core.catalog import Catalog
+    from ccis_workbench.core.compose import Composer
 
-    args = argparse.Namespace(catalog=str(root), profile=profile, repo=None, branch=branch or None, base="HEAD",
-                              tag=tag, artifacts=artifacts or None, boot_test=None, allow_missing=True, output=None,
-                              push=None, dry_run=dry_run, json=True)
-    report: dict[str, Any] = {}
-    cmd_propose(args, emit=report.update)  # no global stdout swap from a worker thread
-    return report
+    cat = Catalog.load(root)
+    request = ProposeRequest(profile=profile, tag=tag or None, branch=branch or None, artifacts=artifacts or None)
+    draft = draft_proposal(cat, Composer(cat), request)
+    require_evidence(draft, allow_missing=allow_missing)
+    if dry_run:
+        return dry_run_report(draft)
+    return commit_proposal(draft, request)
 
 
 class ProposeScreen(Screen[None]):
@@ -211,15 +215,25 @@ class ProposeScreen(Screen[None]):
         unmet = self.evidence.unmet()
         question = (f"Create branch {self.branch} in {self.workbench.root} with a commit proposing "
                     f"{self.profile} (tag {self.tag})? Your checkout is not changed.")
-        if unmet:
-            question += "\n\nNot all evidence is there: " + "; ".join(f"{i.title} {i.status}" for i in unmet) + \
-                ". The pull-request text will say so."
 
         def answered(yes: bool | None) -> None:
-            if yes:
-                self._start(False)
-            else:
+            if not yes:
                 self.notify("nothing was written", title="Proposal not made")
+            elif unmet:
+                # missing evidence is a separate, explicit choice (the CLI's --allow-missing)
+                missing = "; ".join(f"{i.title} {i.status}" for i in unmet)
+                self.app.push_screen(ConfirmationModal(
+                    f"Not all evidence is there: {missing}.\n\nPropose anyway? The pull-request text and the "
+                    "commit will say what is missing (the CLI needs --allow-missing for this).",
+                    yes="Propose without it", no="Cancel"), allowed)
+            else:
+                self._start(False, allow_missing=False)
+
+        def allowed(yes: bool | None) -> None:
+            if yes:
+                self._start(False, allow_missing=True)
+            else:
+                self.notify("nothing was written: build and boot-test this kickstart first", title="Proposal not made")
 
         self.app.push_screen(ConfirmationModal(question, yes="Commit", no="Cancel"), answered)
 
@@ -237,20 +251,20 @@ class ProposeScreen(Screen[None]):
             return False
         return True
 
-    def _start(self, dry_run: bool) -> None:
+    def _start(self, dry_run: bool, *, allow_missing: bool = True) -> None:
         self.busy = True
         self.refresh_bindings()
         self._status("dry run…" if dry_run else "committing the proposal…")
-        self.run_proposal(dry_run, self.tag, self.branch, self.artifacts)
+        self.run_proposal(dry_run, self.tag, self.branch, self.artifacts, allow_missing)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="propose", description="propose")
-    def run_proposal(self, dry_run: bool, tag: str, branch: str, artifacts: str) -> None:
+    def run_proposal(self, dry_run: bool, tag: str, branch: str, artifacts: str, allow_missing: bool) -> None:
         from ccis_workbench.core.errors import WorkbenchError
 
         assert self.profile is not None
         try:
             report = run_propose(self.workbench.root, self.profile, tag=tag, branch=branch, artifacts=artifacts,
-                                 dry_run=dry_run)
+                                 dry_run=dry_run, allow_missing=allow_missing)
             pr_text = ""
             if report.get("pull_request"):
                 pr_text = Path(report["pull_request"]).read_text(encoding="utf-8")
