@@ -77,6 +77,10 @@ case "$cmd" in
   app) system_packages; python_env; start_libvirtd; exec "$VENV/bin/ccis-workbench" "$@" ;;
   test)
     system_packages; python_env; start_libvirtd
+    say "static checks: ruff, mypy (core and flows), import contracts (lint-imports)"
+    "$VENV/bin/ruff" check ccis_workbench tests benchmarks scripts
+    "$VENV/bin/mypy"
+    "$VENV/bin/lint-imports" --no-cache >/dev/null || "$VENV/bin/lint-imports" --no-cache
     say "running the test suite"
     exec "$VENV/bin/python" -m pytest "$@" ;;
   *) echo "usage: $0 app|test|setup [args...]" >&2; exit 2 ;;

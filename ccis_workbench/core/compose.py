@@ -216,13 +216,13 @@ class Composer:
         var_lines = {k.split(".", 1)[1]: v for k, v in ln.items() if k.startswith("variables.")}
         variables = resolve_variables(profile.variables, rules, src, var_lines)
         arch = variables["arch"]
-        for what, allowed, where in (("release " + release.name, release.arches, release.source),
+        for what, arches, where in (("release " + release.name, release.arches, release.source),
                                      ("target " + target.name, target.arches, target.source),
                                      *(("overlay " + o.name, o.arches, o.source) for o in overlays)):
-            if arch not in allowed:
+            if arch not in arches:
                 raise CatalogError("Architecture not supported", f"{what} does not support {arch}", file=src,
                                    line=var_lines.get("arch", ln.get("variables", 0)),
-                                   hint=f"{what} supports: {', '.join(allowed)} ({where})")
+                                   hint=f"{what} supports: {', '.join(arches)} ({where})")
         return release, target, overlays, variables
 
     def context(self, release: Release, target: Target | None, overlays: list[Overlay],
