@@ -28,7 +28,8 @@ WRAPPED = {"virt-xml-validate": ["xmllint"], "virt-install": ["qemu-img"], "vagr
 NOT_PROGRAMS = {"sh"}  # POSIX sh: part of every system (dash on Debian, bash on Fedora)
 #: The dnf package of each program (Fedora/CentOS names), for DNF_PACKAGES; None: not packaged there (said why).
 DNF = {
-    "busybox": "busybox", "chroot": "coreutils", "cloud-init": "cloud-init", "cpio": "cpio", "debootstrap": "debootstrap",
+    "busybox": "busybox", "chroot": "coreutils", "cloud-init": "cloud-init", "cpio": "cpio",
+    "debootstrap": "debootstrap",
     "depmod": "kmod", "du": "coreutils", "extlinux": "syslinux-extlinux", "gcc": "gcc", "git": "git",
     "ksvalidator": None,  # pip (pykickstart), in the virtualenv
     "ldd": "glibc-common", "mke2fs": "e2fsprogs", "mount": "util-linux", "podman": "podman", "qemu-img": "qemu-img",
