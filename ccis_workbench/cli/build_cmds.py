@@ -115,9 +115,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     from ccis_workbench.flows.signals import cancel_on_signals
 
     monitor = PrintMonitor(show_console=not (args.quiet or args.json))
-    plan = make_plan_from_args(args, monitor=monitor, download=True)
     backend = _backend()
+    # from here on a signal cancels: during planning it stops the build before any guest starts
     with cancel_on_signals(monitor.cancel_event, say_on_stderr) as stopped:
+        plan = make_plan_from_args(args, monitor=monitor, download=True)
         try:
             out = run_build(plan, monitor)
         except backend.BuildFailed as exc:

@@ -148,10 +148,17 @@ def render_plan(plan: Any, *, commands: bool = False, width: int = 118) -> str:
 # -- boot-test -------------------------------------------------------------------------------------------------
 
 def cmd_boot_test(args: argparse.Namespace) -> int:
-    from ccis_workbench.core.compose import Composer
     from ccis_workbench.core.monitor import PrintMonitor
-    from ccis_workbench.core.report import render_summary, write_reports
     from ccis_workbench.flows.signals import cancel_on_signals
+
+    monitor = PrintMonitor(show_console=not args.quiet and not args.json)
+    with cancel_on_signals(monitor.cancel_event, say_on_stderr) as stopped:
+        return _boot_test(args, monitor, stopped)
+
+
+def _boot_test(args: argparse.Namespace, monitor: Any, stopped: Any) -> int:
+    from ccis_workbench.core.compose import Composer
+    from ccis_workbench.core.report import render_summary, write_reports
     from ccis_workbench.flows.test import BootRequest, is_cancelled, prepare_test, report_dir, run_test
 
     settings = settings_from_args(args, memory="test_memory_mb", grow="grow_mib", login_timeout="login_timeout",
@@ -168,9 +175,7 @@ def cmd_boot_test(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     request = BootRequest.from_settings(settings, keep_on_failure=args.keep_on_failure,
                                         container_runner=args.container_runner, workdir=args.workdir)
-    monitor = PrintMonitor(show_console=not args.quiet and not args.json)
-    with cancel_on_signals(monitor.cancel_event, say_on_stderr) as stopped:
-        result = run_test(setup, request, monitor)
+    result = run_test(setup, request, monitor)
     if is_cancelled(result):
         # a cancelled run is not evidence: no report is written (propose could take it for one)
         print(f"boot test cancelled ({stopped.name or 'interrupted'}): no report written", file=sys.stderr)
