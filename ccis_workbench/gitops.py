@@ -101,12 +101,6 @@ def resolve_commit(repo: Path, rev: str) -> str:
     return _out(proc)
 
 
-def current_branch(repo: Path) -> str | None:
-    """The checked-out branch name, or None when HEAD is detached."""
-    proc = run_git(repo, ["symbolic-ref", "--quiet", "--short", "HEAD"], check=False)
-    return _out(proc) if proc.returncode == 0 else None
-
-
 def status(repo: Path) -> list[StatusEntry]:
     """Every change in the working tree and index, untracked files included (ignored files excluded)."""
     raw = run_git(repo, ["status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignore-submodules=none"])

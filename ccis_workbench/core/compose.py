@@ -663,11 +663,6 @@ def _cmd_text(cmd: Any) -> str:
     return " ".join(lines)
 
 
-def compose_profile(catalog: Catalog, profile: Profile) -> Composition:
-    """Compose one profile (convenience wrapper around Composer)."""
-    return Composer(catalog).compose(profile)
-
-
 def choice(release: str, target: str, overlays: list[str] | None = None, variables: dict[str, Any] | None = None,
            kickstart: str = "", name: str | None = None) -> Profile:
     """An ad-hoc profile from --release/--target/--overlay."""

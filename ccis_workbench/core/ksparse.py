@@ -12,7 +12,6 @@ import re
 import shlex
 import threading
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,7 +211,3 @@ def canonical(text: str, version: str) -> str:
     """pykickstart's own canonical rendering of *text* (comments and formatting normalised)."""
     handler, _ = parse_text(text, version)
     return str(handler)
-
-
-def lines_of(seq: Sequence[str]) -> list[str]:
-    return [line for chunk in seq for line in chunk.split("\n")]

@@ -12,7 +12,6 @@ import hashlib
 import os
 import re
 import secrets
-import socket
 from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -389,7 +388,3 @@ def _size(path: Any) -> int:
         return os.path.getsize(path)
     except OSError:
         return 0
-
-
-def local_host() -> str:
-    return socket.gethostname()
