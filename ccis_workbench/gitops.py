@@ -259,3 +259,12 @@ def push(repo: Path, remote: str, branch: str) -> str:
         raise GitError("Push failed", f"git push {remote}: {msg}", file=str(repo),
                        hint=f"the branch {branch} and the patches are kept; push again: git push {remote} {branch}")
     return _out(proc)
+
+
+def init_repo(path: Path, message: str) -> str:
+    """`git init` *path* (branch main) and commit everything in it; the commit id."""
+    run_git(path, ["init", "-q", "-b", "main"])
+    check_identity(path)
+    run_git(path, ["add", "-A"])
+    run_git(path, ["commit", "-q", "-m", message])
+    return _out(run_git(path, ["rev-parse", "HEAD"]))

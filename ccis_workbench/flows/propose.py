@@ -71,7 +71,12 @@ def draft_proposal(catalog: Any, composer: Any, request: ProposeRequest) -> Prop
     """Check the repository and the profile, compose, gather the evidence (blocking; writes nothing)."""
     from ccis_workbench import gitops as git
     from ccis_workbench.core import propose as prop
+    from ccis_workbench.flows.settings import is_installed_catalog
 
+    if is_installed_catalog(Path(catalog.root)):
+        raise WorkbenchError("The catalog is read-only", "this is the catalog installed with the workbench; a "
+                             "proposal commits to a git repository of your own", file=str(catalog.root),
+                             hint="clone the catalog's repository, or `ccis-workbench init DIR`, and run there")
     profile = catalog.load_profile(request.profile)
     if not profile.source or not str(profile.source).startswith("profiles/"):
         raise WorkbenchError("Profile outside the catalog", "a proposal commits the profile file, so it must live "

@@ -217,5 +217,22 @@ def find_catalog(start: Path) -> Path | None:
 
 
 def shipped_catalog() -> Path:
-    """The catalog beside this package (a source checkout or an editable install)."""
-    return Path(__file__).resolve().parents[2]
+    """The catalog that came with the package: the source checkout it runs from (or is installed editable from),
+    else the copy a wheel installs under `<prefix>/share/ccis-workbench/catalog` (read-only)."""
+    checkout = Path(__file__).resolve().parents[2]
+    if is_catalog(checkout):
+        return checkout
+    import sys
+    import sysconfig
+
+    for prefix in (sysconfig.get_path("data"), sys.prefix, sys.base_prefix):
+        candidate = Path(prefix) / "share" / "ccis-workbench" / "catalog"
+        if is_catalog(candidate):
+            return candidate
+    return checkout
+
+
+def is_installed_catalog(path: Path) -> bool:
+    """Whether *path* is the read-only catalog a wheel installed (saving and proposing need a catalog of one's
+    own: `ccis-workbench init DIR`)."""
+    return path.resolve().parts[-3:] == ("share", "ccis-workbench", "catalog")
