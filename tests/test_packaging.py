@@ -4,6 +4,7 @@ files and the TUI stylesheet travel in the wheel; `list`, `render`, `init` and t
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -37,8 +38,12 @@ asyncio.run(main())
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtualenv with the wheel installed (its dependencies come from the test environment)."""
     work = tmp_path_factory.mktemp("wheel")
+    # built from a copy: setuptools writes build/ and *.egg-info beside the sources
+    src = work / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "artifacts", "__pycache__",
+                                                             "*.egg-info", ".*_cache"))
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(work / "dist"),
-                            str(REPO)], capture_output=True, text=True, check=False, timeout=600)
+                            str(src)], capture_output=True, text=True, check=False, timeout=600)
     assert build.returncode == 0, build.stderr[-3000:]
     wheel = next((work / "dist").glob("ccis_workbench-*.whl"))
     venv = work / "venv"
