@@ -22,6 +22,7 @@ FAILING_SEVERITIES = ("error", "warning")
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("list", help="list releases, targets, overlays or profiles")
     p.add_argument("what", choices=("releases", "targets", "overlays", "profiles"))
+    p.add_argument("--names", action="store_true", help="names only, one a line (for shell completion)")
     add_json(p)
     p.set_defaults(func=cmd_list)
 
@@ -62,6 +63,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def cmd_list(args: argparse.Namespace) -> int:
     cat = load_catalog(args)
+    if args.names:
+        names = {"releases": list(cat.releases), "targets": sorted(cat.targets), "overlays": sorted(cat.overlays),
+                 "profiles": cat.profile_names()}[args.what]
+        print("\n".join(names))
+        return 0
     rows: list[dict[str, Any]] = []
     if args.what == "releases":
         rows = [{"name": r.name, "title": r.title, "pykickstart": r.pykickstart, "arches": r.arches,
