@@ -69,9 +69,14 @@ def catalog_root(args: argparse.Namespace) -> Any:
 
 
 def load_catalog(args: argparse.Namespace) -> Any:
+    """The catalog in use; when it is not the one the working directory is in (nor --catalog), say which, on
+    stderr, so that a command run outside a catalog never works on a surprising one silently."""
     from ccis_workbench.core.catalog import Catalog
 
-    return Catalog.load(catalog_root(args).path)
+    root = catalog_root(args)
+    if root.why not in ("working directory", "--catalog"):
+        say_on_stderr(f"catalog: {root.describe()}")
+    return Catalog.load(root.path)
 
 
 def profile_from_args(catalog: Any, args: argparse.Namespace) -> Any:
