@@ -229,6 +229,46 @@ async def test_build_endings_are_stated_plainly(ui_catalog: Path, rehearsal_tree
         assert "== install: domain x (qemu)" in events_log
 
 
+@sync
+async def test_build_again_gets_a_new_build_id_and_replan_clears_the_old_result(ui_catalog: Path,
+                                                                                 rehearsal_tree: Path,
+                                                                                 tmp_path: Path) -> None:
+    """f2 after a build used to run the whole install again with the same build id, then fail with "Artifact
+    directory exists"; and a re-plan kept showing the previous build's result. The timer stops at the end."""
+    error = build_failed("failed", "A %post script failed", "the installer reported: %post script failed")
+    runs: list[str] = []
+
+    def runner(plan: Any, monitor: Any) -> Path:
+        runs.append(plan.build_id)
+        monitor.stage("install", "x")
+        raise error
+
+    app = make_app(ui_catalog, status=REACHABLE)
+    w = Waiter()
+    async with app.run_test(size=(120, 36), message_hook=w) as pilot:
+        await settle(pilot)
+        screen = BuildScreen(app.compose_screen.workbench, app.compose_screen.choice, "qemu:///system",
+                             tree_settings(rehearsal_tree, tmp_path / "out"), runner=runner)
+        await app.push_screen(screen)
+        await w.wait(lambda m: isinstance(m, BuildPlanned))
+        await settle(pilot)
+        await pilot.press("f2")
+        await w.wait(lambda m: isinstance(m, BuildEnded))
+        await settle(pilot)
+        assert screen.monitor is not None
+        stopped = screen.monitor.elapsed()
+        assert screen.monitor.elapsed() == stopped  # the timer stopped with the build
+        assert "Installer failure" in text_of(screen.query_one("#build-ending"))
+        first_id = screen.plan.build_id
+        await pilot.press("f2")  # build again: a new plan first
+        await settle(pilot)
+        assert len(runs) == 1 and screen.plan is not None and screen.plan.build_id != first_id
+        assert text_of(screen.query_one("#build-ending")) == ""  # the old result went with the old plan
+        await pilot.press("f2")
+        await w.wait(lambda m: isinstance(m, BuildEnded) and m is not w.of(BuildEnded)[0])
+        assert runs == [first_id, screen.plan.build_id] and runs[0] != runs[1]
+
+
 def test_ui_monitor_batches_output_and_never_touches_widgets() -> None:
     """Many small writes from a thread become few messages, in order, with nothing lost. The clock is injected:
     the batching depends on time, and a test that reads the real clock passes or fails with the host's uptime."""
@@ -380,6 +420,7 @@ async def test_boot_test_fills_in_checks_live_and_summarises(ui_catalog: Path, t
         ids = [s.check.id for s in setup.plan.selected]
         monitor.stage("boot", "waiting for the login prompt")
         monitor.output("console", "rehearsal login: ")
+        monitor.output("console", 'echo __CCIS_""B1__; id -u; echo __CCIS_""E1_$?__\r\n__CCIS_B1__\r\n0\r\n')
         results = []
         for n, cid in enumerate(ids):
             monitor.check(cid, "running", "")
@@ -429,7 +470,9 @@ async def test_boot_test_fills_in_checks_live_and_summarises(ui_catalog: Path, t
         assert f"FAILED — openstack-stream9: {len(ids) - 1} passed, 1 failed" in summary
         assert "boot to login 3.0 s" in summary
         assert (tmp_path / "reports" / "report.json").is_file()
-        assert "rehearsal login:" in "\n".join(screen.query_one("#boot-console", Log).lines)
+        shown = "\n".join(screen.query_one("#boot-console", Log).lines)
+        assert "rehearsal login:" in shown and "id -u" in shown
+        assert "__CCIS" not in shown  # the harness's markers are not the guest's output
 
 
 @sync
