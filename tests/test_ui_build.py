@@ -527,6 +527,28 @@ async def test_boot_test_without_an_artifact_says_so(ui_catalog: Path) -> None:
 
 
 @sync
+async def test_paths_typed_in_the_tui_are_relative_to_the_catalog(ui_catalog: Path) -> None:
+    """A relative path typed in a field is taken from the catalog root (shown in the placeholder), not from the
+    folder the app happened to start in."""
+    build = ui_catalog / "mybuild"
+    build.mkdir()
+    (build / "disk.qcow2").write_bytes(b"stand-in")
+    (build / "manifest.json").write_text('{"profile": "openstack-stream9", "rehearsal": true}')
+    assert not (Path.cwd() / "mybuild").exists()
+    app = make_app(ui_catalog, status=REACHABLE)
+    w = Waiter()
+    async with app.run_test(size=(120, 36), message_hook=w) as pilot:
+        screen = await open_screen(pilot, "x")
+        field = screen.query_one("#boot-artifact", Input)
+        assert f"relative to {ui_catalog}" in field.placeholder
+        field.value = "mybuild"
+        field.focus()
+        await pilot.press("enter")
+        prepared = await w.wait(lambda m: isinstance(m, BootTestPrepared) and m.setup is not None)
+        assert prepared.setup.image == (build / "disk.qcow2").resolve()
+
+
+@sync
 async def test_boot_test_cancel_from_the_screen(ui_catalog: Path, tmp_path: Path) -> None:
     from ccis_workbench.core.report import BootTestResult
 

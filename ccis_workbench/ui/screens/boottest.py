@@ -36,6 +36,7 @@ from ccis_workbench.ui.messages import (
     RunOutput,
     RunStage,
 )
+from ccis_workbench.ui.paths import in_catalog, relative_hint
 from ccis_workbench.ui.screens.build import ACCELS, CONSOLE_LINES, SEVERITY_STYLE, UIMonitor, elapsed_text
 from ccis_workbench.ui.widgets.panels import error_text
 
@@ -124,8 +125,8 @@ class BootTestScreen(Screen[None]):
         yield Header()
         with Horizontal(id="boot-bar", classes="run-bar"):
             yield Label("Artifact", classes="bar-label")
-            yield Input(self.artifact, id="boot-artifact", placeholder="disk image, artifact directory or profile",
-                        compact=True)
+            yield Input(self.artifact, id="boot-artifact", compact=True,
+                        placeholder=f"disk image, artifact directory or profile ({relative_hint(self.workbench.root)})")
             yield Label("Accel", classes="bar-label")
             yield Select[str](ACCELS, value=self.settings.accel or self.defaults.accel, allow_blank=False,
                               id="boot-accel", compact=True)
@@ -176,7 +177,8 @@ class BootTestScreen(Screen[None]):
         from ccis_workbench.core.errors import WorkbenchError
 
         try:
-            self.post_message(BootTestPrepared(prepare_boot_test(self.workbench, self.choice, artifact, settings,
+            self.post_message(BootTestPrepared(prepare_boot_test(self.workbench, self.choice,
+                                                                 self.typed_artifact(artifact), settings,
                                                                  self.artifacts_dir())))
         except WorkbenchError as exc:
             self.post_message(BootTestPrepared(error=exc))
@@ -264,8 +266,15 @@ class BootTestScreen(Screen[None]):
             self._done.set()
 
     def artifacts_dir(self) -> Path:
-        """Where a profile's builds are looked for (the artifacts setting, relative to the working directory)."""
-        return Path(self.defaults.artifacts)
+        """Where a profile's builds are looked for: the artifacts setting, relative to the catalog root."""
+        return Path(in_catalog(self.workbench.root, str(self.defaults.artifacts)))
+
+    def typed_artifact(self, text: str) -> str:
+        """The artifact field: a profile name as typed, a path relative to the catalog root."""
+        text = text.strip()
+        if not text or text in self.workbench.catalog.profile_names():
+            return text
+        return in_catalog(self.workbench.root, text)
 
     def action_cancel(self) -> None:
         if not self.running or self.monitor is None or self.monitor.cancel_event.is_set():

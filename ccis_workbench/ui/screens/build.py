@@ -46,6 +46,7 @@ from ccis_workbench.ui.messages import (
     RunProgress,
     RunStage,
 )
+from ccis_workbench.ui.paths import in_catalog, relative_hint
 from ccis_workbench.ui.widgets.panels import error_text
 
 if TYPE_CHECKING:
@@ -236,8 +237,8 @@ class BuildScreen(Screen[None]):
             yield Label("Disk", classes="bar-label")
             yield Input(s.disk_size, id="build-disk", placeholder="profile's", compact=True)
             yield Label("Output", classes="bar-label")
-            yield Input(s.output_dir or self.defaults.artifacts, id="build-output", placeholder="artifacts",
-                        compact=True)
+            yield Input(s.output_dir or self.defaults.artifacts, id="build-output", compact=True,
+                        placeholder=f"artifacts ({relative_hint(self.workbench.root)})")
         with Horizontal(id="build-main", classes="run-main"):
             with VerticalScroll(id="build-plan-scroll"):
                 yield Static("computing the plan…", id="build-plan")
@@ -272,7 +273,8 @@ class BuildScreen(Screen[None]):
         return replace(self.settings, tree=str(tree), accel=str(accel),
                        location=self.query_one("#build-location", Input).value.strip(),
                        disk_size=self.query_one("#build-disk", Input).value.strip(),
-                       output_dir=self.query_one("#build-output", Input).value.strip() or None)
+                       output_dir=in_catalog(self.workbench.root, self.query_one("#build-output", Input).value)
+                       or None)
 
     def _sync_location(self) -> None:
         tree = self.query_one("#build-tree", Select).value

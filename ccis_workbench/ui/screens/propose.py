@@ -30,6 +30,7 @@ from ccis_workbench.flows.propose import (
 from ccis_workbench.flows.test import latest_build
 from ccis_workbench.ui.messages import EvidenceGathered, ProposeDone
 from ccis_workbench.ui.modals import ConfirmationModal
+from ccis_workbench.ui.paths import in_catalog, relative_hint
 from ccis_workbench.ui.widgets.panels import error_text
 
 if TYPE_CHECKING:
@@ -92,7 +93,10 @@ class ProposeScreen(Screen[None]):
         self.workbench = workbench
         self.choice = ch
         self.profile = saved_profile_name(ch)
-        self.artifacts = artifacts or (latest_artifacts(self.profile) if self.profile else None) or ""
+        from ccis_workbench.flows.settings import Settings
+
+        builds = Path(in_catalog(workbench.root, str(Settings.load().artifacts)))
+        self.artifacts = artifacts or (latest_artifacts(self.profile, builds) if self.profile else None) or ""
         self.tag = default_tag()
         self.branch = default_branch(self.profile or ch.name)
         self.evidence: Any = None
@@ -105,7 +109,8 @@ class ProposeScreen(Screen[None]):
         yield Header()
         with Horizontal(id="propose-bar", classes="run-bar"):
             yield Label("Artifacts", classes="bar-label")
-            yield Input(self.artifacts, id="propose-artifacts", placeholder="a build's artifact folder", compact=True)
+            yield Input(self.artifacts, id="propose-artifacts", compact=True,
+                        placeholder=f"a build's artifact folder ({relative_hint(self.workbench.root)})")
             yield Label("Tag", classes="bar-label")
             yield Input(self.tag, id="propose-tag", compact=True)
             yield Label("Branch", classes="bar-label")
@@ -133,7 +138,7 @@ class ProposeScreen(Screen[None]):
     # -- evidence ----------------------------------------------------------------------------------------------
 
     def _read_inputs(self) -> None:
-        self.artifacts = self.query_one("#propose-artifacts", Input).value.strip()
+        self.artifacts = in_catalog(self.workbench.root, self.query_one("#propose-artifacts", Input).value)
         self.tag = self.query_one("#propose-tag", Input).value.strip()
         self.branch = self.query_one("#propose-branch", Input).value.strip()
 
