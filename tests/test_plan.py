@@ -129,7 +129,9 @@ def test_auto_kvm_plan_says_how_to_fall_back(tmp_path: Path) -> None:
     src = from_dir(make_tree(tmp_path / "tree"))
     plan = make_plan(composition(), "p", src, fixed_options(accel="auto"), kvm_available=True)
     assert plan.domain_type == "kvm"
-    assert any("--accel tcg" in n for n in plan.notes)
+    assert any("restarts once under TCG" in n for n in plan.notes)
+    known = make_plan(composition(), "p", src, fixed_options(accel="auto"), kvm_available=True, kvm_works=False)
+    assert known.domain_type == "qemu" and any("recorded verdict" in n for n in known.notes)
 
 
 def test_url_tree_repo_arg_rewritten_for_user_network(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ destroyed and the volumes are deleted before `run` returns; `gc` finds what a ki
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import shutil
@@ -19,51 +18,51 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import libvirt
 
+from ccis_workbench.backends.libvirt_session import (  # noqa: F401  (re-exported: the build's public names)
+    RECONNECT_WINDOW,
+    Session,
+    build_is_live,
+    build_lock,
+    connect,
+    download_volume,
+    ensure_event_loop,
+    ensure_pool,
+    hypervisor_key,
+    read_verdict,
+    reconnect,
+    record_verdict,
+    upload_file,
+)
 from ccis_workbench.core.artifacts import Producer
 from ccis_workbench.core.errors import WorkbenchError
 from ccis_workbench.core.failure import FailureDetector, Verdict
 from ccis_workbench.core.initrd import inject_kickstart
 from ccis_workbench.core.installsource import USER_NET_HOST, cache_root
 from ccis_workbench.core.monitor import Monitor
-from ccis_workbench.core.plan import DEFAULT_POOL, LOG_CHANNEL, PREFIX, BuildPlan, default_pool_path
+from ccis_workbench.core.plan import (
+    DEFAULT_POOL,
+    KVM_PROBE_WINDOW,
+    LOG_CHANNEL,
+    PREFIX,
+    AccelFallback,
+    BuildPlan,
+    default_pool_path,
+    kernel_output_seen,
+    new_build_id,
+    probe_domain_xml,
+    under_tcg,
+)
 
-CHUNK = 1 << 18
 #: After a failure line, keep reading this long so the whole traceback is captured.
 FAILURE_GRACE = 1.5
-#: How long to wait for libvirtd to come back after the connection dropped.
-RECONNECT_WINDOW = 30.0
 _BUILD_ID = re.compile(r"(\d{8}-\d{6}-[0-9a-f]{4})")
-
-_event_loop_lock = threading.Lock()
-_event_loop_started = False
-
-
-def _ignore_libvirt_errors(_ctx: Any, _err: Any) -> None:
-    """libvirt prints every error on stderr by default; the workbench reports them itself."""
-
-
-def ensure_event_loop() -> None:
-    """Register libvirt's default event implementation and run it in a daemon thread (once per process)."""
-    global _event_loop_started
-    with _event_loop_lock:
-        if _event_loop_started:
-            return
-        libvirt.registerErrorHandler(_ignore_libvirt_errors, None)
-        libvirt.virEventRegisterDefaultImpl()
-
-        def loop() -> None:
-            while True:
-                libvirt.virEventRunDefaultImpl()
-
-        threading.Thread(target=loop, name="libvirt-events", daemon=True).start()
-        _event_loop_started = True
 
 
 class BuildFailed(WorkbenchError):
@@ -94,136 +93,6 @@ class BuildResult:
                 "logs_dir": self.logs_dir, "timings": self.timings}
 
 
-def connect(uri: str) -> libvirt.virConnect:
-    """Open *uri*, or explain how to make it reachable."""
-    ensure_event_loop()
-    try:
-        return libvirt.open(uri)
-    except libvirt.libvirtError as exc:
-        msg = str(exc)
-        hint = ("start the daemons: `virtlogd -d && libvirtd -d` (no systemd), or `systemctl start libvirtd`"
-                if "No such file" in msg or "Failed to connect" in msg else
-                "check the URI and your permissions (the libvirt group, or use qemu:///session)")
-        raise WorkbenchError("libvirt is not reachable", f"{uri}: {msg}", hint=hint) from None
-
-
-def _lock_path(build_id: str) -> Path:
-    return cache_root() / "locks" / f"{build_id}.lock"
-
-
-@contextlib.contextmanager
-def build_lock(build_id: str) -> Iterator[None]:
-    """Held while a build runs: `gc` leaves alone what belongs to a live build on this host."""
-    path = _lock_path(build_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(path, "w")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        fh.write(f"{os.getpid()} {socket.gethostname()}\n")
-        fh.flush()
-        yield
-    finally:
-        fh.close()
-        path.unlink(missing_ok=True)
-
-
-def build_is_live(build_id: str) -> bool:
-    path = _lock_path(build_id)
-    if not path.exists():
-        return False
-    try:
-        with open(path) as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return False
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-
-
-def ensure_pool(conn: libvirt.virConnect, name: str = DEFAULT_POOL, path: str | None = None) -> libvirt.virStoragePool:
-    """The workbench's own directory pool, defined, built and started when missing."""
-    try:
-        pool = conn.storagePoolLookupByName(name)
-    except libvirt.libvirtError:
-        target = path or default_pool_path(conn.getURI())
-        xml = (f"<pool type='dir'><name>{name}</name><target><path>{target}</path>"
-               f"<permissions><mode>0711</mode></permissions></target></pool>")
-        try:
-            pool = conn.storagePoolDefineXML(xml, 0)
-            pool.build(0)
-        except libvirt.libvirtError as exc:
-            raise WorkbenchError("Cannot create the storage pool", f"{name} at {target}: {exc}",
-                                 hint="check permissions, or pass --pool NAME of a usable pool") from None
-        with contextlib.suppress(libvirt.libvirtError):
-            pool.setAutostart(1)
-    if not pool.isActive():
-        try:
-            pool.create(0)
-        except libvirt.libvirtError as exc:
-            raise WorkbenchError("Cannot start the storage pool", f"{name}: {exc}",
-                                 hint=f"virsh pool-start {name}") from None
-    with contextlib.suppress(libvirt.libvirtError):
-        pool.refresh(0)
-    return pool
-
-
-def _volume_xml(name: str, fmt: str, capacity: int) -> str:
-    return (f"<volume><name>{name}</name><capacity unit='bytes'>{capacity}</capacity>"
-            f"<allocation unit='bytes'>0</allocation><target><format type='{fmt}'/>"
-            f"<permissions><mode>0644</mode></permissions></target></volume>")
-
-
-def upload_file(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: Path, monitor: Monitor) -> None:
-    """Stream a local file into a volume (works the same on a remote libvirt host)."""
-    size = path.stat().st_size
-    stream = conn.newStream(0)
-    vol.upload(stream, 0, size, 0)
-    sent = 0
-    try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(CHUNK):
-                if monitor.cancelled():
-                    raise WorkbenchError("Cancelled", "upload cancelled")
-                view = memoryview(chunk)
-                while view:
-                    n = stream.send(bytes(view))
-                    view = view[n:]
-                sent += len(chunk)
-                monitor.progress(sent, size, "B")
-        stream.finish()
-    except BaseException:
-        with contextlib.suppress(libvirt.libvirtError):
-            stream.abort()
-        raise
-
-
-def download_volume(conn: libvirt.virConnect, vol: libvirt.virStorageVol, dest: Path, monitor: Monitor) -> None:
-    """Stream a volume's content (qcow2 as stored) into a local file (virStorageVolDownload)."""
-    stream = conn.newStream(0)
-    vol.download(stream, 0, 0, 0)
-    total = float(vol.info()[2]) or None  # allocation: what will actually travel
-    done = 0
-    try:
-        with open(dest, "wb") as fh:
-            while True:
-                data = stream.recv(CHUNK)
-                if data in (-2, None) or data == b"":
-                    break
-                if isinstance(data, int):
-                    raise WorkbenchError("Download failed", f"stream returned {data}")
-                fh.write(data)
-                done += len(data)
-                monitor.progress(done, total, "B")
-                if monitor.cancelled():
-                    raise WorkbenchError("Cancelled", "download cancelled")
-        stream.finish()
-    except BaseException:
-        with contextlib.suppress(libvirt.libvirtError):
-            stream.abort()
-        raise
-
-
 class _Reader(threading.Thread):
     """Reads one domain stream (console or log channel) and hands text to the build; never touches UI."""
 
@@ -247,17 +116,51 @@ class _Reader(threading.Thread):
             self.stream.abort()
 
 
+def auto_kvm(plan: BuildPlan) -> bool:
+    """Whether a plan's run is probed: `--accel auto` that chose KVM (an explicit `--accel kvm` is not)."""
+    return plan.options.accel == "auto" and plan.domain_type == "kvm"
+
+
+@dataclass
+class KvmProbe:
+    """How a build (or boot test) under `--accel auto` finds out that KVM guests hang on this host.
+
+    The first attempt's serial console is given to *detector* until it says the kernel proper runs; when it has
+    not after *window* seconds (from the resume of the domain), the domain is destroyed, every volume deleted, and
+    the run restarts once with `retry(plan, fallback)` (TCG). The verdict is recorded in the accelerator cache
+    (*cache*: a directory, None for the workbench's cache), so the next run on this host goes straight to TCG.
+    *applies* says which plans are probed."""
+
+    window: float = KVM_PROBE_WINDOW
+    detector: Callable[[str], bool] = kernel_output_seen
+    retry: Callable[[BuildPlan, AccelFallback], BuildPlan] = under_tcg
+    applies: Callable[[BuildPlan], bool] = auto_kvm
+    cache: Path | None = None
+
+
 class Build:
-    """One build of one plan. `run()` returns the artifact directory or raises BuildFailed/WorkbenchError."""
+    """One build of one plan. `run()` returns the artifact directory or raises BuildFailed/WorkbenchError.
+
+    *kvm_probe* (default: `KvmProbe()`; None: never probe) restarts a silent `--accel auto` KVM build under TCG."""
 
     def __init__(self, plan: BuildPlan, monitor: Monitor | None = None, *, work_dir: Path | None = None,
-                 served_repo: str | None = None) -> None:
+                 served_repo: str | None = None, kvm_probe: KvmProbe | None = KvmProbe()) -> None:  # noqa: B008
         self.plan = plan
         self.monitor = monitor or Monitor()
         self.work_dir = work_dir
         self.served_repo = served_repo  # host:port where a local tree is served to the guest
-        self.detector = FailureDetector()
+        self.kvm_probe = kvm_probe
+        self._probe: KvmProbe | None = None  # the probe of the current attempt
         self._lock = threading.Lock()
+        self.timings: dict[str, float] = {}
+        self._verdict_key = ""
+        self.session: Session | None = None
+        self._server: Any = None
+        self._reset()
+
+    def _reset(self) -> None:
+        """The state of one attempt (a restart under TCG begins again from nothing)."""
+        self.detector = FailureDetector()
         self.console: list[str] = []
         self.installer_log: list[str] = []
         self.last_output = time.monotonic()
@@ -267,9 +170,7 @@ class Build:
         self.conn: libvirt.virConnect | None = None
         self.dom: libvirt.virDomain | None = None
         self.readers: list[_Reader] = []
-        self.timings: dict[str, float] = {}
         self._callback_ids: list[int] = []
-        self._server: Any = None
 
     # -- callbacks from threads ------------------------------------------------------------------------------
     def received(self, channel: str, text: str) -> None:
@@ -295,17 +196,12 @@ class Build:
 
     # -- the build -------------------------------------------------------------------------------------------
     def run(self) -> Path:
-        plan = self.plan
         started = time.monotonic()
-        with build_lock(plan.build_id), tempfile.TemporaryDirectory(prefix="ccis-build-",
-                                                                   dir=self.work_dir) as tmpd:
-            tmp = Path(tmpd)
-            try:
-                result = self._run(tmp)
-            finally:
-                t = time.monotonic()
-                self._cleanup()
-                self.timings["cleanup"] = round(time.monotonic() - t, 3)
+        with build_lock(self.plan.build_id):
+            probe = self.kvm_probe if self.kvm_probe is not None and self.kvm_probe.applies(self.plan) else None
+            result = self._attempt(probe)
+            if result.status == "kvm-silent":
+                result = self._restart_under_tcg(result, probe)
             self.timings["total"] = round(time.monotonic() - started, 3)
             if result.status != "success":
                 result.timings = self.timings
@@ -317,6 +213,37 @@ class Build:
             assert result.artifact_dir
             return Path(result.artifact_dir)
 
+    def _attempt(self, probe: KvmProbe | None) -> BuildResult:
+        """One attempt in its own temporary directory; the domain and every volume are gone when it returns."""
+        self._probe = probe
+        with tempfile.TemporaryDirectory(prefix="ccis-build-", dir=self.work_dir) as tmpd:
+            try:
+                return self._run(Path(tmpd))
+            finally:
+                t = time.monotonic()
+                self._cleanup()
+                self.timings["cleanup"] = round(time.monotonic() - t, 3)
+
+    def _restart_under_tcg(self, silent: BuildResult, probe: KvmProbe | None) -> BuildResult:
+        """The KVM guest stayed silent (or could not start): say so, remember it, build again under TCG."""
+        assert probe is not None
+        fallback = AccelFallback(silent.message)
+        self.monitor.note("warning", f"{silent.title}: {silent.message}; destroyed it and restarting the build "
+                          "under TCG (slower, but it runs)")
+        key = self._verdict_key
+        if key:
+            verdict = record_verdict(key, False, silent.message, probe.cache)
+            if verdict is not None:
+                self.monitor.note("info", f"remembered for this host: later builds use TCG at once "
+                                  f"(delete {verdict.path} to probe KVM again)")
+        self.timings = {"kvm-probe": self.timings.get("install", 0.0)}
+        if self._server is not None:  # the tree server of the aborted attempt is gone: serve it again
+            self.served_repo = None
+        self.plan = probe.retry(self.plan, fallback)
+        self._reset()
+        self.console.append(f"[ccis-workbench] {fallback.message()}; this log is the TCG attempt's\n")
+        return self._attempt(None)
+
     def _stage(self, name: str, detail: str = "") -> float:
         self.monitor.stage(name, detail)
         return time.monotonic()
@@ -326,16 +253,27 @@ class Build:
 
     def _run(self, tmp: Path) -> BuildResult:
         plan = self.plan
+        self._verdict_key = ""
         t0 = self._stage("prepare", "kickstart into a copy of the initrd")
         initrd = tmp / "initrd.img"
         inject_kickstart(plan.source.initrd, plan.kickstart, initrd)
         self._done("prepare", t0)
 
         t0 = self._stage("connect", plan.options.uri)
-        self.conn = connect(plan.options.uri)
+        self.session = Session(plan.options.uri, plan.options.pool, plan.options.pool_path, self.monitor).open()
+        self.conn = self.session.conn
+        assert self.conn is not None
         self.conn.registerCloseCallback(self._closed, None)
-        pool = ensure_pool(self.conn, plan.options.pool, plan.options.pool_path)
+        self.session.pool  # noqa: B018  (created and started when missing)
         self._done("connect", t0)
+        if self._probe is not None:
+            self._verdict_key = hypervisor_key(self.conn)
+            known = read_verdict(self._verdict_key, self._probe.cache) if self._verdict_key else None
+            if known is not None and not known.kvm_works:
+                fallback = AccelFallback(known.reason, source="cached")
+                self.monitor.note("warning", f"using TCG, not KVM: {known.describe()}")
+                plan = self.plan = self._probe.retry(plan, fallback)
+                self._probe = None
 
         t0 = self._stage("upload", "kernel, initrd and disks into volumes")
         paths: dict[str, str] = {}
@@ -344,14 +282,9 @@ class Build:
                 return self._cancelled()
             local = {"kernel": plan.source.kernel, "initrd": initrd, "iso": plan.source.iso}.get(spec.role)
             capacity = Path(local).stat().st_size if local else spec.capacity
-            fmt = spec.format
-            try:
-                vol = pool.createXML(_volume_xml(spec.name, fmt, capacity), 0)
-            except libvirt.libvirtError as exc:
-                raise WorkbenchError("Cannot create a volume", f"{spec.name}: {exc}",
-                                     hint="check free space in the pool (ccis-workbench doctor)") from None
+            vol = self.session.create_volume(spec.name, spec.format, capacity, what="a volume")
             if local:
-                upload_file(self.conn, vol, Path(local), self.monitor)
+                self.session.upload(vol, Path(local))
             paths[spec.role] = vol.path()
         self._done("upload", t0)
 
@@ -369,6 +302,9 @@ class Build:
             flags = libvirt.VIR_DOMAIN_START_PAUSED | libvirt.VIR_DOMAIN_START_AUTODESTROY
             self.dom = self.conn.createXML(xml, flags)
         except libvirt.libvirtError as exc:
+            if self._probe is not None:
+                return BuildResult("kvm-silent", "The KVM guest could not start", f"libvirt refused it: {exc}",
+                                   kind="kvm-silent")
             hint = ("KVM is not usable here: use --accel tcg" if plan.domain_type == "kvm" else
                     "see `ccis-workbench doctor`")
             return BuildResult("failed", "The install domain could not start", str(exc), hint, "start")
@@ -385,13 +321,11 @@ class Build:
         t0 = self._stage("download", "installed disk from its volume")
         self._stop_domain()
         disk = tmp / "disk.qcow2"
-        disk_vol = pool.storageVolLookupByName(plan.volume("disk").name)  # type: ignore[union-attr]
-        download_volume(self.conn, disk_vol, disk, self.monitor)
+        self.session.download(plan.volume("disk").name, disk)  # type: ignore[union-attr]
         export = None
         if plan.volume("export"):
             export = tmp / "export.raw"
-            download_volume(self.conn, pool.storageVolLookupByName(plan.volume("export").name),  # type: ignore
-                            export, self.monitor)
+            self.session.download(plan.volume("export").name, export)  # type: ignore[union-attr]
         self._done("download", t0)
         if self.monitor.cancelled():
             return self._cancelled()
@@ -431,6 +365,7 @@ class Build:
         """Wait for an ending; each branch explains itself."""
         o = self.plan.options
         failure_at: float | None = None
+        probe, kernel_seen = self._probe, False
         while True:
             self.stopped.wait(0.2)
             now = time.monotonic()
@@ -446,6 +381,17 @@ class Build:
                         verdict = self.detector.verdict()
                     return self._failure(verdict)  # type: ignore[arg-type]
                 continue
+            if probe is not None and not kernel_seen:
+                with self._lock:
+                    text = "".join(self.console)
+                if probe.detector(text):
+                    kernel_seen = True
+                    self.monitor.note("info", f"the kernel runs under KVM ({now - t0:.1f} s after the start)")
+                elif now - t0 >= probe.window and not self.stopped.is_set():
+                    return BuildResult("kvm-silent", "The KVM guest stayed silent",
+                                       f"no output from the running kernel on the serial console within "
+                                       f"{probe.window:.0f} s under KVM (KVM guests hang on some hosts right "
+                                       f"after the kernel's real-mode setup)", kind="kvm-silent")
             if verdict is not None and verdict.kind == "waiting":
                 self.monitor.note("info", "the installer finished and waits for a key (the kickstart has no "
                                   "poweroff): the workbench powers the guest off")
@@ -502,17 +448,12 @@ class Build:
     def _reconnect(self) -> BuildResult | None:
         """libvirtd went away: wait for it, then find the domain again (or report it lost)."""
         self.monitor.note("warning", "lost the connection to libvirtd; waiting for it to come back")
-        deadline = time.monotonic() + RECONNECT_WINDOW
-        conn = None
-        while time.monotonic() < deadline and not self.monitor.cancelled():
-            try:
-                conn = libvirt.open(self.plan.options.uri)
-                break
-            except libvirt.libvirtError:
-                time.sleep(0.5)
-        if conn is None:
+        assert self.session is not None
+        if not self.session.reconnect(RECONNECT_WINDOW, self.monitor.cancelled):
             return BuildResult("lost", "libvirtd went away", f"no connection to {self.plan.options.uri} for "
                                f"{RECONNECT_WINDOW:.0f}s", "start libvirtd again, then `ccis-workbench gc`", "lost")
+        conn = self.session.conn
+        assert conn is not None
         for r in self.readers:
             r.stop.set()
         self.readers = []
@@ -569,23 +510,19 @@ class Build:
         if self._server is not None:
             self._server.stop()
             self._server = None
-        if self.conn is None:
+        if self.session is None:
             return
-        for cid in self._callback_ids:
-            with contextlib.suppress(libvirt.libvirtError):
-                self.conn.domainEventDeregisterAny(cid)
-        try:
-            pool = self.conn.storagePoolLookupByName(self.plan.options.pool)
-        except libvirt.libvirtError:
-            pool = None
-        if pool is not None:
-            for spec in self.plan.volumes:
+        if self.conn is not None:
+            for cid in self._callback_ids:
                 with contextlib.suppress(libvirt.libvirtError):
-                    pool.storageVolLookupByName(spec.name).delete(0)
-        with contextlib.suppress(libvirt.libvirtError):
-            self.conn.unregisterCloseCallback()
-        with contextlib.suppress(libvirt.libvirtError):
-            self.conn.close()
+                    self.conn.domainEventDeregisterAny(cid)
+            with contextlib.suppress(libvirt.libvirtError):
+                self.conn.unregisterCloseCallback()
+        # every volume of the plan, also one whose creation libvirt finished after an error
+        self.session.volume_names += [v.name for v in self.plan.volumes if v.name not in self.session.volume_names]
+        self.session.delete_volumes()
+        self.session.close()
+        self.session = None
         self.conn = None
 
     def _save_failed_logs(self) -> str | None:
@@ -697,8 +634,130 @@ def kvm_available(conn: libvirt.virConnect | None = None) -> bool:
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
-def doctor(uri: str, pool_name: str = DEFAULT_POOL, output_dir: str = ".") -> list[Check]:
-    """Check the host for builds, with a fix for each problem."""
+#: How long the doctor's probe guest may take to print "Linux version": a Debian bzImage decompresses itself
+#: in about 7 s under TCG on this kind of host; KVM takes well under a second.
+DOCTOR_PROBE_WINDOW = 25.0
+
+
+@dataclass
+class ProbeResult:
+    """Whether a guest under one accelerator ran its kernel: `ran`, after `seconds`, or why not."""
+
+    accel: str  # kvm | tcg
+    ran: bool
+    seconds: float
+    message: str
+    console: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"accel": self.accel, "ran": self.ran, "seconds": round(self.seconds, 3), "message": self.message}
+
+
+def probe_accelerator(uri: str, accel: str, kernel: Path, *, window: float = DOCTOR_PROBE_WINDOW,
+                      detector: Callable[[str], bool] = kernel_output_seen, pool: str = DEFAULT_POOL,
+                      monitor: Monitor | None = None) -> ProbeResult:
+    """Boot *kernel* (no disk, no network, `console=ttyS0 panic=-1`) under *accel* and watch the serial console
+    for the running kernel for up to *window* seconds. The domain and the kernel's volume are removed before it
+    returns, whatever happens."""
+    mon = monitor or Monitor()
+    run_id = new_build_id()
+    name = f"{PREFIX}probe-{accel}-{run_id}"
+    dtype = "kvm" if accel == "kvm" else "qemu"
+    t0 = time.monotonic()
+    with build_lock(run_id), Session(uri, pool, monitor=mon) as session:
+        vol = session.create_volume(f"{name}-vmlinuz", "raw", kernel.stat().st_size, what="the probe's kernel")
+        session.upload(vol, kernel)
+        conn = session.conn
+        assert conn is not None
+        dom = None
+        try:
+            try:
+                dom = conn.createXML(probe_domain_xml(name, dtype, vol.path()),
+                                     libvirt.VIR_DOMAIN_START_PAUSED | libvirt.VIR_DOMAIN_START_AUTODESTROY)
+            except libvirt.libvirtError as exc:
+                return ProbeResult(accel, False, 0.0, f"libvirt cannot start a {accel} guest: {exc}")
+            stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+            dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+            text = ""
+            start = time.monotonic()
+            dom.resume()
+            while True:
+                try:
+                    data = stream.recv(4096)
+                except libvirt.libvirtError:
+                    data = b""
+                if isinstance(data, bytes) and data:
+                    text += data.decode("utf-8", "replace")
+                    if detector(text):
+                        took = time.monotonic() - start
+                        return ProbeResult(accel, True, took, f"the kernel ran after {took:.1f} s", text)
+                    continue
+                elapsed = time.monotonic() - start
+                if elapsed >= window:
+                    last = [ln.strip() for ln in text.splitlines() if ln.strip()][-1:] or ["nothing"]
+                    return ProbeResult(accel, False, elapsed, f"no kernel output within {window:.0f} s (the "
+                                       f"console showed: {last[0][:80]})", text)
+                if data == b"" or not dom.isActive():
+                    return ProbeResult(accel, False, elapsed, "the guest ended without kernel output", text)
+                time.sleep(0.1)  # polling a non-blocking console stream
+        finally:
+            if dom is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    dom.destroy()
+            mon.note("info", f"probe {accel}: {time.monotonic() - t0:.1f} s")
+
+
+def accelerator_checks(uri: str, accels: tuple[str, ...] = ("kvm", "tcg"), kernel: Path | None = None, *,
+                       window: float = DOCTOR_PROBE_WINDOW, pool: str = DEFAULT_POOL,
+                       cache: Path | None = None) -> list[Check]:
+    """Real probes (a tiny guest each) under *accels*; what `--accel auto` will do follows from them, and the
+    KVM verdict is recorded for this host (the build and the boot test read it)."""
+    if kernel is None:
+        try:
+            from ccis_workbench.rehearsal.tree import find_host_parts
+
+            kernel = find_host_parts().vmlinuz
+        except WorkbenchError as exc:
+            return [Check("accelerator", False, f"no kernel to probe with: {exc.message}", exc.hint, "warning")]
+    checks: list[Check] = []
+    for accel in accels:
+        if accel == "kvm" and not kvm_device_usable():
+            checks.append(Check("kvm", True, "no usable /dev/kvm: builds use TCG (slower)", severity="warning"))
+            continue
+        try:
+            res = probe_accelerator(uri, accel, kernel, window=window, pool=pool)
+        except WorkbenchError as exc:
+            checks.append(Check(accel, False, f"probe failed: {exc.message}", exc.hint))
+            continue
+        if accel == "kvm":
+            conn = connect(uri)
+            try:
+                key = hypervisor_key(conn)
+            finally:
+                conn.close()
+            record_verdict(key, res.ran, res.message, cache)
+            if res.ran:
+                checks.append(Check("kvm", True, f"KVM guests run ({res.message})"))
+            else:
+                checks.append(Check("kvm", False, f"KVM present but guests do not run: {res.message}",
+                                    "builds and boot tests under --accel auto use TCG on this host (recorded); "
+                                    "--accel kvm would hang", "warning"))
+        else:
+            checks.append(Check(accel, res.ran, f"TCG guests run ({res.message})" if res.ran else
+                                f"TCG guests do not run: {res.message}", "" if res.ran else
+                                "check qemu-system-x86 (apt-get install qemu-system-x86)"))
+    return checks
+
+
+def kvm_device_usable() -> bool:
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def doctor(uri: str, pool_name: str = DEFAULT_POOL, output_dir: str = ".",
+           accels: tuple[str, ...] = ("kvm", "tcg"), probe_window: float = DOCTOR_PROBE_WINDOW,
+           cache: Path | None = None) -> list[Check]:
+    """Check the host for builds, with a fix for each problem. *accels*: the accelerators probed with a real
+    guest (empty: none)."""
     checks: list[Check] = []
     try:
         conn = connect(uri)
@@ -713,10 +772,12 @@ def doctor(uri: str, pool_name: str = DEFAULT_POOL, output_dir: str = ".") -> li
             checks.append(Check("permission", True, "allowed to manage storage and domains"))
         except libvirt.libvirtError as exc:
             checks.append(Check("permission", False, str(exc), "use qemu:///session or join the libvirt group"))
+        pool_ok = False
         try:
             pool = ensure_pool(conn, pool_name)
             info = pool.info()
             free = info[3]
+            pool_ok = True
             checks.append(Check("pool", True, f"pool {pool_name} active at {default_pool_path(uri)}, "
                                 f"{free / (1 << 30):.1f} GiB free"))
             if free < 2 << 30:
@@ -724,10 +785,9 @@ def doctor(uri: str, pool_name: str = DEFAULT_POOL, output_dir: str = ".") -> li
                                     "free space there (a build needs its disk size)", "warning"))
         except WorkbenchError as exc:
             checks.append(Check("pool", False, exc.message, exc.hint))
-        kvm = kvm_available(conn)
-        checks.append(Check("accelerator", True, "kvm offered by libvirt (if guests stay silent, use --accel tcg)"
-                            if kvm else "no kvm: builds use TCG (slower)", severity="warning"))
         conn.close()
+        if pool_ok and accels:
+            checks += accelerator_checks(uri, accels, window=probe_window, pool=pool_name, cache=cache)
     try:
         st = shutil.disk_usage(output_dir)
         ok = st.free >= 2 << 30
@@ -747,3 +807,15 @@ def doctor(uri: str, pool_name: str = DEFAULT_POOL, output_dir: str = ".") -> li
     except WorkbenchError as exc:
         checks.append(Check("rehearsal", False, exc.message, exc.hint, "warning"))
     return checks
+
+
+def kvm_verdict(uri: str, cache: Path | None = None) -> Any:
+    """What is recorded about KVM guests on *uri*'s host (an AccelVerdict), or None: for the plan and the TUI's
+    status line (`make_plan(..., kvm_works=verdict.kvm_works)`)."""
+    conn = connect(uri)
+    try:
+        key = hypervisor_key(conn)
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+    return read_verdict(key, cache) if key else None

@@ -80,6 +80,13 @@ def commands_for(fmt: str, disk: str, dest: str, workdir: str) -> list[list[str]
     raise ArtifactError("Unknown format", fmt)
 
 
+def utc_now() -> str:
+    """Now, as SPDX and SLSA write times: 2026-12-05T07:30:00Z."""
+    import datetime
+
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def checksum_text(files: list[Path]) -> str:
     """CentOS-style CHECKSUM: a `# name: N bytes` comment and `SHA256 (name) = hex` per file."""
     out = []
@@ -303,9 +310,50 @@ class Producer:
             accel=plan.options.accel, domain_type=plan.domain_type, kernel_cmdline=plan.cmdline,
             disk_virtual_size=vsize, tool_versions=tool_versions(self.run), timings=timings,
             artifacts=[{"file": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)} for p in produced],
-            choice=dict(plan.choice), extra=dict(extra))
+            choice=dict(plan.choice), extra=dict(extra),
+            accel_fallback=plan.accel_fallback.to_dict() if getattr(plan, "accel_fallback", None) else None)
         produced.append(manifest.write(out))
+        produced += self._evidence(out, produced, manifest, packages, timings)
         (out / "CHECKSUM").write_text(checksum_text(produced))
+        if plan.sign_key:
+            self._sign(out, plan.sign_key)
+
+    def _evidence(self, out: Path, produced: list[Path], manifest: Manifest, packages: list[str],
+                  timings: dict[str, float]) -> list[Path]:
+        """The SBOM (SPDX 2.3, from the installed package list) and the provenance attestation (in-toto + SLSA),
+        both covered by CHECKSUM."""
+        import socket
+
+        from ccis_workbench.core import provenance, sbom
+
+        plan = self.plan
+        images = [a.filename for a in plan.artifacts if a.kind in ("qcow2", "raw", "vmdk", "vhd", "gce-tar",
+                                                                   "vagrant-libvirt", "ova", "rootfs-tar")]
+        installed = sbom.parse_packages(packages, "packages", strict=False)
+        doc = sbom.spdx_document(images[0] if images else plan.name, installed,
+                                 created=plan.created, rehearsal=manifest.rehearsal,
+                                 kickstart_sha256=plan.kickstart_sha256, tool=f"ccis-workbench-{__version__}")
+        sbom_path = out / sbom.SBOM_NAME
+        sbom_path.write_text(sbom.sbom_json(doc))
+        subjects = {p.name: sha256_file(p) for p in [*produced, sbom_path]}
+        deps: list[dict[str, Any]] = [{"name": ".treeinfo", "uri": plan.source.location,
+                                       "digest": {"sha256": plan.source.treeinfo.sha256},
+                                       "annotations": plan.source.treeinfo.identity()}]
+        for role, path in (("kernel", plan.source.kernel), ("initrd", plan.source.initrd)):
+            if path and Path(path).is_file():
+                deps.append({"name": role, "uri": str(path), "digest": {"sha256": sha256_file(Path(path))}})
+        st = provenance.statement(subjects=subjects, manifest=manifest.to_dict(), catalog=dict(plan.catalog),
+                                  dependencies=deps, started=plan.created, finished=utc_now(),
+                                  host=socket.gethostname())
+        prov_path = out / provenance.PROVENANCE_NAME
+        prov_path.write_text(provenance.statement_json(st))
+        return [sbom_path, prov_path]
+
+    def _sign(self, out: Path, key: str) -> None:
+        """A detached, ASCII-armoured OpenPGP signature of CHECKSUM (CHECKSUM.asc), made by gpg."""
+        self.monitor.stage("sign", f"CHECKSUM with key {key}")
+        self.run(["gpg", "--batch", "--yes", "--local-user", key, "--armor", "--detach-sign", "--output",
+                  str(out / "CHECKSUM.asc"), str(out / "CHECKSUM")])
 
     def _convert(self, fmt: str, disk: Path, dest: Path, work: Path, vsize: int) -> None:
         if fmt == "vhd" and vsize % MIB:

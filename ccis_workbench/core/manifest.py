@@ -24,7 +24,7 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "build_id": str, "profile": str, "release": str, "target": str, "arch": str, "kickstart_sha256": str,
     "rehearsal": bool, "install_tree": dict, "domain": str, "uri": str, "accel": str, "domain_type": str,
     "kernel_cmdline": str, "disk_virtual_size": int, "tool_versions": dict, "timings": dict, "artifacts": list,
-    "choice": dict,
+    "choice": dict, "accel_fallback": dict,
 }
 
 
@@ -51,6 +51,8 @@ class Manifest:
     artifacts: list[dict[str, Any]] = field(default_factory=list)
     #: release, target, overlays and variables of the composition built (for profiles never saved)
     choice: dict[str, Any] = field(default_factory=dict)
+    #: set when `--accel auto` left KVM for TCG: {"from": "kvm", "to": "tcg", "reason": ..., "source": ...}
+    accel_fallback: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     #: Where it was read from (not written).
     path: Path | None = None

@@ -7,6 +7,7 @@ backend only fills in the volume paths libvirt gives it. Pure: no libvirt import
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import os
@@ -129,6 +130,12 @@ class BuildPlan:
     #: The composition's choice (release, target, overlays, variables): recorded in manifest.json, so a boot test
     #: of an image built from an unsaved choice applies that choice's checks, from either face.
     choice: dict[str, Any] = field(default_factory=dict)
+    #: The catalog the kickstart was composed from: {"path", "commit", "dirty"} (for the provenance attestation).
+    catalog: dict[str, Any] = field(default_factory=dict)
+    #: OpenPGP key (id, fingerprint or user id) that signs CHECKSUM and the attestation; None: unsigned.
+    sign_key: str | None = None
+    #: Set when `--accel auto` left KVM for TCG (see `under_tcg`).
+    accel_fallback: AccelFallback | None = None
 
     @property
     def kickstart_sha256(self) -> str:
@@ -228,6 +235,7 @@ class BuildPlan:
             "artifacts": [a.to_dict() for a in self.artifacts], "artifact_dir": self.artifact_dir,
             "timeouts": {"inactivity": self.options.inactivity_timeout, "total": self.options.total_timeout},
             "domain_xml": self.domain_xml(), "notes": self.notes,
+            "accel_fallback": self.accel_fallback.to_dict() if self.accel_fallback else None,
         }
 
     def render_text(self) -> str:
@@ -282,13 +290,81 @@ def new_build_id(now: _dt.datetime | None = None) -> str:
     return t.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
-def domain_type(accel: str, kvm_available: bool) -> str:
-    """libvirt domain type for the accelerator: kvm, or qemu (TCG); auto picks kvm when the host offers it."""
+def domain_type(accel: str, kvm_available: bool, kvm_works: bool | None = None) -> str:
+    """libvirt domain type for the accelerator: kvm, or qemu (TCG). auto picks kvm when the host offers it and
+    KVM guests are not known not to run here (*kvm_works* False: a recorded verdict, see `AccelFallback`)."""
     if accel == "kvm":
         return "kvm"
     if accel == "tcg":
         return "qemu"
-    return "kvm" if kvm_available else "qemu"
+    return "kvm" if kvm_available and kvm_works is not False else "qemu"
+
+
+#: How long a KVM guest under `--accel auto` may run without the kernel proper printing on the serial console
+#: before it is judged hung and the run restarts under TCG. A running kernel prints "Linux version" within a
+#: second or two (about 1 s under TCG here, less under KVM); the rest is margin for a loaded 2-core host and for
+#: qemu's own start. A host whose KVM guests hang pays this once: the verdict is remembered.
+KVM_PROBE_WINDOW = 15.0
+#: The same for a boot test: the image's boot loader (a menu timeout of a few seconds) comes before the kernel.
+KVM_PROBE_WINDOW_BOOT = 30.0
+#: Output of the kernel proper: its banner, or a printk timestamp at the start of a line. The real-mode setup
+#: stub's lines ("Probing EDD (edd=off to disable)... ok", "Decompressing Linux...", "Booting the kernel.")
+#: appear even when the kernel then hangs, so they do not count.
+KERNEL_OUTPUT_RE = re.compile(r"Linux version \d|(?m:^[^\S\n]*\[\s*\d+\.\d{3,}\] )")
+
+
+def kernel_output_seen(console_text: str) -> bool:
+    """Whether *console_text* holds output of the running kernel (not only the setup stub's or the BIOS')."""
+    return KERNEL_OUTPUT_RE.search(console_text.replace("\r", "")) is not None
+
+
+@dataclass
+class AccelFallback:
+    """A run under `--accel auto` that left KVM for TCG, and why (recorded in the manifest and the report)."""
+
+    reason: str
+    from_accel: str = "kvm"
+    to_accel: str = "tcg"
+    #: "probe": this run's KVM guest stayed silent; "cached": an earlier run's verdict for this host
+    source: str = "probe"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"from": self.from_accel, "to": self.to_accel, "reason": self.reason, "source": self.source}
+
+    def message(self) -> str:
+        return f"accelerator {self.from_accel} -> {self.to_accel}: {self.reason}"
+
+
+#: The kernel command line of the accelerator probe: kernel messages on the serial console, and no root file
+#: system, so the kernel panics and `panic=-1` reboots at once, which ends the domain (on_reboot destroy).
+PROBE_CMDLINE = "console=ttyS0,115200n8 panic=-1"
+
+
+def probe_domain_xml(name: str, dtype: str, kernel_path: str, memory_mb: int = 256) -> str:
+    """A tiny transient domain that boots *kernel_path* with no disk and no network: does a guest run at all?"""
+    return (f"<domain type={quoteattr(dtype)}>\n"
+            f"  <name>{escape(name)}</name>\n"
+            f"  <title>CCIS Workbench accelerator probe</title>\n"
+            f"  <memory unit='MiB'>{memory_mb}</memory>\n"
+            f"  <vcpu>1</vcpu>\n"
+            f"  <os>\n    <type arch='x86_64' machine='pc'>hvm</type>\n"
+            f"    <kernel>{escape(kernel_path)}</kernel>\n"
+            f"    <cmdline>{escape(PROBE_CMDLINE)}</cmdline>\n  </os>\n"
+            f"  <features>\n    <acpi/>\n    <apic/>\n  </features>\n"
+            f"  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>destroy</on_reboot>\n"
+            f"  <on_crash>destroy</on_crash>\n"
+            f"  <devices>\n"
+            f"    <serial type='pty'>\n      <target port='0'/>\n    </serial>\n"
+            f"    <console type='pty'>\n      <target type='serial' port='0'/>\n    </console>\n"
+            f"    <memballoon model='none'/>\n"
+            f"  </devices>\n"
+            f"</domain>\n")
+
+
+def under_tcg(plan: BuildPlan, fallback: AccelFallback) -> BuildPlan:
+    """The same plan (same build id, names, volumes and kickstart) with a TCG domain, noting why."""
+    return dataclasses.replace(plan, domain_type="qemu", notes=[*plan.notes, fallback.message()],
+                               accel_fallback=fallback)
 
 
 def parse_size_mb(text: str) -> int:
@@ -323,8 +399,11 @@ def build_kickstart(text: str, formats: list[str]) -> str:
 
 
 def make_plan(composition: Any, profile_name: str, source: InstallSource, options: PlanOptions,
-              kvm_available: bool = False, arch: str = "x86_64") -> BuildPlan:
-    """Assemble the plan from a Composition (ccis_workbench.core.compose) and a resolved install source."""
+              kvm_available: bool = False, arch: str = "x86_64", kvm_works: bool | None = None) -> BuildPlan:
+    """Assemble the plan from a Composition (ccis_workbench.core.compose) and a resolved install source.
+
+    *kvm_works*: what is known about KVM guests on the libvirt host (None: not known; False: a recorded verdict
+    says they hang, so auto plans TCG)."""
     options.validate()
     target = composition.target
     release = composition.release
@@ -371,9 +450,12 @@ def make_plan(composition: Any, profile_name: str, source: InstallSource, option
         ArtifactSpec("checksum", "CHECKSUM", "SHA256 (file) = hex, CentOS style"),
     ]
     created = options.created or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    dtype = domain_type(options.accel, kvm_available)
+    dtype = domain_type(options.accel, kvm_available, kvm_works)
     if dtype == "kvm" and options.accel == "auto":
-        notes.append("accelerator auto -> kvm; if the guest stays silent, retry with --accel tcg")
+        notes.append(f"accelerator auto -> kvm; if the kernel prints nothing on the console within "
+                     f"{KVM_PROBE_WINDOW:.0f} s, the build restarts once under TCG")
+    elif options.accel == "auto" and kvm_available and kvm_works is False:
+        notes.append("accelerator auto -> tcg: KVM guests did not run on this host before (recorded verdict)")
     return BuildPlan(
         build_id=build_id, name=name, profile=profile_name, release=release.name, target=target.name if target
         else "", arch=arch, kickstart=kickstart, source=source,
