@@ -28,7 +28,7 @@ WRAPPED = {"virt-xml-validate": ["xmllint"], "virt-install": ["qemu-img"], "vagr
 NOT_PROGRAMS = {"sh"}  # POSIX sh: part of every system (dash on Debian, bash on Fedora)
 #: The dnf package of each program (Fedora/CentOS names), for DNF_PACKAGES; None: not packaged there (said why).
 DNF = {
-    "busybox": "busybox", "chroot": "coreutils", "cloud-init": "cloud-init", "cpio": "cpio",
+    "bash": "bash", "busybox": "busybox", "chroot": "coreutils", "cloud-init": "cloud-init", "cpio": "cpio",
     "debootstrap": "debootstrap",
     "depmod": "kmod", "du": "coreutils", "extlinux": "syslinux-extlinux", "gcc": "gcc", "git": "git",
     "ksvalidator": None,  # pip (pykickstart), in the virtualenv
@@ -43,7 +43,7 @@ DNF = {
     "apt-get": None, "dpkg-query": None,  # Debian only, by definition
 }
 #: dnf packages that Fedora/CentOS pull in with others listed (run.sh need not name them).
-DNF_IMPLIED = {"coreutils", "util-linux", "glibc-common", "kmod", "tar", "libvirt-daemon", "libvirt-client"}
+DNF_IMPLIED = {"bash", "coreutils", "util-linux", "glibc-common", "kmod", "tar", "libvirt-daemon", "libvirt-client"}
 
 
 def run_sh_list(name: str) -> set[str]:

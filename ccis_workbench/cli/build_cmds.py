@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from ccis_workbench.cli.common import (
     add_choice_arguments,
     add_json,
+    catalog_root,
     emit_json,
     load_catalog,
     profile_from_args,
@@ -77,6 +79,8 @@ def _build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", metavar="DIR", help=f"artifact parent directory ({setting_default('artifacts')})")
     p.add_argument("--kernel-arg", action="append", default=[], dest="kernel_args", metavar="ARG",
                    help="extra installer kernel argument (repeatable)")
+    p.add_argument("--sign-key", metavar="KEY", help="OpenPGP key gpg signs CHECKSUM with (CHECKSUM.asc); "
+                   "default: the sign_key setting, else unsigned")
 
 
 def build_request(args: argparse.Namespace) -> Any:
@@ -84,7 +88,8 @@ def build_request(args: argparse.Namespace) -> Any:
     from ccis_workbench.flows.build import BuildRequest
 
     return BuildRequest.from_settings(
-        settings_from_args(args, memory="memory_mb"), tree=args.tree, disk_size=args.disk_size, formats=args.formats,
+        settings_from_args(args, memory="memory_mb", sign_key="sign_key"), tree=args.tree, disk_size=args.disk_size,
+        formats=args.formats, catalog_root=str(catalog_root(args).path),
         output=args.output, kernel_args=list(args.kernel_args),
         inactivity_timeout=getattr(args, "inactivity_timeout", None),
         total_timeout=getattr(args, "total_timeout", None))
@@ -169,7 +174,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     s = settings_from_args(args)
-    checks = _backend().doctor(s.uri, s.pool, args.output or s.artifacts)
+    # the artifact folder may not exist yet: its free space is the nearest existing folder's
+    where = Path(args.output or s.artifacts).absolute()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    checks = _backend().doctor(s.uri, s.pool, str(where))
     if args.json:
         emit_json([c.to_dict() for c in checks])
     else:

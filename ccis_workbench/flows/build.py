@@ -41,13 +41,16 @@ class BuildRequest:
     total_timeout: float = 3600.0
     build_id: str | None = None
     rehearsal_cache: str | None = None  # where the rehearsal tree is built (None: the user's cache)
+    sign_key: str = ""  # OpenPGP key that signs CHECKSUM; empty: unsigned (every report says so)
+    catalog_root: str | None = None  # the catalog composed from (its git commit goes into the attestation)
 
     @classmethod
     def from_settings(cls, settings: Settings, **given: Any) -> BuildRequest:
         """A request whose unset fields come from *settings* (command line > environment > config > default)."""
         values = {"uri": settings.uri, "accel": settings.accel, "pool": settings.pool, "network": settings.network,
                   "memory_mb": settings.memory_mb, "vcpus": settings.vcpus, "output": settings.artifacts,
-                  "inactivity_timeout": settings.inactivity_timeout, "total_timeout": settings.total_timeout}
+                  "inactivity_timeout": settings.inactivity_timeout, "total_timeout": settings.total_timeout,
+                  "sign_key": settings.sign_key}
         values.update({k: v for k, v in given.items() if v is not None})
         return cls(**values)
 
@@ -100,10 +103,26 @@ def plan_build(comp: Any, request: BuildRequest, monitor: Monitor | None = None,
     plan = make_plan(comp, name or comp.profile.name, source, opts, kvm_available=kvm_device_usable(),
                      arch=str(comp.variables.get("arch", "x86_64")))
     plan.notes.extend(source.notes)
+    plan.sign_key = request.sign_key or None
+    plan.catalog = catalog_state(Path(request.catalog_root)) if request.catalog_root else {}
     prof = comp.profile
     plan.choice = {"release": prof.release, "target": prof.target, "overlays": list(prof.overlays),
                    "variables": {k: v for k, v in prof.variables.items()}}
     return plan
+
+
+def catalog_state(root: Path) -> dict[str, Any]:
+    """{"path", "commit", "dirty"} of the catalog at *root* (commit None outside a git repository)."""
+    from ccis_workbench import gitops
+
+    state: dict[str, Any] = {"path": str(root.resolve()), "commit": None, "dirty": None}
+    try:
+        repo = gitops.toplevel(root)
+        state["commit"] = gitops.resolve_commit(repo, "HEAD")
+        state["dirty"] = bool(gitops.status(repo))
+    except WorkbenchError:
+        pass
+    return state
 
 
 def plan_for_run(plan: Any, comp: Any, request: BuildRequest, monitor: Monitor) -> Any:

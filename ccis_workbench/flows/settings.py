@@ -71,6 +71,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("grow_mib", 1024, ("CCIS_WORKBENCH_GROW",), "MiB the boot-test disk is larger than the image",
             _positive_int),
     Setting("theme", "", ("CCIS_WORKBENCH_THEME",), "TUI theme (empty: Textual's default)"),
+    Setting("sign_key", "", ("CCIS_WORKBENCH_SIGN_KEY",),
+            "OpenPGP key (id, fingerprint or user id) gpg signs CHECKSUM with (empty: unsigned)"),
 )}
 
 

@@ -152,7 +152,8 @@ class BuildSettings:
     total_timeout: float | None = None
     rehearsal_cache: str | None = None  # where the rehearsal tree is built (None: the user's cache)
 
-    def request(self, defaults: Settings, uri: str, build_id: str | None = None) -> BuildRequest:
+    def request(self, defaults: Settings, uri: str, build_id: str | None = None,
+                catalog_root: str | None = None) -> BuildRequest:
         """The flows' BuildRequest for these controls (the CLI builds the same from its options)."""
         from ccis_workbench.core.errors import WorkbenchError
 
@@ -170,15 +171,15 @@ class BuildSettings:
             defaults, tree=tree, uri=uri, accel=self.accel, memory_mb=self.memory_mb,
             disk_size=self.disk_size.strip() or None, output=self.output_dir,
             inactivity_timeout=self.inactivity_timeout, total_timeout=self.total_timeout, build_id=build_id,
-            rehearsal_cache=self.rehearsal_cache)
+            rehearsal_cache=self.rehearsal_cache, catalog_root=catalog_root)
 
 
 def make_build_plan(workbench: Workbench, ch: Choice, settings: BuildSettings, defaults: Settings, uri: str,
                     monitor: Monitor | None = None, *, download: bool = False) -> Any:
     """The BuildPlan for a choice, through flows.build (blocking: builds the rehearsal tree, reads a URL's
     .treeinfo). Without *download*, an unreachable URL still gives a plan that says so, as `plan` does."""
-    return plan_build(workbench.compose(ch), settings.request(defaults, uri), monitor, download=download,
-                      name=ch.name)
+    return plan_build(workbench.compose(ch), settings.request(defaults, uri, catalog_root=str(workbench.root)),
+                      monitor, download=download, name=ch.name)
 
 
 class BuildScreen(Screen[None]):
@@ -385,7 +386,8 @@ class BuildScreen(Screen[None]):
             try:
                 # the plan view reads only a URL tree's .treeinfo; the build needs the kernel and initrd cached
                 plan = plan_for_run(shown_plan, self.workbench.compose(self.choice),
-                                    settings.request(self.defaults, self.uri), monitor)
+                                    settings.request(self.defaults, self.uri, catalog_root=str(self.workbench.root)),
+                                    monitor)
                 out = self.runner(plan, monitor)
             except WorkbenchError as exc:
                 monitor.flush()

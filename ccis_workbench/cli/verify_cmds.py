@@ -1,0 +1,64 @@
+"""`ccis-workbench verify ARTIFACT_DIR|URL`: signature, checksums, SBOM, attestation, kickstart, recomposition
+(exit status: 0 verified, 1 a mismatch, each listed, 2 bad input); `publish`: a cloud.centos.org-style tree."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ccis_workbench.cli.common import add_json, catalog_root, emit_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("verify", help="verify a build's artifact folder or a published folder (local or http URL): "
+                       "signature, checksums, SBOM, provenance attestation, kickstart (exit 1 on a mismatch)")
+    p.add_argument("target", metavar="ARTIFACT_DIR|URL")
+    p.add_argument("--keyring", metavar="FILE", help="OpenPGP public keyring (gpgv --keyring) holding the signer's "
+                   "key; with it a signature is required")
+    p.add_argument("--no-recompose", action="store_true",
+                   help="do not compose the attested profile at the attested commit from the catalog in use")
+    add_json(p)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("publish", help="lay builds out like cloud.centos.org (<release>/<arch>/images/, dated names, "
+                       "latest links, SBOM and attestation beside each image, one signed CHECKSUM)")
+    p.add_argument("artifact_dirs", nargs="+", metavar="ARTIFACT_DIR")
+    p.add_argument("--to", required=True, metavar="DIR", help="the published tree (a local folder; rsync it to a "
+                   "mirror afterwards)")
+    p.add_argument("--allow-rehearsal", action="store_true",
+                   help="publish REHEARSAL builds, under rehearsal/ only (never beside CentOS images)")
+    p.add_argument("--sign-key", metavar="KEY", help="OpenPGP key gpg signs CHECKSUM with (default: the sign_key "
+                   "setting, else unsigned)")
+    add_json(p)
+    p.set_defaults(func=cmd_publish)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ccis_workbench.flows.verify import verify
+
+    root = None if args.no_recompose else catalog_root(args).path
+    report = verify(args.target, keyring=args.keyring, catalog_root=Path(root) if root else None)
+    if args.json:
+        emit_json(report.to_dict())
+    else:
+        for f in report.findings:
+            print(f"[{'ok  ' if f.ok else 'FAIL'}] {f.check}: {f.detail}")
+        print(report.summary())
+    return 0 if report.verified else 1
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from ccis_workbench.cli.common import settings_from_args
+    from ccis_workbench.flows.publish import publish
+
+    key = settings_from_args(args, sign_key="sign_key").sign_key
+    done = [publish(Path(d), Path(args.to), allow_rehearsal=args.allow_rehearsal, sign_key=key)
+            for d in args.artifact_dirs]
+    if args.json:
+        emit_json([p.to_dict() for p in done])
+        return 0
+    for p in done:
+        print(f"published into {p.folder} ({'signed' if p.signed else 'unsigned'}):")
+        for name in p.files + p.latest:
+            print(f"  {name}")
+    return 0

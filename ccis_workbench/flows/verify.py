@@ -1,0 +1,260 @@
+"""`verify`: is this image what its evidence says it is?
+
+For a build's artifact folder, or a published folder (local or over HTTP): the OpenPGP signature of CHECKSUM
+(against a keyring the user gives), every checksum, every SBOM and attestation present and well formed, the
+attestation's subjects against the files, the attestation's kickstart against the kickstart shipped beside the
+image, and (given the catalog) that composing the named profile at the named commit gives that same kickstart.
+Each check is a line of the report; one failing check makes the whole verification fail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import tempfile
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ccis_workbench.core.errors import WorkbenchError
+from ccis_workbench.core.files import sha256_file
+
+CHECKSUM = "CHECKSUM"
+SIGNATURE = "CHECKSUM.asc"
+#: Largest CHECKSUM, attestation or SBOM read (an image is large; its evidence is not).
+MAX_EVIDENCE_BYTES = 64 << 20
+
+
+@dataclass
+class Finding:
+    """One check: what, whether it holds, and the detail a reviewer reads."""
+
+    check: str
+    ok: bool
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"check": self.check, "ok": self.ok, "detail": self.detail}
+
+
+@dataclass
+class VerifyReport:
+    """Every finding; `verified` when none failed. `signed` says whether a signature was checked."""
+
+    source: str
+    findings: list[Finding] = field(default_factory=list)
+    signed: bool = False
+    rehearsal: bool = False
+
+    @property
+    def verified(self) -> bool:
+        return all(f.ok for f in self.findings)
+
+    def add(self, check: str, ok: bool, detail: str) -> None:
+        self.findings.append(Finding(check, ok, detail))
+
+    def summary(self) -> str:
+        state = "VERIFIED" if self.verified else "NOT VERIFIED"
+        sig = "signed" if self.signed else "unsigned"
+        return f"{state} ({sig}{', REHEARSAL build: not CentOS' if self.rehearsal else ''}): {self.source}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "verified": self.verified, "signed": self.signed, "rehearsal": self.rehearsal,
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+def fetch(url: str, dest: Path, *, keyring: str | None = None) -> Path:
+    """Download a published folder's CHECKSUM (and signature) and every file it lists into *dest*."""
+    base = url if url.endswith("/") else url + "/"
+    if urllib.parse.urlsplit(base).scheme not in ("http", "https"):
+        raise WorkbenchError("Bad URL", f"{url}: only http:// and https:// folders can be verified remotely",
+                             hint="or give a local folder")
+    dest.mkdir(parents=True, exist_ok=True)
+
+    def get(name: str, required: bool) -> bool:
+        if "/" in name or name in ("", ".", ".."):
+            raise WorkbenchError("Bad CHECKSUM", f"file name {name!r} is not a plain name in this folder", file=url)
+        try:
+            with urllib.request.urlopen(base + urllib.parse.quote(name), timeout=60) as resp, \
+                    open(dest / name, "wb") as out:
+                shutil.copyfileobj(resp, out)
+            return True
+        except OSError as exc:  # urllib's HTTPError and URLError are OSErrors
+            if required:
+                raise WorkbenchError("Cannot fetch", f"{base}{name}: {exc}", file=url) from None
+            return False
+
+    get(CHECKSUM, True)
+    get(SIGNATURE, False)
+    for name in _parse_checksum(dest / CHECKSUM):
+        get(name, False)  # a missing file is a finding, not an error
+    return dest
+
+
+def _read_small(path: Path) -> str:
+    if path.stat().st_size > MAX_EVIDENCE_BYTES:
+        raise WorkbenchError("Evidence too large", f"over {MAX_EVIDENCE_BYTES >> 20} MiB", file=str(path))
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+def _parse_checksum(path: Path) -> dict[str, str]:
+    from ccis_workbench.core.propose import parse_checksum
+
+    return parse_checksum(_read_small(path), str(path))
+
+
+def verify_folder(folder: Path, *, keyring: str | None = None, catalog_root: Path | None = None,
+                  source: str | None = None) -> VerifyReport:
+    """Verify an artifact or published folder (see the module docstring)."""
+    report = VerifyReport(source or str(folder))
+    if not folder.is_dir():
+        raise WorkbenchError("Not a folder", "verify takes a build's artifact folder or a published folder",
+                             file=str(folder))
+    checksum = folder / CHECKSUM
+    if not checksum.is_file():
+        report.add("checksum", False, "no CHECKSUM file: nothing ties these files together")
+        return report
+    sums = _parse_checksum(checksum)
+    _signature(folder, keyring, report)
+    actual: dict[str, str] = {}
+    for name, want in sums.items():
+        path = folder / name
+        # a symlink may name another file of this folder (a published tree's `latest` names), nothing else
+        outside = path.is_symlink() and path.resolve().parent != folder.resolve()
+        if Path(name).name != name or not path.is_file() or outside:
+            report.add(f"file {name}", False, "listed in CHECKSUM but missing (or not a plain file)")
+            continue
+        got = sha256_file(path)
+        actual[name] = got
+        report.add(f"file {name}", got == want, "sha256 matches CHECKSUM" if got == want else
+                   f"sha256 {got} but CHECKSUM says {want}")
+    for extra in sorted(p.name for p in folder.iterdir() if p.is_file()):
+        if extra not in sums and extra not in (CHECKSUM, SIGNATURE):
+            report.add(f"file {extra}", False, "not covered by CHECKSUM (added after the build was checksummed)")
+    sboms = [n for n in sums if n.endswith("spdx.json")]
+    attestations = [n for n in sums if n.endswith("provenance.intoto.json")]
+    report.add("sbom", bool(sboms), ", ".join(sboms) if sboms else "no SBOM (*.spdx.json) listed in CHECKSUM")
+    for name in sboms:
+        if name in actual:
+            _sbom(folder / name, report)
+    report.add("attestation", bool(attestations), ", ".join(attestations) if attestations else
+               "no provenance attestation (*.provenance.intoto.json) listed in CHECKSUM")
+    for name in attestations:
+        if name in actual:
+            _attestation(folder, folder / name, actual, report, catalog_root)
+    return report
+
+
+def _signature(folder: Path, keyring: str | None, report: VerifyReport) -> None:
+    sig = folder / SIGNATURE
+    if not sig.is_file():
+        report.add("signature", keyring is None, "unsigned: no CHECKSUM.asc" + (
+            "" if keyring is None else " (a keyring was given: a signature was expected)"))
+        return
+    report.signed = True
+    if shutil.which("gpgv") is None:
+        report.add("signature", False, "gpgv is not installed: the signature cannot be checked")
+        return
+    argv = ["gpgv"] + (["--keyring", str(Path(keyring).resolve())] if keyring else []) + [str(sig),
+                                                                                         str(folder / CHECKSUM)]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    good = next((ln for ln in lines if "Good signature" in ln), "")
+    report.add("signature", proc.returncode == 0,
+               good.split("gpgv: ", 1)[-1] if proc.returncode == 0 else
+               "BAD or unknown signature: " + ("; ".join(lines[-2:]) or f"gpgv exit {proc.returncode}"))
+
+
+def _sbom(path: Path, report: VerifyReport) -> None:
+    try:
+        doc = json.loads(_read_small(path))
+        ok = isinstance(doc, dict) and doc.get("spdxVersion") == "SPDX-2.3" and isinstance(doc.get("packages"), list)
+        count = len(doc["packages"]) - 1 if ok else 0
+        report.add(f"sbom {path.name}", ok, f"SPDX 2.3, {count} packages" if ok else "not an SPDX 2.3 document")
+        report.rehearsal = report.rehearsal or "REHEARSAL" in str(doc.get("name", ""))
+    except (ValueError, RecursionError) as exc:
+        report.add(f"sbom {path.name}", False, f"not valid JSON: {exc}")
+
+
+def _attestation(folder: Path, path: Path, actual: dict[str, str], report: VerifyReport,
+                 catalog_root: Path | None) -> None:
+    from ccis_workbench.core.provenance import check_statement
+
+    try:
+        st = json.loads(_read_small(path))
+    except (ValueError, RecursionError) as exc:
+        report.add(f"attestation {path.name}", False, f"not valid JSON: {exc}")
+        return
+    problems = check_statement(st, path.name)
+    report.add(f"attestation {path.name}", not problems, "; ".join(problems) or "in-toto Statement v1, SLSA v1")
+    if problems:
+        return
+    by_digest = {d: n for n, d in actual.items()}
+    published = not (folder / "manifest.json").is_file()
+    for s in st["subject"]:
+        name, digest = s["name"], s["digest"]["sha256"]
+        if actual.get(name) == digest or digest in by_digest:
+            report.add(f"subject {name}", True, "present, sha256 matches")
+        elif name in actual:
+            report.add(f"subject {name}", False, f"the file's sha256 is {actual[name]}, the attestation says {digest}")
+        elif not published:
+            report.add(f"subject {name}", False, "attested but missing from the folder")
+    params = st["predicate"]["buildDefinition"]["externalParameters"]
+    report.rehearsal = report.rehearsal or bool(params.get("rehearsal"))
+    ks_sha = (params.get("kickstart") or {}).get("sha256")
+    shipped = [n for n in actual if n.endswith(".ks")]
+    if shipped:
+        ok = any(actual[n] == ks_sha for n in shipped)
+        report.add("kickstart", ok, f"{shipped[0]} is the attested kickstart (sha256 {str(ks_sha)[:16]}…)" if ok
+                   else f"the shipped kickstart's sha256 differs from the attested {ks_sha}")
+    if catalog_root is not None:
+        _recompose(catalog_root, params, ks_sha, report)
+
+
+def _recompose(catalog_root: Path, params: dict[str, Any], ks_sha: str | None, report: VerifyReport) -> None:
+    """Compose the attested profile from the catalog at the attested commit: the same kickstart?"""
+    from ccis_workbench import gitops
+    from ccis_workbench.core.catalog import Catalog
+    from ccis_workbench.core.compose import Composer, choice
+    from ccis_workbench.core.plan import build_kickstart
+
+    commit = (params.get("catalog") or {}).get("commit")
+    if not commit:
+        report.add("recompose", False, "the attestation names no catalog commit (built from outside git)")
+        return
+    with tempfile.TemporaryDirectory(prefix="ccis-verify-") as tmp:
+        try:
+            repo = gitops.toplevel(catalog_root)
+            prefix = Path(catalog_root).resolve().relative_to(repo)
+            archive = gitops.run_git(repo, ["archive", "--format=tar", commit, "--", str(prefix / "kickstarts"),
+                                            str(prefix / "profiles")])
+            subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True, capture_output=True)
+            cat = Catalog.load(Path(tmp) / prefix)
+            name = params.get("profile") or ""
+            if name in cat.profile_names():
+                profile = cat.load_profile(name)
+            else:
+                profile = choice(params["release"], params["target"], list(params.get("overlays") or []),
+                                 dict(params.get("variables") or {}), name=name or None)
+            text = Composer(cat).compose(profile).text
+        except (WorkbenchError, subprocess.CalledProcessError, KeyError, ValueError) as exc:
+            report.add("recompose", False, f"cannot compose the attested profile at {commit[:12]}: {exc}")
+            return
+    candidates = {hashlib.sha256(k.encode()).hexdigest() for k in (text, build_kickstart(text, ["rootfs-tar"]))}
+    ok = ks_sha in candidates
+    report.add("recompose", ok, f"profile {params.get('profile')} at {commit[:12]} composes to the attested "
+               "kickstart" if ok else f"profile {params.get('profile')} at {commit[:12]} composes to a different "
+               "kickstart than the one attested")
+
+
+def verify(target: str, *, keyring: str | None = None, catalog_root: Path | None = None) -> VerifyReport:
+    """Verify a local folder or an http(s) URL of one."""
+    if "://" in target:
+        with tempfile.TemporaryDirectory(prefix="ccis-verify-") as tmp:
+            return verify_folder(fetch(target, Path(tmp) / "files"), keyring=keyring, catalog_root=catalog_root,
+                                 source=target)
+    return verify_folder(Path(target), keyring=keyring, catalog_root=catalog_root)
