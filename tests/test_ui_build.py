@@ -338,9 +338,11 @@ async def test_real_build_then_boot_test_through_the_screens(no_leftovers: str, 
         ending = text_of(screen.query_one("#build-ending"))
         assert "Build succeeded" in ending
         (art,) = list(out.iterdir())
-        for name in ("openstack-stream9-rehearsal.x86_64.qcow2", "manifest.json", "CHECKSUM", "console.log"):
+        for name in ("openstack-stream9-rehearsal.x86_64.qcow2", "manifest.json", "CHECKSUM", "console.log",
+                     "sbom.spdx.json", "provenance.intoto.json"):
             assert (art / name).is_file()
             assert f"  {name}" in ending
+        assert "evidence: UNSIGNED (no signing key), SBOM, provenance attestation" in ending
         assert app.last_artifact_dir == str(art)
 
         await pilot.press("escape")

@@ -572,6 +572,11 @@ def ending_text(m: BuildEnded) -> Text:
         text = Text.assemble(("✓ Build succeeded", "bold green"), f" — artifacts in {m.artifact_dir}:\n")
         for name in m.artifacts:
             text.append(f"  {name}\n")
+        evidence = [("signed (CHECKSUM.asc)" if "CHECKSUM.asc" in m.artifacts else "UNSIGNED (no signing key)"),
+                    "SBOM" if "sbom.spdx.json" in m.artifacts else "no SBOM",
+                    "provenance attestation" if "provenance.intoto.json" in m.artifacts else "no attestation"]
+        text.append("evidence: " + ", ".join(evidence) + " · `ccis-workbench verify` checks them\n",
+                    style="italic")
         return text
     head = {"failed": "✗ Installer failure", "stalled": "✗ Stalled", "timeout": "✗ Time limit",
             "cancelled": "■ Cancelled", "crashed": "✗ Guest stopped", "lost": "✗ libvirtd lost",
