@@ -76,12 +76,26 @@ def kvm_device_usable() -> bool:
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
-def describe_accel(accel: str) -> str:
-    """What a build with *accel* would really use here, in a few words (the TUI's status line, `doctor`)."""
+def known_kvm_works(uri: str) -> bool | None:
+    """What an earlier run (or `doctor`) recorded about KVM guests on *uri*'s host: True, False, or None when
+    nothing is known or libvirt cannot be asked (the plan is then shown without it)."""
+    try:
+        verdict = libvirt_backend("ccis_workbench.backends.libvirt_build").kvm_verdict(uri)
+    except Exception:  # noqa: BLE001 - no libvirt-python, no daemon, a remote host away: nothing is known
+        return None
+    return None if verdict is None else bool(verdict.kvm_works)
+
+
+def describe_accel(accel: str, kvm_works: bool | None = None) -> str:
+    """What a build with *accel* would really use here, in a few words (the TUI's status line)."""
     if accel in ("kvm", "tcg"):
         return accel
     if not kvm_device_usable():
         return "auto: tcg (no usable /dev/kvm)"
+    if kvm_works is False:
+        return "auto: tcg (KVM guests do not run here)"
+    if kvm_works:
+        return "auto: kvm"
     return "auto: kvm, tcg if KVM guests stay silent"
 
 
@@ -100,7 +114,9 @@ def plan_build(comp: Any, request: BuildRequest, monitor: Monitor | None = None,
                        pool=request.pool, extra_kernel_args=list(request.kernel_args), formats=request.formats,
                        output_dir=request.output, inactivity_timeout=request.inactivity_timeout,
                        total_timeout=request.total_timeout, build_id=request.build_id)
-    plan = make_plan(comp, name or comp.profile.name, source, opts, kvm_available=kvm_device_usable(),
+    kvm = kvm_device_usable()
+    kvm_works = known_kvm_works(request.uri) if kvm and request.accel == "auto" else None
+    plan = make_plan(comp, name or comp.profile.name, source, opts, kvm_available=kvm, kvm_works=kvm_works,
                      arch=str(comp.variables.get("arch", "x86_64")))
     plan.notes.extend(source.notes)
     plan.sign_key = request.sign_key or None

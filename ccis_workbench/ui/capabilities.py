@@ -82,7 +82,10 @@ class LocalCapabilities(Capabilities):
     name = "local"
 
     def check_host(self) -> HostStatus:
-        uri, accel = self.uri(), self.accelerator()
+        from ccis_workbench.flows.build import known_kvm_works
+
+        uri = self.uri()
+        accel = describe_accel(str(self.settings.accel), known_kvm_works(uri))
         try:
             import libvirt  # type: ignore[import-not-found]
         except ImportError:
