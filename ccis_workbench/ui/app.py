@@ -7,7 +7,9 @@ and the screenshot script decide what the status line reports.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -63,6 +65,22 @@ class WorkbenchApp(App[int]):
         self.boot_test_settings: Any = None
         if theme:
             self.theme = theme
+
+    #: Where the last unhandled error's traceback was saved (None: no crash).
+    crash_report: Path | None = None
+
+    def _handle_exception(self, error: Exception) -> None:
+        """An unhandled error: save the traceback and the current choice to a file first, so nothing the user
+        composed is lost, then let Textual end the app (return code 1) as it does."""
+        with contextlib.suppress(Exception):  # saving must never hide the original error
+            self.crash_report = save_crash_report(error, self._current_choice_yaml())
+        super()._handle_exception(error)
+
+    def _current_choice_yaml(self) -> str:
+        compose = next((s for s in self.screen_stack if isinstance(s, ComposeScreen)), None)
+        if compose is None or compose.workbench is None or compose.choice is None:
+            return ""
+        return compose.workbench.profile_yaml(compose.choice)
 
     def on_mount(self) -> None:
         self.push_screen(ComposeScreen(self.initial_profile))
@@ -249,8 +267,28 @@ class WorkbenchApp(App[int]):
         yield SystemCommand("host: check libvirt again", "Re-check the libvirt connection", self.check_host)
 
 
+def save_crash_report(error: BaseException, choice_yaml: str, folder: Path | None = None) -> Path:
+    """Write the traceback and the choice in use to `$XDG_STATE_HOME/ccis-workbench/crash-TIME.txt`."""
+    import datetime
+    import traceback
+
+    base = folder or Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "ccis-workbench"
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = base / f"crash-{stamp}-{os.getpid()}.txt"
+    text = "".join(traceback.format_exception(error))
+    if choice_yaml:
+        text += "\n# The choice in use (save it as profiles/NAME.yaml to keep it):\n" + choice_yaml
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def run_app(catalog_root: str | None = None) -> int:
     """Run the TUI on the catalog at *catalog_root* (default: $CCIS_WORKBENCH_ROOT or this checkout)."""
     app = WorkbenchApp(catalog_root, capabilities=LocalCapabilities())
     result = app.run()
-    return int(result or 0)
+    if app.crash_report is not None:
+        print(f"ccis-workbench: the terminal UI stopped on an unexpected error; the traceback and the last choice "
+              f"are saved in {app.crash_report}", file=sys.stderr)
+    # an unhandled error ends the app with return code 1: never exit 0 after a crash
+    return int(app.return_code or result or 0)

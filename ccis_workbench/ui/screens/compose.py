@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +80,8 @@ class ComposeScreen(Screen[None]):
         self.overlay_states: dict[str, str] = {}
         self.catalog_error: WorkbenchError | None = None
         self._input_timer: Timer | None = None
+        #: one rebuild of the overlay-variable inputs at a time (see _sync_overlay_variables)
+        self._overlay_vars_lock = asyncio.Lock()
         self._profile_yaml = ""
 
     @property
@@ -223,30 +226,43 @@ class ComposeScreen(Screen[None]):
 
     def _sync_overlay_variables(self) -> None:
         """One input per variable the chosen overlays declare (e.g. container_user); drop the values of
-        overlays no longer chosen (the core refuses unknown variables)."""
+        overlays no longer chosen (the core refuses unknown variables).
+
+        Removing widgets completes later than the call that asks for it, so mounting the new inputs at once
+        collided with the old ones (the same ids) when a second overlay with variables was chosen. The inputs
+        are rebuilt in one async task at a time (a lock), each from the choice as it then is: the last one
+        leaves the inputs the choice needs, however fast the user toggles."""
         wb, ch = self.workbench, self.choice
         if wb is None or ch is None:
             return
         rules = wb.catalog.variable_rules([wb.catalog.overlays[o] for o in ch.overlays if o in wb.catalog.overlays])
         for key in [k for k in ch.variables if k not in rules]:
             del ch.variables[key]
-        specs = [v for o in ch.overlays if o in wb.catalog.overlays for v in wb.catalog.overlays[o].variables.values()]
-        box = self.query_one("#overlay-vars", Vertical)
-        wanted = [f"ovar-{v.name}" for v in specs]
-        if [w.id for w in box.query(Input)] == wanted:
-            return
-        box.remove_children()
-        widgets: list[Label | Input] = []
-        if specs:
-            widgets.append(Label("Overlay variables", classes="field-label section"))
-        for v in specs:
-            default = _as_text(v.default) or "(empty)"
-            widgets.append(Label(f"{v.name} ({v.type})", classes="var-label"))
-            field = Input(_as_text(ch.variables.get(v.name)), id=f"ovar-{v.name}", placeholder=default,
-                          classes="var-input", compact=True, tooltip=v.description or None)
-            widgets.append(field)
-        with self.prevent(Input.Changed):
-            box.mount_all(widgets)
+        self.run_worker(self._rebuild_overlay_variables(), group="overlay-variables",
+                        description="show the overlays' variables", exit_on_error=False)
+
+    async def _rebuild_overlay_variables(self) -> None:
+        async with self._overlay_vars_lock:
+            wb, ch = self.workbench, self.choice
+            if wb is None or ch is None:
+                return
+            specs = [v for o in ch.overlays if o in wb.catalog.overlays
+                     for v in wb.catalog.overlays[o].variables.values()]
+            box = self.query_one("#overlay-vars", Vertical)
+            wanted = [f"ovar-{v.name}" for v in specs]
+            if [w.id for w in box.query(Input)] == wanted:
+                return
+            await box.remove_children()
+            widgets: list[Label | Input] = []
+            if specs:
+                widgets.append(Label("Overlay variables", classes="field-label section"))
+            for v in specs:
+                default = _as_text(v.default) or "(empty)"
+                widgets.append(Label(f"{v.name} ({v.type})", classes="var-label"))
+                widgets.append(Input(_as_text(ch.variables.get(v.name)), id=f"ovar-{v.name}", placeholder=default,
+                                     classes="var-input", compact=True, tooltip=v.description or None))
+            with self.prevent(Input.Changed):
+                await box.mount_all(widgets)
 
     def _sync_targets(self) -> None:
         wb, ch = self.workbench, self.choice
