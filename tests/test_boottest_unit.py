@@ -107,17 +107,25 @@ def test_options_are_validated() -> None:
 
 
 def test_domain_xml_boots_the_overlay_with_the_seed_cdrom() -> None:
+    from ccis_workbench.core.boottest_plan import ImageInfo, plan_boot_test
+
     bt = BootTest("/x/img.qcow2", [Check("a", "d", "true")], BootTestOptions(run_id="20260101-000000-abcd"),
                   label="my profile")
     assert bt.name == "ccis-boottest-my-profile-20260101-000000-abcd"
-    root = ET.fromstring(bt.domain_xml("disk-vol", "seed-vol", "qemu"))
+    info = ImageInfo(Path("/x/img.qcow2"), "qcow2", 1 << 30)
+    plan = plan_boot_test("/x/img.qcow2", [Check("a", "d", "true")], BootTestOptions(run_id="20260101-000000-abcd"),
+                          label="my profile", info=info)
+    assert plan.name == bt.name
+    root = ET.fromstring(plan.domain_xml("qemu"))
     assert root.get("type") == "qemu" and root.find("cpu").get("mode") == "maximum"
     disks = root.findall("devices/disk")
     assert [(d.get("device"), d.find("target").get("bus")) for d in disks] == [("disk", "virtio"), ("cdrom", "ide")]
-    assert disks[1].find("readonly") is not None and disks[1].find("source").get("volume") == "seed-vol"
+    assert disks[1].find("readonly") is not None and disks[1].find("source").get("volume") == f"{bt.name}-seed.iso"
     assert root.find("features/acpi") is not None, "without ACPI a poweroff never ends the domain"
     assert root.find("devices/serial") is not None and root.find("devices/interface").get("type") == "user"
-    kvm = ET.fromstring(bt.domain_xml("disk-vol", None, "kvm"))
+    no_seed = plan_boot_test("/x/img.qcow2", [], BootTestOptions(run_id="20260101-000000-abcd", seed="none"),
+                             label="my profile", info=info)
+    kvm = ET.fromstring(no_seed.domain_xml("kvm"))
     assert kvm.find("cpu") is None and len(kvm.findall("devices/disk")) == 1
 
 

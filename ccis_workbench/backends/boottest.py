@@ -14,31 +14,53 @@ console lost, cancelled; each is explained, and the domain and volumes are remov
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
-import json
 import re
 import shlex
 import shutil
-import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
-from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
 import pexpect
 
-from ccis_workbench.backends.libvirt_build import build_lock, connect, ensure_pool, kvm_available, upload_file
+from ccis_workbench.backends.libvirt_build import kvm_available
+from ccis_workbench.backends.libvirt_session import (
+    RECONNECT_WINDOW,
+    Session,
+    build_lock,
+    hypervisor_key,
+    read_verdict,
+)
+from ccis_workbench.core.boottest_plan import (  # noqa: F401  (re-exported: the boot test's public names)
+    DOMAIN_PREFIX,
+    BootTestOptions,
+    BootTestPlan,
+    ImageInfo,
+    boot_test_name,
+    image_info,
+    is_local_uri,
+    plan_boot_test,
+    readable_by_anyone,
+)
 from ccis_workbench.core.checkrun import CheckRun
 from ccis_workbench.core.errors import WorkbenchError
 from ccis_workbench.core.failure import classify_line
 from ccis_workbench.core.model import Check
 from ccis_workbench.core.monitor import Monitor
-from ccis_workbench.core.plan import DEFAULT_POOL, NAMESPACE, PREFIX, domain_type, new_build_id
+from ccis_workbench.core.plan import (
+    KVM_PROBE_WINDOW_BOOT,
+    AccelFallback,
+    domain_type,
+    kernel_output_seen,
+    new_build_id,
+)
 from ccis_workbench.core.report import BootTestResult, CheckResult, clean_text
-from ccis_workbench.core.seed import SEED_KINDS, SeedData, build_seed, make_credentials, new_instance_id
+from ccis_workbench.core.seed import SeedData, build_seed, make_credentials
 from ccis_workbench.core.testspec import CheckPlan
 
 #: A getty login prompt at the start of a line ("host login: ").
@@ -53,103 +75,19 @@ BOOT_FAILURES = (
                              r"Cannot open access to console, the root account is locked")),
     ("kernel-panic", re.compile(r"Kernel panic - not syncing")),
 )
-DOMAIN_PREFIX = f"{PREFIX}boottest-"
-#: How long to wait for libvirtd to come back when the connection drops.
-RECONNECT_WINDOW = 30.0
 
 
 @dataclass
-class BootTestOptions:
-    """How to run the boot test (CLI options and TUI settings)."""
+class BootProbe:
+    """How a boot test under `--accel auto` finds out that KVM guests hang here (see libvirt_build.KvmProbe): the
+    console is given to *detector* until the kernel proper runs; after *window* seconds without it the guest is
+    destroyed, its volumes deleted, and the boot test restarts once under TCG. *applies* takes the options and
+    the domain type chosen."""
 
-    uri: str = "qemu:///system"
-    accel: str = "auto"  # kvm | tcg | auto
-    memory_mb: int = 1024
-    vcpus: int = 2
-    grow_mib: int = 1024
-    login_timeout: float = 600.0
-    inactivity_timeout: float = 300.0
-    keep_on_failure: bool = False
-    seed: str = "nocloud"  # nocloud | configdrive | opennebula | none
-    hostname: str = "ccis-test"
-    pool: str = DEFAULT_POOL
-    pool_path: str | None = None
-    network: str = "user"
-    user: str | None = None  # None: a random ccis-XXXX
-    run_id: str | None = None
-    collect_timings: bool = True
-    #: the image is the workbench's REHEARSAL system: its NoCloud reader takes the plain `user:`/`password:` form
-    rehearsal: bool = False
-    #: how to log in: "seed" (the per-run user the seed creates), "image" (*image_login*: a user the image itself
-    #: has, e.g. Vagrant's vagrant/vagrant, for images that take no seed) or "none" (stop at the login prompt:
-    #: the checks are skipped with *no_login_reason*)
-    login: str = "seed"
-    image_login: tuple[str, str] | None = None
-    no_login_reason: str = "the image cannot be logged into here"
-
-    def validate(self) -> None:
-        if self.seed not in (*SEED_KINDS, "none"):
-            raise WorkbenchError("Unknown seed", self.seed, hint=f"choose {', '.join(SEED_KINDS)} or none")
-        if self.accel not in ("kvm", "tcg", "auto"):
-            raise WorkbenchError("Bad accelerator", self.accel, hint="choose kvm, tcg or auto")
-        if self.memory_mb < 256:
-            raise WorkbenchError("Too little memory", f"{self.memory_mb} MiB", hint="give at least 256 MiB")
-        if self.grow_mib < 0:
-            raise WorkbenchError("Bad --grow", f"{self.grow_mib} MiB", hint="0 or more MiB")
-        if self.login not in ("seed", "image", "none"):
-            raise WorkbenchError("Bad login mode", self.login, hint="seed, image or none")
-        if self.login == "image" and not self.image_login:
-            raise WorkbenchError("No login given", "login mode image needs a user and password")
-
-
-@dataclass
-class ImageInfo:
-    path: Path
-    format: str
-    virtual_size: int
-
-
-def image_info(path: Path) -> ImageInfo:
-    """Format and virtual size of a disk image, from `qemu-img info` (the real tool)."""
-    if not path.is_file():
-        raise WorkbenchError("Image not found", "the image does not exist", file=str(path))
-    qemu_img = shutil.which("qemu-img")
-    if qemu_img is None:
-        raise WorkbenchError("qemu-img is missing", "the boot test reads the image with qemu-img",
-                             hint="apt-get install qemu-utils")
-    proc = subprocess.run([qemu_img, "info", "--output=json", str(path)], capture_output=True, text=True,
-                          timeout=60, check=False)
-    if proc.returncode != 0:
-        raise WorkbenchError("Not a disk image", proc.stderr.strip() or "qemu-img cannot read it", file=str(path),
-                             hint="give a qcow2 or raw artifact")
-    data = json.loads(proc.stdout)
-    fmt = data.get("format")
-    if fmt not in ("qcow2", "raw"):
-        raise WorkbenchError("Unsupported image format", f"{fmt}: the boot test boots qcow2 or raw images",
-                             file=str(path), hint="boot-test the build's qcow2 (or raw) artifact")
-    if fmt == "raw":
-        # qemu-img calls any file raw: a raw disk that boots has an MBR or protective-MBR boot signature
-        with open(path, "rb") as fh:
-            head = fh.read(512)
-        if len(head) < 512 or head[510:512] != b"\x55\xaa":
-            raise WorkbenchError("Not a bootable disk image", "the file has no MBR boot signature (55 AA)",
-                                 file=str(path), hint="give the build's qcow2 or raw disk artifact")
-    return ImageInfo(path.resolve(), fmt, int(data["virtual-size"]))
-
-
-def is_local_uri(uri: str) -> bool:
-    """qemu:///system and qemu:///session are local; qemu+ssh://host/system is not."""
-    return not urlparse(uri).netloc
-
-
-def readable_by_anyone(path: Path) -> bool:
-    """Whether any local user (qemu's, libvirt-qemu) can read *path*: o+r on the file, o+x on every folder."""
-    try:
-        if not path.stat().st_mode & 0o004:
-            return False
-        return all(p.stat().st_mode & 0o001 for p in path.resolve().parents)
-    except OSError:
-        return False
+    window: float = KVM_PROBE_WINDOW_BOOT
+    detector: Callable[[str], bool] = kernel_output_seen
+    applies: Callable[[BootTestOptions, str], bool] = lambda o, dtype: o.accel == "auto" and dtype == "kvm"
+    cache: Path | None = None
 
 
 class _Console:
@@ -213,26 +151,34 @@ class BootTest:
     """One boot test of one image; `run()` returns the result and leaves nothing behind."""
 
     def __init__(self, image: str | Path, checks: CheckPlan | list[Check], options: BootTestOptions | None = None,
-                 monitor: Monitor | None = None, *, label: str | None = None) -> None:
+                 monitor: Monitor | None = None, *, label: str | None = None,
+                 kvm_probe: BootProbe | None = BootProbe()) -> None:  # noqa: B008
         self.image = Path(image)
         self.options = options or BootTestOptions()
         self.options.validate()
         self.monitor = monitor or Monitor()
+        self.checks_source = checks
         self.checks = CheckRun(checks, self.monitor)
         self.label = label or self.image.stem
         self.run_id = self.options.run_id or new_build_id()
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.label).strip("-")[:32] or "image"
-        self.name = f"{DOMAIN_PREFIX}{safe}-{self.run_id}"
-        self.conn: Any = None
+        self.name = boot_test_name(self.label, self.run_id)
+        self.kvm_probe = kvm_probe
+        self._probe: BootProbe | None = None
+        self.plan: BootTestPlan | None = None
+        self.session: Session | None = None
         self.dom: Any = None
-        self.volumes: list[Any] = []
-        self.volume_names: list[str] = []
         self.child: pexpect.spawn | None = None
         self.console: _Console | None = None
         self.creds: Any = None
-        self.instance_id = new_instance_id()
+        self.instance_id = ""
         self._marker = 0
         self.destroy_seconds = 0.0
+        self.fallback: AccelFallback | None = None
+        self._t_boot = time.monotonic()
+
+    @property
+    def conn(self) -> Any:
+        return self.session.conn if self.session is not None else None
 
     # -- the run ------------------------------------------------------------------------------------------------
 
@@ -241,11 +187,14 @@ class BootTest:
         t0 = time.monotonic()
         started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         info = image_info(self.image)
+        self.plan = plan_boot_test(self.image, self.checks_source, dataclasses.replace(o, run_id=self.run_id),
+                                   label=self.label, info=info)
+        self.instance_id = self.plan.instance_id
         if o.login == "image" and o.image_login:
             self.creds = make_credentials(o.image_login[0])
             self.creds.password, self.creds.public_password = o.image_login[1], True
         else:
-            self.creds = make_credentials(o.user)
+            self.creds = make_credentials(self.plan.user)
         self.console = _Console(self.monitor, self.creds.secrets())
         result = BootTestResult(run_id=self.run_id, label=self.label, image=str(info.path), started=started,
                                 uri=o.uri, domain=self.name, domain_type="", seed=o.seed, user=self.creds.user)
@@ -254,7 +203,7 @@ class BootTest:
         try:
             with build_lock(self.run_id):
                 try:
-                    self._run(info, result)
+                    self._run_with_fallback(info, result)
                     result.ending = "completed"
                     result.ending_message = "every check ran"
                 except _Ended as end:
@@ -289,34 +238,107 @@ class BootTest:
             hs["cleanup"] = round(time.monotonic() - t_clean, 3)
             hs["cleanup-console"] = round(time.monotonic() - t_console, 3)
             hs["cleanup-destroy"] = round(self.destroy_seconds, 3)
-            if self.conn is not None:
-                with contextlib.suppress(libvirt.libvirtError):
-                    self.conn.close()
+            if self.session is not None:
+                self.session.close()
             result.total_time = time.monotonic() - t0
             result.console_log = self.console.text() if self.console else ""
         return result
 
+    def _run_with_fallback(self, info: ImageInfo, result: BootTestResult) -> None:
+        """The run; under `--accel auto`, a KVM guest whose kernel stays silent restarts it once under TCG."""
+        try:
+            self._run(info, result)
+        except _Ended as end:
+            if end.ending != "kvm-silent":
+                raise
+            self.fallback = AccelFallback(end.message)
+            self.monitor.note("warning", f"{end.message}; destroyed it and restarting the boot test under TCG "
+                              "(slower, but it runs)")
+            result.notes.append(self.fallback.message())
+            h = result.timings.setdefault("harness", {})
+            h["kvm-probe"] = round(time.monotonic() - self._t_boot, 3)
+            self._close_console()
+            self._cleanup()  # the guest and every volume of the silent attempt: the restart begins from nothing
+            assert self.creds is not None
+            self.console = _Console(self.monitor, self.creds.secrets())
+            self.console.parts.append(f"[ccis-workbench] {self.fallback.message()}; this log is the TCG "
+                                      "attempt's\n")
+            self._run(info, result)
+
+    def _choose_domain_type(self) -> str:
+        """The plan's accelerator on this host: auto reads what libvirt offers and the recorded verdict."""
+        o = self.options
+        assert self.session is not None and self.session.conn is not None
+        if self.fallback is not None:
+            self._probe = None
+            return "qemu"
+        if o.accel != "auto":
+            return domain_type(o.accel, False)
+        dtype = domain_type("auto", kvm_available(self.session.conn))
+        probe = self.kvm_probe if self.kvm_probe is not None and self.kvm_probe.applies(o, dtype) else None
+        self._probe = probe
+        if probe is not None and dtype == "kvm":
+            key = hypervisor_key(self.session.conn)
+            known = read_verdict(key, probe.cache) if key else None
+            if known is not None and not known.kvm_works:
+                self.monitor.note("warning", f"using TCG, not KVM: {known.describe()}")
+                self.fallback = AccelFallback(known.reason, source="cached")
+                self._probe = None
+                return "qemu"
+        return dtype
+
+    def _create_volumes(self, plan: BootTestPlan) -> float:
+        """The plan's volumes: the uploaded copy of the image (when needed), the overlay, the seed CD-ROM.
+        Returns the seconds spent on the seed."""
+        assert self.session is not None
+        base_path = ""
+        for v in plan.volumes:
+            if v.role == "base":
+                assert v.upload is not None
+                self.monitor.note("info", f"uploading {Path(v.upload).name} into pool {self.options.pool} "
+                                  f"({v.capacity >> 20} MiB)")
+                vol = self.session.create_volume(v.name, "raw", v.capacity, mode="0600", what="the image's copy")
+                self.session.upload(vol, Path(v.upload))
+                base_path = str(vol.path())
+            elif v.role == "disk":
+                backing = base_path if v.backing == "{base}" else v.backing
+                self.session.create_volume(v.name, "qcow2", v.capacity, mode="0600", backing=backing,
+                                           backing_format=v.backing_format or "raw", what="the test disk",
+                                           hint="the libvirt host must be able to read the image")
+        t = time.monotonic()
+        seed = plan.volume("seed")
+        if seed is not None:
+            data = build_seed(self.options.seed, SeedData(plan.instance_id, self.options.hostname, self.creds,
+                                                          legacy=self.options.rehearsal))
+            vol = self.session.create_volume(seed.name, "raw", len(data), mode="0600", what="the seed")
+            self.session.upload(vol, data)
+        return time.monotonic() - t
+
     def _run(self, info: ImageInfo, result: BootTestResult) -> None:
         o = self.options
         m = self.monitor
+        plan = self.plan
+        assert plan is not None
         m.stage("prepare", f"{info.path.name}: overlay disk +{o.grow_mib} MiB, {o.seed} seed")
         h = result.timings.setdefault("harness", {})
         t = time.monotonic()
-        self.conn = connect(o.uri)
-        dtype = domain_type(o.accel, kvm_available(self.conn) if o.accel == "auto" else False)
+        if self.session is None:
+            self.session = Session(o.uri, o.pool, o.pool_path, m)
+        self.session.open()
+        dtype = self._choose_domain_type()
         result.domain_type = dtype
-        pool = ensure_pool(self.conn, o.pool, o.pool_path)
-        disk = self._overlay(pool, info)
-        h["volumes"] = round(time.monotonic() - t, 3)
+        self.session.pool  # noqa: B018  (created and started when missing)
+        t_seed = self._create_volumes(plan)
+        h["volumes"] = round(time.monotonic() - t - t_seed, 3)
+        h["seed"] = round(t_seed, 3)
         t = time.monotonic()
-        seed_vol = self._seed(pool) if o.seed != "none" else None
-        h["seed"] = round(time.monotonic() - t, 3)
-        t = time.monotonic()
-        xml = self.domain_xml(disk.name(), seed_vol.name() if seed_vol is not None else None, dtype)
+        xml = plan.domain_xml(dtype)
         self._check_cancel()
         try:
             self.dom = self.conn.createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED)
         except libvirt.libvirtError as exc:
+            if self._probe is not None:
+                raise _Ended("kvm-silent", f"the KVM guest could not start: {exc}") from None
             raise WorkbenchError("The guest did not start", str(exc),
                                  hint="try --accel tcg" if dtype == "kvm" else "") from None
         h["domain"] = round(time.monotonic() - t, 3)
@@ -324,7 +346,7 @@ class BootTest:
         self._attach()
         h["console"] = round(time.monotonic() - t, 3)
         m.stage("boot", f"{self.name} ({'KVM' if dtype == 'kvm' else 'TCG'}); waiting for the login prompt")
-        t_boot = time.monotonic()
+        t_boot = self._t_boot = time.monotonic()
         self.dom.resume()
         self._wait_login_prompt(t_boot)
         result.boot_to_login = time.monotonic() - t_boot
@@ -356,133 +378,19 @@ class BootTest:
 
     # -- libvirt ------------------------------------------------------------------------------------------------
 
-    def _overlay(self, pool: Any, info: ImageInfo) -> Any:
-        """A qcow2 overlay over the artifact (local: by path; remote: over an uploaded copy)."""
-        if is_local_uri(self.options.uri) and readable_by_anyone(info.path):
-            backing, fmt = str(info.path), info.format
-        else:
-            # a remote libvirt host, or a file qemu's user cannot reach (e.g. under /root): upload a copy for
-            # this run (deleted with the other volumes)
-            self.monitor.note("info", f"uploading {info.path.name} into pool {self.options.pool} "
-                              f"({info.path.stat().st_size >> 20} MiB)")
-            backing, fmt = self._base_copy(pool, info), info.format
-        capacity = info.virtual_size + self.options.grow_mib * 1048576
-        xml = (f"<volume><name>{escape(self.name)}-disk.qcow2</name>"
-               f"<capacity unit='bytes'>{capacity}</capacity><allocation unit='bytes'>0</allocation>"
-               f"<target><format type='qcow2'/><permissions><mode>0600</mode></permissions></target>"
-               f"<backingStore><path>{escape(backing)}</path><format type={quoteattr(fmt)}/>"
-               f"</backingStore></volume>")
-        try:
-            vol = pool.createXML(xml, 0)
-        except libvirt.libvirtError as exc:
-            raise WorkbenchError("Cannot create the test disk", str(exc),
-                                 hint="the libvirt host must be able to read the image") from None
-        self.volumes.append(vol)
-        self.volume_names.append(vol.name())
-        return vol
-
-    def _base_copy(self, pool: Any, info: ImageInfo) -> str:
-        size = info.path.stat().st_size
-        vol = pool.createXML(f"<volume><name>{escape(self.name)}-base.{info.format}</name>"
-                             f"<capacity unit='bytes'>{size}</capacity><target><format type='raw'/>"
-                             f"<permissions><mode>0600</mode></permissions></target></volume>", 0)
-        self.volumes.append(vol)
-        self.volume_names.append(vol.name())
-        upload_file(self.conn, vol, info.path, self.monitor)
-        return str(vol.path())
-
-    def _seed(self, pool: Any) -> Any:
-        data = build_seed(self.options.seed, SeedData(self.instance_id, self.options.hostname, self.creds,
-                                                      legacy=self.options.rehearsal))
-        vol = pool.createXML(f"<volume><name>{escape(self.name)}-seed.iso</name>"
-                             f"<capacity unit='bytes'>{len(data)}</capacity><target><format type='raw'/>"
-                             f"<permissions><mode>0600</mode></permissions></target></volume>", 0)
-        self.volumes.append(vol)
-        self.volume_names.append(vol.name())
-        stream = self.conn.newStream(0)
-        vol.upload(stream, 0, len(data), 0)
-        view = memoryview(data)
-        while view:
-            n = stream.send(bytes(view[:262144]))
-            view = view[n:]
-        stream.finish()
-        return vol
-
-    def domain_xml(self, disk_volume: str, seed_volume: str | None, dtype: str) -> str:
-        """The transient test domain: virtio disk, the seed on an IDE CD-ROM (every kernel has ata_piix),
-        user-mode networking, serial console, ACPI so poweroff ends it."""
-        o = self.options
-        meta = {"id": self.run_id, "kind": "boot-test", "label": self.label, "image": str(self.image),
-                "seed": o.seed}
-        meta_xml = "".join(f"      <ccis:{k}>{escape(str(v))}</ccis:{k}>\n" for k, v in meta.items())
-        meta_xml += "".join(f"      <ccis:volume>{escape(v.name())}</ccis:volume>\n" for v in self.volumes)
-        seed = ""
-        if seed_volume:
-            seed = (f"    <disk type='volume' device='cdrom'>\n      <driver name='qemu' type='raw'/>\n"
-                    f"      <source pool={quoteattr(o.pool)} volume={quoteattr(seed_volume)}/>\n"
-                    f"      <target dev='hdc' bus='ide'/>\n      <readonly/>\n    </disk>\n")
-        nic = ("    <interface type='user'>\n      <model type='virtio'/>\n    </interface>\n" if o.network == "user"
-               else f"    <interface type='network'>\n      <source network={quoteattr(o.network)}/>\n"
-                    f"      <model type='virtio'/>\n    </interface>\n")
-        cpu = "  <cpu mode='maximum' check='none'/>\n" if dtype == "qemu" else ""
-        return (
-            f"<domain type='{dtype}'>\n"
-            f"  <name>{escape(self.name)}</name>\n"
-            f"  <title>{escape(f'CCIS Workbench boot test of {self.label}')}</title>\n"
-            f"  <description>Transient boot-test domain created by ccis-workbench; `ccis-workbench gc` removes "
-            f"leftovers.</description>\n"
-            f"  <metadata>\n    <ccis:boottest xmlns:ccis={quoteattr(NAMESPACE)}>\n{meta_xml}"
-            f"    </ccis:boottest>\n  </metadata>\n"
-            f"  <memory unit='MiB'>{o.memory_mb}</memory>\n"
-            f"  <vcpu>{o.vcpus}</vcpu>\n"
-            f"  <os>\n    <type arch='x86_64' machine='pc'>hvm</type>\n    <boot dev='hd'/>\n  </os>\n"
-            f"  <features>\n    <acpi/>\n    <apic/>\n  </features>\n{cpu}"
-            f"  <clock offset='utc'/>\n"
-            f"  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>restart</on_reboot>\n"
-            f"  <on_crash>destroy</on_crash>\n"
-            f"  <devices>\n"
-            f"    <disk type='volume' device='disk'>\n      <driver name='qemu' type='qcow2' cache='unsafe'/>\n"
-            f"      <source pool={quoteattr(o.pool)} volume={quoteattr(disk_volume)}/>\n"
-            f"      <target dev='vda' bus='virtio'/>\n    </disk>\n"
-            f"{seed}{nic}"
-            f"    <serial type='pty'>\n      <target port='0'/>\n    </serial>\n"
-            f"    <console type='pty'>\n      <target type='serial' port='0'/>\n    </console>\n"
-            f"    <rng model='virtio'>\n      <backend model='random'>/dev/urandom</backend>\n    </rng>\n"
-            f"    <memballoon model='none'/>\n"
-            f"  </devices>\n"
-            f"</domain>\n")
-
     def _conn_ok(self) -> bool:
-        try:
-            return self.conn is not None and bool(self.conn.isAlive())
-        except libvirt.libvirtError:
-            return False
+        return self.session is not None and self.session.alive()
 
     def _reconnect(self) -> bool:
-        """After libvirtd went away: reconnect within RECONNECT_WINDOW and find the domain and volumes again."""
-        deadline = time.monotonic() + RECONNECT_WINDOW
-        while time.monotonic() < deadline:
-            try:
-                conn = libvirt.open(self.options.uri)
-            except libvirt.libvirtError:
-                time.sleep(0.5)  # polling libvirtd while it restarts
-                continue
-            with contextlib.suppress(libvirt.libvirtError):
-                self.conn.close()
-            self.conn = conn
-            try:
-                self.dom = conn.lookupByName(self.name)
-            except libvirt.libvirtError:
-                self.dom = None
-            try:
-                pool = conn.storagePoolLookupByName(self.options.pool)
-                self.volumes = [pool.storageVolLookupByName(n) for n in self.volume_names
-                                if n in pool.listVolumes()]
-            except libvirt.libvirtError:
-                pass
-            self.monitor.note("warning", "the connection to libvirtd was lost and is back")
-            return True
-        return False
+        """After libvirtd went away: reconnect within RECONNECT_WINDOW and find the domain again."""
+        if self.session is None or not self.session.reconnect(RECONNECT_WINDOW):
+            return False
+        try:
+            self.dom = self.conn.lookupByName(self.name)
+        except libvirt.libvirtError:
+            self.dom = None
+        self.monitor.note("warning", "the connection to libvirtd was lost and is back")
+        return True
 
     def _alive(self) -> bool:
         if self.dom is None:
@@ -500,7 +408,9 @@ class BootTest:
 
     def _cleanup(self) -> None:
         """Destroy the domain and delete the volumes, reconnecting first if libvirtd restarted meanwhile."""
-        if (self.dom is not None or self.volume_names) and not self._conn_ok():
+        if self.session is None:
+            return
+        if (self.dom is not None or self.session.volume_names) and not self._conn_ok():
             self._reconnect()
         t = time.monotonic()
         if self.dom is not None:
@@ -509,11 +419,7 @@ class BootTest:
                 self.dom.destroy()
             self.dom = None
         self.destroy_seconds: float = time.monotonic() - t
-        for vol in reversed(self.volumes):
-            with contextlib.suppress(libvirt.libvirtError):
-                vol.delete(0)
-        self.volumes = []
-        self.volume_names = []
+        self.session.delete_volumes()
 
     # -- console ------------------------------------------------------------------------------------------------
 
@@ -562,6 +468,15 @@ class BootTest:
                 kind, line = self.console.failure
                 raise _Ended("crashed", f"the guest failed to boot ({kind}): {line}")
             now = time.monotonic()
+            probe = self._probe
+            if probe is not None:
+                if probe.detector(self.console.text()):
+                    self._probe = None
+                    self.monitor.note("info", f"the kernel runs under KVM ({now - self._t_boot:.1f} s after the start)")
+                elif now - self._t_boot >= probe.window:
+                    raise _Ended("kvm-silent", f"the KVM guest printed no output from the running kernel on the "
+                                 f"serial console within {probe.window:.0f} s (KVM guests hang on some hosts right "
+                                 "after the kernel's real-mode setup)")
             if deadline is not None and now >= deadline and deadline_ending is not None:
                 raise _Ended(*deadline_ending)
             if now - self.console.last_output > o.inactivity_timeout:

@@ -154,6 +154,7 @@ class Build:
         self._lock = threading.Lock()
         self.timings: dict[str, float] = {}
         self._verdict_key = ""
+        self._served_here = False  # the build serves a local tree itself (again after a restart)
         self.session: Session | None = None
         self._server: Any = None
         self._reset()
@@ -237,7 +238,7 @@ class Build:
                 self.monitor.note("info", f"remembered for this host: later builds use TCG at once "
                                   f"(delete {verdict.path} to probe KVM again)")
         self.timings = {"kvm-probe": self.timings.get("install", 0.0)}
-        if self._server is not None:  # the tree server of the aborted attempt is gone: serve it again
+        if self._served_here:  # the tree server of the aborted attempt is gone: serve the tree again
             self.served_repo = None
         self.plan = probe.retry(self.plan, fallback)
         self._reset()
@@ -295,6 +296,7 @@ class Build:
 
             self._server = TreeServer(plan.source.location).start()
             self.served_repo = f"{USER_NET_HOST}:{self._server.port}"
+            self._served_here = True
         if self.served_repo:
             xml = xml.replace("{served}", self.served_repo)
         t0 = self._stage("install", f"domain {plan.name} ({plan.domain_type})")
@@ -709,9 +711,11 @@ def probe_accelerator(uri: str, accel: str, kernel: Path, *, window: float = DOC
 
 def accelerator_checks(uri: str, accels: tuple[str, ...] = ("kvm", "tcg"), kernel: Path | None = None, *,
                        window: float = DOCTOR_PROBE_WINDOW, pool: str = DEFAULT_POOL,
-                       cache: Path | None = None) -> list[Check]:
+                       cache: Path | None = None, reprobe: bool = False) -> list[Check]:
     """Real probes (a tiny guest each) under *accels*; what `--accel auto` will do follows from them, and the
-    KVM verdict is recorded for this host (the build and the boot test read it)."""
+    KVM verdict is recorded for this host (the build and the boot test read it). A verdict already recorded for
+    this host, URI and qemu version (by a build's probe or an earlier doctor) is reported instead of probing KVM
+    again, unless *reprobe*."""
     if kernel is None:
         try:
             from ccis_workbench.rehearsal.tree import find_host_parts
@@ -724,17 +728,26 @@ def accelerator_checks(uri: str, accels: tuple[str, ...] = ("kvm", "tcg"), kerne
         if accel == "kvm" and not kvm_device_usable():
             checks.append(Check("kvm", True, "no usable /dev/kvm: builds use TCG (slower)", severity="warning"))
             continue
-        try:
-            res = probe_accelerator(uri, accel, kernel, window=window, pool=pool)
-        except WorkbenchError as exc:
-            checks.append(Check(accel, False, f"probe failed: {exc.message}", exc.hint))
-            continue
+        key = ""
         if accel == "kvm":
             conn = connect(uri)
             try:
                 key = hypervisor_key(conn)
             finally:
                 conn.close()
+            known = read_verdict(key, cache) if key and not reprobe else None
+            if known is not None:
+                checks.append(Check("kvm", known.kvm_works, f"KVM guests run: {known.describe()}" if known.kvm_works
+                                    else f"KVM present but guests do not run: {known.describe()}",
+                                    "" if known.kvm_works else "builds and boot tests under --accel auto use TCG on "
+                                    "this host; --accel kvm would hang", "warning"))
+                continue
+        try:
+            res = probe_accelerator(uri, accel, kernel, window=window, pool=pool)
+        except WorkbenchError as exc:
+            checks.append(Check(accel, False, f"probe failed: {exc.message}", exc.hint))
+            continue
+        if accel == "kvm":
             record_verdict(key, res.ran, res.message, cache)
             if res.ran:
                 checks.append(Check("kvm", True, f"KVM guests run ({res.message})"))
@@ -755,7 +768,7 @@ def kvm_device_usable() -> bool:
 
 def doctor(uri: str, pool_name: str = DEFAULT_POOL, output_dir: str = ".",
            accels: tuple[str, ...] = ("kvm", "tcg"), probe_window: float = DOCTOR_PROBE_WINDOW,
-           cache: Path | None = None) -> list[Check]:
+           cache: Path | None = None, reprobe: bool = False) -> list[Check]:
     """Check the host for builds, with a fix for each problem. *accels*: the accelerators probed with a real
     guest (empty: none)."""
     checks: list[Check] = []
@@ -787,7 +800,8 @@ def doctor(uri: str, pool_name: str = DEFAULT_POOL, output_dir: str = ".",
             checks.append(Check("pool", False, exc.message, exc.hint))
         conn.close()
         if pool_ok and accels:
-            checks += accelerator_checks(uri, accels, window=probe_window, pool=pool_name, cache=cache)
+            checks += accelerator_checks(uri, accels, window=probe_window, pool=pool_name, cache=cache,
+                                         reprobe=reprobe)
     try:
         st = shutil.disk_usage(output_dir)
         ok = st.free >= 2 << 30

@@ -293,6 +293,7 @@ class Session:
         backing: str | None = None,
         backing_format: str = "raw",
         what: str = "a volume",
+        hint: str = "check free space in the pool (ccis-workbench doctor)",
     ) -> libvirt.virStorageVol:
         """Create a volume in the pool (recorded for `cleanup`), or say why it cannot be made."""
         try:
@@ -301,8 +302,7 @@ class Session:
             )
         except libvirt.libvirtError as exc:
             raise WorkbenchError(
-                f"Cannot create {what}", f"{name}: {exc}", hint="check free space in the pool (ccis-workbench doctor)"
-            ) from None
+                f"Cannot create {what}", f"{name}: {exc}", hint=hint) from None
         self.volume_names.append(name)
         return vol
 
