@@ -143,3 +143,30 @@ def test_a_gce_tar_boots_to_its_login_prompt_and_says_why_no_check_ran(rehearsal
     assert gce.stat().st_mtime_ns == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("ccis-boot-test-disk-")] == []
     assert left_behind(libvirt_uri, report["domain"]) == []
+
+
+def test_a_silent_first_guest_restarts_the_boot_test_under_tcg(rehearsal_artifact: Path, libvirt_uri: str,  # noqa: F811
+                                                               tmp_path: Path) -> None:
+    """The KVM fallback of a boot test, without KVM (it hangs on these hosts): the probe is told that the first
+    guest's console shows no running kernel (an injected detector that never sees one) with a 3 s window; the
+    guest is destroyed, its volumes deleted, and the same boot test runs again under TCG and completes."""
+    from ccis_workbench.backends.boottest import BootProbe, BootTest, BootTestOptions
+    from ccis_workbench.core.model import Check
+    from ccis_workbench.core.monitor import RecordingMonitor
+
+    image = next(rehearsal_artifact.glob("*.qcow2"))
+    probe = BootProbe(window=3.0, detector=lambda _text: False, applies=lambda _o, _dtype: True, cache=tmp_path)
+    mon = RecordingMonitor()
+    bt = BootTest(image, [Check("image.true", "the shell answers", "true")],
+                  BootTestOptions(uri=libvirt_uri, accel="tcg", seed="nocloud", rehearsal=True), mon,
+                  label="rehearsal-fallback", kvm_probe=probe)
+    result = bt.run()
+    assert result.ending == "completed" and result.passed, result.ending_message
+    assert [c.status for c in result.checks] == ["passed"]
+    assert any(n.startswith("accelerator kvm -> tcg: the KVM guest printed no output") for n in result.notes)
+    assert "kvm-probe" in result.timings["harness"] and result.domain_type == "qemu"
+    assert result.console_log.startswith("[ccis-workbench] accelerator kvm -> tcg")
+    assert mon.stages().count("boot") == 2
+    assert any("restarting the boot test under TCG" in m for _s, m in mon.notes())
+    assert bt.fallback is not None and bt.fallback.to_dict()["from"] == "kvm"
+    assert left_behind(libvirt_uri, result.domain) == []

@@ -272,9 +272,7 @@ class BootTest:
         if self.fallback is not None:
             self._probe = None
             return "qemu"
-        if o.accel != "auto":
-            return domain_type(o.accel, False)
-        dtype = domain_type("auto", kvm_available(self.session.conn))
+        dtype = domain_type(o.accel, kvm_available(self.session.conn) if o.accel == "auto" else False)
         probe = self.kvm_probe if self.kvm_probe is not None and self.kvm_probe.applies(o, dtype) else None
         self._probe = probe
         if probe is not None and dtype == "kvm":
