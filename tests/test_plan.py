@@ -132,6 +132,8 @@ def test_auto_kvm_plan_says_how_to_fall_back(tmp_path: Path) -> None:
     assert any("restarts once under TCG" in n for n in plan.notes)
     known = make_plan(composition(), "p", src, fixed_options(accel="auto"), kvm_available=True, kvm_works=False)
     assert known.domain_type == "qemu" and any("recorded verdict" in n for n in known.notes)
+    assert known.accel_fallback is not None and known.accel_fallback.to_dict()["source"] == "cached"
+    assert known.to_dict()["accel_fallback"]["to"] == "tcg" and plan.accel_fallback is None
 
 
 def test_url_tree_repo_arg_rewritten_for_user_network(tmp_path: Path) -> None:

@@ -273,8 +273,16 @@ class Build:
             if known is not None and not known.kvm_works:
                 fallback = AccelFallback(known.reason, source="cached")
                 self.monitor.note("warning", f"using TCG, not KVM: {known.describe()}")
+                self.console.append(f"[ccis-workbench] {fallback.message()}\n")
                 plan = self.plan = self._probe.retry(plan, fallback)
                 self._probe = None
+        elif plan.accel_fallback is not None and plan.accel_fallback.source == "cached" and not self.console:
+            # the plan already chose TCG from the recorded verdict: say so, with where it is recorded
+            key = hypervisor_key(self.conn)
+            known = read_verdict(key, self.kvm_probe.cache if self.kvm_probe else None) if key else None
+            why = known.describe() if known is not None else plan.accel_fallback.reason
+            self.monitor.note("warning", f"using TCG, not KVM: {why}")
+            self.console.append(f"[ccis-workbench] {plan.accel_fallback.message()}\n")
 
         t0 = self._stage("upload", "kernel, initrd and disks into volumes")
         paths: dict[str, str] = {}

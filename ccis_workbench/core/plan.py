@@ -454,15 +454,17 @@ def make_plan(composition: Any, profile_name: str, source: InstallSource, option
     if dtype == "kvm" and options.accel == "auto":
         notes.append(f"accelerator auto -> kvm; if the kernel prints nothing on the console within "
                      f"{KVM_PROBE_WINDOW:.0f} s, the build restarts once under TCG")
-    elif options.accel == "auto" and kvm_available and kvm_works is False:
-        notes.append("accelerator auto -> tcg: KVM guests did not run on this host before (recorded verdict)")
+    fallback = None
+    if options.accel == "auto" and kvm_available and kvm_works is False:
+        fallback = AccelFallback("KVM guests did not run on this host before (recorded verdict)", source="cached")
+        notes.append(fallback.message())
     return BuildPlan(
         build_id=build_id, name=name, profile=profile_name, release=release.name, target=target.name if target
         else "", arch=arch, kickstart=kickstart, source=source,
         kernel_args=installer_kernel_args(source, options.network, options.extra_kernel_args),
         domain_type=dtype, options=options, volumes=volumes, artifacts=artifacts,
         artifact_dir=os.path.join(options.output_dir, f"{safe_profile}-{build_id}"), created=created,
-        notes=notes)
+        notes=notes, accel_fallback=fallback)
 
 
 def _size(path: Any) -> int:
