@@ -169,4 +169,5 @@ def test_a_silent_first_guest_restarts_the_boot_test_under_tcg(rehearsal_artifac
     assert mon.stages().count("boot") == 2
     assert any("restarting the boot test under TCG" in m for _s, m in mon.notes())
     assert bt.fallback is not None and bt.fallback.to_dict()["from"] == "kvm"
+    assert '"kvm_works": false' in (tmp_path / "accel-verdicts.json").read_text()  # remembered for this host
     assert left_behind(libvirt_uri, result.domain) == []

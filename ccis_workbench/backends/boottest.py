@@ -35,6 +35,7 @@ from ccis_workbench.backends.libvirt_session import (
     build_lock,
     hypervisor_key,
     read_verdict,
+    record_verdict,
 )
 from ccis_workbench.core.boottest_plan import (  # noqa: F401  (re-exported: the boot test's public names)
     DOMAIN_PREFIX,
@@ -255,6 +256,12 @@ class BootTest:
             self.monitor.note("warning", f"{end.message}; destroyed it and restarting the boot test under TCG "
                               "(slower, but it runs)")
             result.notes.append(self.fallback.message())
+            probe = self._probe
+            key = hypervisor_key(self.conn) if self._conn_ok() else ""
+            verdict = record_verdict(key, False, end.message, probe.cache if probe else None) if key else None
+            if verdict is not None:
+                self.monitor.note("info", f"remembered for this host: later runs use TCG at once (delete "
+                                  f"{verdict.path} to probe KVM again)")
             h = result.timings.setdefault("harness", {})
             h["kvm-probe"] = round(time.monotonic() - self._t_boot, 3)
             self._close_console()
@@ -325,6 +332,8 @@ class BootTest:
         self.session.open()
         dtype = self._choose_domain_type()
         result.domain_type = dtype
+        if self.fallback is not None and self.fallback.message() not in result.notes:
+            result.notes.append(self.fallback.message())  # chose TCG from the recorded verdict
         self.session.pool  # noqa: B018  (created and started when missing)
         t_seed = self._create_volumes(plan)
         h["volumes"] = round(time.monotonic() - t - t_seed, 3)
