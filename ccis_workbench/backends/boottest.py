@@ -9,6 +9,11 @@ root with sudo, runs every check with its timeout between unique markers, then c
 cloud-init timings. Endings: completed, no login prompt in time, no output, login failed, guest crashed,
 console lost, cancelled; each is explained, and the domain and volumes are removed before `run` returns
 (unless --keep-on-failure keeps a failed guest running). Credentials are redacted from everything recorded.
+
+What the run does is computed first, without libvirt, by core/boottest_plan.py (`plan_boot_test`: the volumes,
+seed and domain XML that `boot-test --plan` shows); the volumes go through libvirt_session.Session. Under
+`--accel auto` with KVM, a guest whose kernel prints nothing on the console within `KVM_PROBE_WINDOW_BOOT` seconds
+is destroyed with its volumes and the boot test restarts once under TCG (`BootProbe`), saying so in the report.
 """
 
 from __future__ import annotations

@@ -6,6 +6,12 @@ log channel are attached, then it is resumed, so no output is lost. Each ending 
 success, installer failure (with the offending lines), guest stopped early, no output for N seconds (with
 the other accelerator as a hint), total time limit, cancel, libvirtd lost. Whatever happens, the domain is
 destroyed and the volumes are deleted before `run` returns; `gc` finds what a killed process left behind.
+
+Under `--accel auto` with KVM, the first attempt is probed (`KvmProbe`): when the kernel proper prints nothing on
+the serial console within `KVM_PROBE_WINDOW` seconds (KVM guests hang right after the real-mode setup on some
+hosts), the domain is destroyed, every volume deleted, and the same plan runs once more under TCG; the verdict is
+recorded for the host (libvirt_session), the monitor, console.log and manifest.json (`accel_fallback`) say so.
+`doctor` probes each accelerator with a tiny real guest (`probe_accelerator`).
 """
 
 from __future__ import annotations
@@ -634,7 +640,7 @@ class Check:
 
 
 def kvm_available(conn: libvirt.virConnect | None = None) -> bool:
-    """Whether the host offers KVM (it may still hang: see docs/hosts.md; auto then picks kvm)."""
+    """Whether the host offers KVM (its guests may still hang: auto then probes them, see `KvmProbe`)."""
     if conn is not None:
         try:
             conn.getDomainCapabilities(None, "x86_64", None, "kvm", 0)
