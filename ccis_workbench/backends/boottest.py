@@ -203,7 +203,8 @@ class BootTest:
             self.creds = make_credentials(self.plan.user)
         self.console = _Console(self.monitor, self.creds.secrets())
         result = BootTestResult(run_id=self.run_id, label=self.label, image=str(info.path), started=started,
-                                uri=o.uri, domain=self.name, domain_type="", seed=o.seed, user=self.creds.user)
+                                uri=o.uri, domain=self.name, domain_type="", seed=o.seed, user=self.creds.user,
+                                rehearsal=o.rehearsal)
         result.timings["harness"] = {"image-and-credentials": round(time.monotonic() - t0, 3)}
         keep = False
         try:

@@ -39,6 +39,8 @@ _CHECKSUM_RX = re.compile(r"^SHA256 \((?P<file>[^)]+)\) = (?P<hex>[0-9a-fA-F]{64
 
 #: Evidence statuses. Only "missing" and "stale" need the user's explicit consent (--allow-missing).
 OK, FAILING, STALE, MISSING = "ok", "failing", "stale", "missing"
+#: How the evidence, the pull-request text and the commit message name rehearsal evidence.
+REHEARSAL_LABEL = "REHEARSAL, not a CentOS build"
 
 
 def sha256_text(text: str) -> str:
@@ -113,12 +115,19 @@ class EvidenceItem:
     sha256: str | None = None
     source: str | None = None  # where it was read from
     kickstart_sha256: str | None = None  # the kickstart it refers to (None when not applicable)
+    #: made on the workbench's rehearsal system (a manifest's or report's typed `rehearsal` field), not CentOS
+    rehearsal: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""
         return {"kind": self.kind, "title": self.title, "status": self.status, "detail": self.detail,
                 "file": self.file, "sha256": self.sha256, "source": self.source,
-                "kickstart_sha256": self.kickstart_sha256}
+                "kickstart_sha256": self.kickstart_sha256, "rehearsal": self.rehearsal}
+
+    @property
+    def shown_status(self) -> str:
+        """The status as the commit message and the PR text show it: rehearsal evidence always says so."""
+        return f"{self.status} ({REHEARSAL_LABEL})" if self.rehearsal else self.status
 
 
 @dataclass
@@ -137,6 +146,14 @@ class Evidence:
     def unmet(self) -> list[EvidenceItem]:
         """Missing or stale items: these need the user's explicit consent."""
         return [i for i in self.items if i.status in (STALE, MISSING)]
+
+    def rehearsal_items(self) -> list[EvidenceItem]:
+        """Items that hold for this kickstart but were made on the rehearsal system, not on CentOS."""
+        return [i for i in self.items if i.rehearsal and i.status in (OK, FAILING)]
+
+    @property
+    def rehearsal(self) -> bool:
+        return bool(self.rehearsal_items())
 
     def add_file(self, item: EvidenceItem, name: str, data: bytes) -> None:
         """Put *data* into the proposal as *name* and record its sha256 on *item*."""
@@ -253,6 +270,19 @@ def _stale_detail(got: Any) -> str:
     return f"made from kickstart sha256 {got}, not this one" if got else f"has no {KICKSTART_SHA_KEY} field"
 
 
+def refuse_rehearsal(ev: Evidence, allow_rehearsal: bool = False) -> None:
+    """Rehearsal evidence (a busybox image's build or boot test) is refused unless *allow_rehearsal*: a
+    WorkbenchError (exit status 2) naming each item; nothing is written before this is called."""
+    items = ev.rehearsal_items()
+    if items and not allow_rehearsal:
+        raise WorkbenchError("Rehearsal evidence", "the build or boot-test evidence comes from the workbench's "
+                             "rehearsal system, not from a CentOS build: " +
+                             "; ".join(f"{i.title} ({i.source or i.file})" for i in items),
+                             hint="build and boot-test on a CentOS install tree, or pass --allow-rehearsal: the "
+                                  f"proposal then says \"{REHEARSAL_LABEL}\" in its evidence, its pull-request "
+                                  "text and its commit message")
+
+
 def artifact_evidence(ev: Evidence, artifacts: Path | None, boot_test: Path | None = None) -> None:
     """Add the build manifest, CHECKSUM and boot-test report from *artifacts* (and/or *boot_test*) to *ev*.
 
@@ -277,6 +307,7 @@ def artifact_evidence(ev: Evidence, artifacts: Path | None, boot_test: Path | No
             got = manifest.get(KICKSTART_SHA_KEY) if isinstance(manifest, dict) else None
             manifest_item.source = str(manifest_path)
             manifest_item.kickstart_sha256 = got
+            manifest_item.rehearsal = isinstance(manifest, dict) and manifest.get("rehearsal") is True
             form = _matches(ev, got)
             if form:
                 manifest_item.status = OK
@@ -294,6 +325,7 @@ def artifact_evidence(ev: Evidence, artifacts: Path | None, boot_test: Path | No
             sums = parse_checksum(text, str(checksum_path))
             checksum_item.source = str(checksum_path)
             checksum_item.kickstart_sha256 = manifest_item.kickstart_sha256
+            checksum_item.rehearsal = manifest_item.rehearsal
             if manifest_item.status != OK:
                 checksum_item.status = manifest_item.status
                 checksum_item.detail = "belongs to a build whose manifest does not match this kickstart" \
@@ -325,6 +357,9 @@ def artifact_evidence(ev: Evidence, artifacts: Path | None, boot_test: Path | No
         got = report.get(KICKSTART_SHA_KEY) if isinstance(report, dict) else None
         boot_item.source = str(boot_test)
         boot_item.kickstart_sha256 = got
+        # a report that says so, or a boot test of the image of a matching rehearsal build
+        boot_item.rehearsal = (isinstance(report, dict) and report.get("rehearsal") is True) or \
+            (manifest_item.rehearsal and manifest_item.status == OK)
         form = _matches(ev, got)
         tie = ""
         if got is None and isinstance(report, dict) and report.get("image") and artifacts is not None:
@@ -342,6 +377,9 @@ def artifact_evidence(ev: Evidence, artifacts: Path | None, boot_test: Path | No
             boot_item.status = STALE
             boot_item.detail = _stale_detail(got) if got else \
                 f"has no {KICKSTART_SHA_KEY} field and its image is not an artifact of a matching build"
+    for item in (manifest_item, checksum_item, boot_item):
+        if item.rehearsal and item.status in (OK, FAILING):
+            item.detail = f"{REHEARSAL_LABEL}: {item.detail}"
     ev.items.extend([manifest_item, checksum_item, boot_item])
 
 
@@ -443,8 +481,9 @@ class Proposal:
                 "release_title": self.release_title, "pykickstart": self.version, "arch": self.arch,
                 "target": self.target, "overlays": self.overlays, "variables": self.variables, "tag": self.tag,
                 "layers": self.layer_files, "generated_by": f"ccis-workbench {__version__}",
-                "evidence": [{"kind": i.kind, "status": i.status, "file": i.file, "sha256": i.sha256}
-                             for i in self.evidence.items]}
+                "rehearsal": self.evidence.rehearsal,
+                "evidence": [{"kind": i.kind, "status": i.status, "file": i.file, "sha256": i.sha256,
+                              "rehearsal": i.rehearsal} for i in self.evidence.items]}
 
     def folder_files(self) -> dict[str, bytes]:
         """proposals/<profile>/NAME -> content: the kickstart, its metadata, the evidence and README.md."""
@@ -464,6 +503,9 @@ class Proposal:
     def commit_message(self) -> str:
         """Subject line, then what the kickstart is, how it differs from the baseline, and its evidence."""
         lines = [self.subject(), ""]
+        if self.evidence.rehearsal:
+            lines += [f"{REHEARSAL_LABEL}: the build/boot-test evidence below comes from the workbench's busybox",
+                      "rehearsal system; it proves the workbench path, not this kickstart on CentOS.", ""]
         overlays = ", ".join(self.overlays) or "none"
         lines.append(f"Profile {self.profile}: release {self.release}, target {self.target}, overlays: {overlays}, "
                      f"arch {self.arch}.")
@@ -479,7 +521,7 @@ class Proposal:
         lines += ["", "Evidence:"]
         for i in self.evidence.items:
             where = f"{i.file} sha256 {i.sha256}" if i.file else i.detail
-            lines.append(f"  {i.status:8} {i.title}: {where}")
+            lines.append(f"  {i.shown_status:8} {i.title}: {where}")
             if i.file and i.detail:
                 lines.append(f"           {i.detail}")
         catalog = [c for c in self.changed if c.state != "unchanged"]
@@ -492,6 +534,10 @@ class Proposal:
         """The pull-request description in Markdown: what, why, against the baseline, evidence with sha256s."""
         overlays = ", ".join(f"`{o}`" for o in self.overlays) or "none"
         out = [f"# Profile `{self.profile}`: {self.release_title} · {self.target} · {self.arch}", ""]
+        if self.evidence.rehearsal:
+            out = [f"> **{REHEARSAL_LABEL}.** The build and boot-test evidence of this proposal come from the "
+                   "workbench's busybox rehearsal system: they prove the workbench path, not this kickstart on "
+                   "CentOS.", "", *out]
         if self.description:
             out += [self.description.strip(), ""]
         out += ["| | |", "|---|---|",
@@ -506,6 +552,8 @@ class Proposal:
                 "| Evidence | Status | File | sha256 | Detail |", "|---|---|---|---|---|"]
         for i in self.evidence.items:
             status = i.status if i.status == OK else f"**{i.status.upper()}**"
+            if i.rehearsal:
+                status += f" (**{REHEARSAL_LABEL}**)"
             file = f"`{self.folder}/{i.file}`" if i.file else "—"
             digest = f"`{i.sha256}`" if i.sha256 else "—"
             out.append(f"| {i.title} | {status} | {file} | {digest} | {_md_cell(i.detail)} |")

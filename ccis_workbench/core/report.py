@@ -31,6 +31,8 @@ ENDINGS = {
 STATUSES = ("passed", "failed", "error", "skipped")
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]")
+#: How every report names a rehearsal result: it must never pass for evidence about a CentOS image.
+REHEARSAL_LABEL = "REHEARSAL, not a CentOS build"
 
 
 @dataclass
@@ -78,6 +80,8 @@ class BootTestResult:
     notes: list[str] = field(default_factory=list)
     #: "vm" (a booted guest) or "container" (a rootfs tar checked without booting: no boot, login or console)
     context: str = "vm"
+    #: the image is a rehearsal image (its build manifest's typed `rehearsal` field): a busybox system, not CentOS
+    rehearsal: bool = False
 
     @property
     def passed(self) -> bool:
@@ -102,6 +106,8 @@ class BootTestResult:
         d["passed"] = self.passed
         d["counts"] = self.counts()
         d["ending_meaning"] = ENDINGS.get(self.ending, "")
+        if self.rehearsal:
+            d["rehearsal_label"] = REHEARSAL_LABEL
         return d
 
 
@@ -128,13 +134,17 @@ def junit_xml(result: BootTestResult) -> str:
     errors = counts["error"]
     suites = ET.Element("testsuites", name="ccis-workbench boot test", tests=str(tests), failures=str(failures),
                         errors=str(errors), skipped=str(counts["skipped"]), time=f"{result.total_time:.3f}")
-    suite = ET.SubElement(suites, "testsuite", name=f"boot-test {result.label}", tests=str(tests),
+    suite_name = f"boot-test {result.label}"
+    if result.rehearsal:
+        suite_name = f"{REHEARSAL_LABEL}: {suite_name}"
+    suite = ET.SubElement(suites, "testsuite", name=suite_name, tests=str(tests),
                           failures=str(failures), errors=str(errors), skipped=str(counts["skipped"]),
                           time=f"{result.total_time:.3f}", timestamp=result.started)
     props = ET.SubElement(suite, "properties")
     for k, v in (("image", result.image), ("uri", result.uri), ("domain_type", result.domain_type),
                  ("seed", result.seed), ("ending", result.ending), ("run_id", result.run_id),
-                 ("boot_to_login_seconds", _num(result.boot_to_login)), ("login_seconds", _num(result.login_time))):
+                 ("boot_to_login_seconds", _num(result.boot_to_login)), ("login_seconds", _num(result.login_time)),
+                 ("rehearsal", "true" if result.rehearsal else "false")):
         ET.SubElement(props, "property", name=k, value=_xml(str(v)))
     case = ET.SubElement(suite, "testcase", classname="boot" if result.context == "vm" else "container",
                          name="boot-and-login" if result.context == "vm" else "import-and-start",
@@ -182,6 +192,8 @@ def render_summary(result: BootTestResult, *, width: int = 118, output_lines: in
     what = "Boot test" if result.context == "vm" else "Container check"
     lines = [f"{what} of {result.label} ({Path(result.image).name}): {verdict}: {c['passed']} passed, "
              f"{c['failed']} failed, {c['error']} not run, {c['skipped']} skipped"]
+    if result.rehearsal:
+        lines.insert(0, f"{REHEARSAL_LABEL}: this image is the busybox rehearsal system, not CentOS")
     if result.context == "container" and result.domain_type:
         lines.append(f"  runner: {result.domain_type}")
     if result.ending != "completed":
