@@ -55,7 +55,11 @@ OWN_COMMANDS = {"usr/bin/systemctl", "usr/bin/rpm", "bin/rpm", "usr/bin/install"
 STUBS = ("restorecon", "fixfiles", "setfiles", "semanage", "setsebool", "dnf", "yum", "dracut", "grub2-mkconfig",
          "grub2-install", "update-crypto-policies", "authselect", "ssh-keygen", "visudo", "lsblk",
          "systemd-tmpfiles", "useradd", "usermod", "groupadd", "chage", "install", "curl", "growpart",
-         "systemd-firstboot", "update-ca-trust", "firewall-offline-cmd", "alternatives", "depmod", "getent")
+         "systemd-firstboot", "update-ca-trust", "firewall-offline-cmd", "alternatives", "depmod", "getent",
+         "wget", "python", "python2", "python3", "perl")
+#: Stand-ins in the rehearsal installer's own environment (for %pre and %post --nochroot scripts): what such scripts
+#: fetch or run there is recorded as emulated, like in the system (files/stub).
+INSTALLER_STUBS = ("curl", "wget", "python3", "python", "dnf", "yum")
 APT_HINT = ("apt-get install linux-image-amd64 busybox-static extlinux syslinux-common fdisk e2fsprogs gcc "
             "libc6-dev")
 #: The rehearsal system's sudo (files/sudo.c) is compiled on the host, statically linked against glibc's libc.a.
@@ -88,7 +92,8 @@ class HostParts:
                   *compiler):
             st = p.stat()
             h.update(f"{p}:{st.st_size}:{int(st.st_mtime)}".encode())
-        h.update(",".join(MODULES + INSTALLER_MODULES + STUBS + SUDO_CFLAGS + tuple(sorted(OWN_COMMANDS))).encode())
+        h.update(",".join(MODULES + INSTALLER_MODULES + STUBS + INSTALLER_STUBS + SUDO_CFLAGS
+                          + tuple(sorted(OWN_COMMANDS))).encode())
         return h.hexdigest()[:16]
 
 
@@ -338,7 +343,7 @@ def installer_initrd(parts: HostParts, order: list[str], boot_img: bytes, sudo: 
     """The installer initrd: the rehearsal installer as /init, its tools, and the system it installs."""
     t = _Tree()
     _base_dirs(t)
-    _busybox(t, parts)
+    _busybox(t, parts, hide=set(INSTALLER_STUBS))  # the stand-ins win over busybox's wget, even in its shell
     _modules(t, parts, order)
     libs: set[Path] = set()
     for dest, src in parts.tools.items():
@@ -352,6 +357,11 @@ def installer_initrd(parts: HostParts, order: list[str], boot_img: bytes, sudo: 
         t.host_file("etc/mke2fs.conf", Path("/etc/mke2fs.conf"), 0o644)
     t.host_file("usr/lib/EXTLINUX/mbr.bin", parts.mbr, 0o644)
     t.file("init", (FILES / "installer.sh").read_bytes(), 0o755)
+    t.file("usr/lib/rehearsal/stub", (FILES / "stub").read_bytes(), 0o755)
+    for name in INSTALLER_STUBS:
+        for d in ("usr/bin/", "usr/sbin/", "bin/", "sbin/"):
+            t.members.pop(d + name, None)
+        t.symlink(f"usr/sbin/{name}", "/usr/lib/rehearsal/stub")
     _payload(t, parts, boot_img, sudo)
     return t.gz()
 

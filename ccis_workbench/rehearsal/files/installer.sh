@@ -166,6 +166,21 @@ kargs="$(cmdline_of bootloader | sed -n 's/.*--append="\{0,1\}\([^"]*\)"\{0,1\}.
 hostname="$(cmdline_of network | sed -n 's/.*--hostname=\([^ ]*\).*/\1/p')"
 fstype="$(awk '$2 == "part" && $3 == "/" { for (i = 4; i <= NF; i++) if ($i ~ /^--fstype=/) { sub(/^--fstype=/, "", $i); gsub(/"/, "", $i); print $i } }' "$W/commands")"
 
+# report_emulated FILE N LINE: one console and log line a command script N (kickstart line LINE = its %post
+# header) made the rehearsal emulate: "rehearsal emulated: COMMAND (kickstart line L): WHAT", L the first line of
+# the script's body that holds the command's first two words (the header's line when none does)
+report_emulated() {
+    [ -s "$1" ] || return 0
+    while IFS="$(printf '\t')" read -r cmd what; do
+        key="$(echo "$cmd" | awk '{ print $1 (NF > 1 ? " " $2 : "") }')"
+        off="$(grep -n -F -m 1 -- "$key" "$W/script-$2.sh" | cut -d: -f1)"
+        [ -n "$off" ] || off="$(grep -n -F -m 1 -- "${key%% *}" "$W/script-$2.sh" | cut -d: -f1)"
+        l="$3"; [ -n "$off" ] && l=$(($3 + off))
+        say "rehearsal emulated: $cmd (kickstart line $l): $what"
+    done < "$1"
+    rm -f "$1"
+}
+
 run_script() { # run_script N: run one %pre/%post script with its options; fail the install when it must
     n="$1"; kind=""; line=""; chroot=1; nochroot=0; erroronfail=0; interp=/bin/sh; log=""
     for kv in $(cat "$W/script-$n.opts"); do
@@ -179,6 +194,11 @@ run_script() { # run_script N: run one %pre/%post script with its options; fail 
     [ "$kind" = pre ] && chroot=0
     case "$interp" in /bin/sh|/bin/bash|/usr/bin/sh|/usr/bin/bash) interp=/bin/sh;; esac
     out="/tmp/ks-script-$n.out"
+    # what the script's commands the rehearsal cannot honour would have done (files/stub, files/rpm record it)
+    export REHEARSAL_EMULATED=/tmp/rehearsal-emulated
+    emu="$REHEARSAL_EMULATED"
+    [ "$chroot" = 1 ] && emu="$TARGET$REHEARSAL_EMULATED"
+    rm -f "$emu"
     if [ "$chroot" = 1 ]; then
         if [ ! -x "$TARGET$interp" ]; then
             log WARNING "%$kind script at line $line: interpreter $interp is not in the rehearsal system; skipped"
@@ -201,6 +221,7 @@ run_script() { # run_script N: run one %pre/%post script with its options; fail 
         [ -n "$log" ] && cat "$out" >> "$log"
     fi
     while IFS= read -r l; do log INFO "%$kind[$line]: $l"; done < "$out"
+    report_emulated "$emu" "$n" "$line"
     log INFO "%$kind script at line $line exited with status $rc"
     if [ "$rc" != 0 ] && [ "$erroronfail" = 1 ]; then
         fail "%$kind script" "$line" "$(tail -n 20 "$out")
@@ -251,12 +272,17 @@ skeleton() { # what a package would have created, so that %post scripts find the
         cloud-init) mkdir -p "$TARGET/etc/cloud/cloud.cfg.d" "$TARGET/var/lib/cloud"
                     echo "# rehearsal cloud.cfg" > "$TARGET/etc/cloud/cloud.cfg";;
         openssh-server) mkdir -p "$TARGET/etc/ssh"; echo "# rehearsal" > "$TARGET/etc/ssh/sshd_config"
+                        # as CentOS Stream 9 and later ship it (the rehearsal does not know the release: the older
+                        # releases' kickstarts never write there)
+                        mkdir -p "$TARGET/etc/ssh/sshd_config.d"
+                        printf 'Include /etc/ssh/sshd_config.d/*.conf\n# rehearsal\n' > "$TARGET/etc/ssh/sshd_config"
                         for k in rsa ecdsa ed25519; do : > "$TARGET/etc/ssh/ssh_host_${k}_key"; done;;
         sudo) mkdir -p "$TARGET/etc/sudoers.d"
               printf 'root ALL=(ALL) ALL\n%%wheel ALL=(ALL) ALL\n#includedir /etc/sudoers.d\n' > "$TARGET/etc/sudoers"
               chmod 0440 "$TARGET/etc/sudoers";;
         @core|@Core|systemd) mkdir -p "$TARGET/etc/systemd" "$TARGET/etc/udev/rules.d" "$TARGET/etc/sysconfig" \
-                        "$TARGET/etc/yum.repos.d" "$TARGET/var/lib/systemd"
+                        "$TARGET/etc/yum.repos.d" "$TARGET/var/lib/systemd" "$TARGET/etc/default" \
+                        "$TARGET/etc/modprobe.d" "$TARGET/etc/pki/rpm-gpg"
                   printf '[Login]\n#NAutoVTs=6\n' > "$TARGET/etc/systemd/logind.conf"
                   : > "$TARGET/var/lib/systemd/random-seed";;
         chrony) echo "pool 2.centos.pool.ntp.org iburst" > "$TARGET/etc/chrony.conf";;
