@@ -505,7 +505,15 @@ class Build:
                  "dracut-emergency": "check inst.repo/inst.stage2 and the tree (ccis-workbench plan)",
                  "post-failed": "the script's output is in installer.log",
                  "kickstart-error": "run `ccis-workbench lint` on the profile"}
-        return BuildResult("failed", titles.get(verdict.kind, "The install failed"), verdict.summary,
+        summary = verdict.summary
+        # the kickstart line the installer names, as the layer file:line it came from
+        origins = getattr(self.plan, "kickstart_origins", {})
+        for text in verdict.lines:
+            m = re.search(r"(?:kickstart line|script at line|on line) (\d+)", text)
+            if m and int(m[1]) in origins:
+                summary += f" (kickstart line {m[1]}, layer {origins[int(m[1])]})"
+                break
+        return BuildResult("failed", titles.get(verdict.kind, "The install failed"), summary,
                            hints.get(verdict.kind, ""), verdict.kind, verdict.lines)
 
     def _cancelled(self) -> BuildResult:

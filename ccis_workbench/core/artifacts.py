@@ -303,6 +303,14 @@ class Producer:
             timings[f"artifact:{art.filename}"] = round(time.monotonic() - started, 3)
             produced.append(dest)
         shutil.rmtree(work)
+        extra = dict(extra)
+        if plan.source.is_rehearsal:
+            # what the rehearsal stood in for, each with its layer file:line (the plan's provenance)
+            from ccis_workbench.rehearsal.emulate import parse_emulated
+
+            where = {e.line: e.origin for e in getattr(plan, "rehearsal_emulations", [])}
+            extra["rehearsal_emulated"] = [dict(e.to_dict(), origin=where.get(e.line))
+                                           for e in parse_emulated(console_log or installer_log)]
         manifest = Manifest(
             build_id=plan.build_id, profile=plan.profile, release=plan.release, target=plan.target,
             arch=plan.arch, kickstart_sha256=plan.kickstart_sha256, install_tree=plan.source.to_dict(),

@@ -136,6 +136,11 @@ class BuildPlan:
     sign_key: str | None = None
     #: Set when `--accel auto` left KVM for TCG (see `under_tcg`).
     accel_fallback: AccelFallback | None = None
+    #: On the rehearsal tree: the %pre/%post commands the rehearsal will stand in for, each with its layer
+    #: file:line (ccis_workbench.rehearsal.emulate.Emulation); empty for a CentOS tree.
+    rehearsal_emulations: list[Any] = field(default_factory=list)
+    #: kickstart line -> the layer file:line it came from (the composition's provenance), for failure messages
+    kickstart_origins: dict[int, str] = field(default_factory=dict)
 
     @property
     def kickstart_sha256(self) -> str:
@@ -458,13 +463,22 @@ def make_plan(composition: Any, profile_name: str, source: InstallSource, option
     if options.accel == "auto" and kvm_available and kvm_works is False:
         fallback = AccelFallback("KVM guests did not run on this host before (recorded verdict)", source="cached")
         notes.append(fallback.message())
+    origin_of = getattr(composition, "origin_of", lambda _n: None)
+    origins = {n: str(o) for n in range(1, len(getattr(composition, "lines", [])) + 1)
+               if (o := origin_of(n)) is not None}
+    emulations: list[Any] = []
+    if source.is_rehearsal:
+        from ccis_workbench.rehearsal.emulate import located, plan_emulations
+
+        emulations = located(plan_emulations(kickstart), origin_of)
     return BuildPlan(
         build_id=build_id, name=name, profile=profile_name, release=release.name, target=target.name if target
         else "", arch=arch, kickstart=kickstart, source=source,
         kernel_args=installer_kernel_args(source, options.network, options.extra_kernel_args),
         domain_type=dtype, options=options, volumes=volumes, artifacts=artifacts,
         artifact_dir=os.path.join(options.output_dir, f"{safe_profile}-{build_id}"), created=created,
-        notes=notes, accel_fallback=fallback)
+        notes=notes, accel_fallback=fallback, rehearsal_emulations=emulations,
+        kickstart_origins=origins)
 
 
 def _size(path: Any) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 EMULATED_RX = re.compile(r"rehearsal emulated: (?P<cmd>.*?) \(kickstart line (?P<line>\d+)\): (?P<what>.*)$")
 _SCRIPT_RX = re.compile(r"^%(pre|post|pre-install)(\s|$)")
 _HEREDOC_RX = re.compile(r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1")
-_SPLIT_RX = re.compile(r"\|\||&&|[;|&(`]|\$\(")
+_SPLIT_RX = re.compile(r"\|\||&&|[;|(`]|(?<![<>])&(?!>)|\$\(")
 _PREFIXES = {"if", "then", "else", "elif", "do", "while", "until", "!", "{", "exec", "time", "sudo", "env"}
 _SHELLS = {"/bin/sh", "/bin/bash", "/usr/bin/sh", "/usr/bin/bash"}
 _PACKAGE_MANAGERS = {"dnf", "yum", "microdnf"}
