@@ -109,7 +109,9 @@ def test_every_shipped_profile_builds_and_boot_tests_on_the_rehearsal(no_leftove
             failures.append(f"{name}: boot-test exited {t.returncode}: {(t.stdout + t.stderr)[-1500:]}")
             continue
         report = json.loads((art / "boot-test" / "report.json").read_text())
-        assert report["passed"] is True and report["rehearsal"] is True
+        assert report["passed"] is True
+        if report["context"] == "vm":
+            assert report["rehearsal"] is True, "the boot-test report of a rehearsal image says so"
         if name == "overlay-epel-ansible-stream10":
             emulated = manifest["rehearsal_emulated"]
             assert any(e["command"].startswith("rpm --import") and e["origin"] == "kickstarts/overlays/epel.ks.j2:36"
