@@ -509,7 +509,7 @@ class Build:
         # the kickstart line the installer names, as the layer file:line it came from
         origins = getattr(self.plan, "kickstart_origins", {})
         for text in verdict.lines:
-            m = re.search(r"(?:kickstart line|script at line|on line) (\d+)", text)
+            m = re.search(r"(?:script failed \(kickstart line|script at line|on line) (\d+)", text)
             if m and int(m[1]) in origins:
                 summary += f" (kickstart line {m[1]}, layer {origins[int(m[1])]})"
                 break

@@ -1,0 +1,63 @@
+"""`ccis-workbench matrix`: build and boot-test many profiles across one or more libvirt hosts."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ccis_workbench.cli.common import add_json, emit_json, load_catalog, say_on_stderr, settings_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("matrix", help="build and boot-test many profiles (globs, --release/--target/--overlay) "
+                       "over one or more libvirt hosts; a summary, JUnit per cell and a Markdown grid")
+    p.add_argument("patterns", nargs="*", metavar="PROFILE_GLOB", help="profiles to run (default: all)")
+    p.add_argument("--release", action="append", help="only this release (repeatable)")
+    p.add_argument("--target", action="append", help="only this target (repeatable)")
+    p.add_argument("--overlay", action="append", help="only profiles with this overlay (repeatable)")
+    p.add_argument("--hosts", metavar="URI,URI", help="libvirt URIs the cells are spread over (default: the URI "
+                   "setting, qemu:///system)")
+    p.add_argument("--jobs", type=int, default=1, help="cells at a time on each host (default 1)")
+    p.add_argument("--tree", metavar="URL|DIR|ISO|rehearsal", help="install tree (default: each release's)")
+    p.add_argument("--rebuild", action="store_true", help="run cells unchanged since a passing run again")
+    p.add_argument("--rehearsal", action="store_true", help="only the checks the rehearsal image can answer")
+    p.add_argument("--accel", choices=["auto", "kvm", "tcg"])
+    p.add_argument("--memory", type=int, metavar="MiB", help="build guest memory")
+    p.add_argument("--disk-size", metavar="SIZE", help="disk size of every cell, e.g. 96M")
+    p.add_argument("--format", action="append", dest="formats", help="artifact format (repeatable; default qcow2)")
+    p.add_argument("--grow", type=int, metavar="MiB", help="test disk growth (default 1024)")
+    p.add_argument("-o", "--output", default="matrix", help="where cells, reports and the cache go (default matrix)")
+    p.add_argument("--quiet", action="store_true", help="no per-cell progress")
+    add_json(p)
+    p.set_defaults(func=cmd_matrix)
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from ccis_workbench.core.compose import Composer
+    from ccis_workbench.core.monitor import Monitor, PrintMonitor
+    from ccis_workbench.flows.build import BuildRequest
+    from ccis_workbench.flows.matrix import MatrixRequest, assign_hosts, run_matrix, select_cells
+    from ccis_workbench.flows.test import BootRequest
+
+    settings = settings_from_args(args)
+    cat = load_catalog(args)
+    cells = select_cells(cat, args.patterns, releases=args.release, targets=args.target, overlays=args.overlay)
+    hosts = [h.strip() for h in (args.hosts or settings.uri).split(",") if h.strip()]
+    assign_hosts(cells, hosts)
+    build = BuildRequest.from_settings(settings, tree=args.tree, memory_mb=args.memory, disk_size=args.disk_size,
+                                       formats=args.formats or ["qcow2"], catalog_root=str(cat.root))
+    boot = BootRequest.from_settings(settings, grow_mib=args.grow, memory_mb=args.memory)
+    req = MatrixRequest(build=build, boot=boot, output=Path(args.output), jobs=args.jobs, rebuild=args.rebuild,
+                        rehearsal_checks=True if args.rehearsal else None)
+    monitor = Monitor() if (args.quiet or args.json) else PrintMonitor(show_console=False)
+    result = run_matrix(cat, Composer(cat), cells, req, monitor)
+    if args.json:
+        emit_json({"ok": result.ok, "seconds": round(result.seconds, 1), "counts": result.counts,
+                   "summary": str(result.summary), "markdown": str(result.markdown)})
+    else:
+        for c in result.cells:
+            say_on_stderr(f"  {c.status:7} {c.profile:45} {c.host:35} build {c.build_seconds:5.0f} s  "
+                          f"test {c.test_seconds:5.0f} s" + (f"  {c.reason}" if c.reason else ""))
+        say_on_stderr(f"matrix: {len(result.cells)} cell(s) in {result.seconds:.0f} s: " +
+                      ", ".join(f"{n} {k}" for k, n in result.counts.items() if n) + f"; {result.markdown}")
+    return 0 if result.ok else 1

@@ -1,0 +1,286 @@
+"""The matrix: build and boot-test many compositions in one run, spread over one or more libvirt hosts.
+
+A cell is one profile of the catalog. Cells are chosen by profile glob and --release/--target/--overlay filters,
+dealt round-robin over the hosts, and each host runs at most *jobs* cells at a time. A cell builds with
+flows/build.py and boot-tests with flows/test.py (nothing of theirs is duplicated here). A passing cell is cached
+under a key made of the kickstart's sha256, the install tree's identity and the settings that change the image or
+its test; an unchanged cell is reused unless *rebuild*. Each cell writes its JUnit (the boot test's, or one of its
+own for a build that failed); the run writes summary.json and a Markdown report (release x target grid).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ccis_workbench.core.errors import WorkbenchError
+from ccis_workbench.core.files import write_text_atomic
+from ccis_workbench.core.monitor import Monitor
+
+PASSED, FAILED, CACHED, SKIPPED = "passed", "failed", "cached", "skipped"
+CACHE_NAME = "matrix-cache.json"
+
+
+@dataclass
+class Cell:
+    """One profile to build and boot-test, and how it went."""
+
+    profile: str
+    release: str
+    target: str
+    overlays: list[str]
+    host: str = ""
+    status: str = SKIPPED
+    stage: str = "waiting"
+    reason: str = ""
+    key: str = ""
+    artifact: str | None = None
+    report: str | None = None
+    junit: str | None = None
+    build_seconds: float = 0.0
+    test_seconds: float = 0.0
+    rehearsal: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.profile
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (PASSED, CACHED)
+
+
+def select_cells(catalog: Any, patterns: list[str] | None = None, *, releases: list[str] | None = None,
+                 targets: list[str] | None = None, overlays: list[str] | None = None) -> list[Cell]:
+    """The catalog's profiles matching any of *patterns* (globs; none: all) and every given filter (a profile
+    matches --overlay when it uses each named overlay)."""
+    cells = []
+    for name in sorted(catalog.profile_names()):
+        if patterns and not any(fnmatch.fnmatchcase(name, p) for p in patterns):
+            continue
+        prof = catalog.load_profile(name)
+        ovs = list(prof.overlays)
+        if releases and prof.release not in releases:
+            continue
+        if targets and prof.target not in targets:
+            continue
+        if overlays and not all(o in ovs for o in overlays):
+            continue
+        cells.append(Cell(name, prof.release, prof.target, ovs))
+    if not cells:
+        raise WorkbenchError("No cells", "no profile matches the selection",
+                             hint="`ccis-workbench list profiles` shows them; globs: 'overlay-*', '*-stream9'")
+    return cells
+
+
+def cell_key(kickstart_sha256: str, tree: dict[str, Any], settings: dict[str, Any]) -> str:
+    """The cache key of a cell: what decides the image and its test."""
+    data = json.dumps({"kickstart": kickstart_sha256, "tree": tree, "settings": settings}, sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def assign_hosts(cells: list[Cell], hosts: list[str]) -> None:
+    """Deal the cells over *hosts* in turn."""
+    if not hosts:
+        raise WorkbenchError("No hosts", "--hosts names no libvirt URI")
+    for i, cell in enumerate(cells):
+        cell.host = hosts[i % len(hosts)]
+
+
+def load_cache(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+@dataclass
+class MatrixRequest:
+    """What a matrix run needs beyond the cells."""
+
+    build: Any  # flows.build.BuildRequest (its uri is replaced by each cell's host)
+    boot: Any  # flows.test.BootRequest (likewise)
+    output: Path
+    jobs: int = 1
+    rebuild: bool = False
+    rehearsal_checks: bool | None = None  # None: the manifest's typed rehearsal field decides
+
+
+@dataclass
+class MatrixResult:
+    cells: list[Cell]
+    seconds: float
+    markdown: Path
+    summary: Path
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.cells)
+
+
+#: Builds and boot-tests one cell: (cell, composition, request, monitor) -> None, filling the cell. Injectable.
+CellRunner = Callable[[Cell, Any, Any, "MatrixRequest", Monitor], None]
+
+
+def _settings_of(req: MatrixRequest) -> dict[str, Any]:
+    b, t = req.build, req.boot
+    return {"accel": b.accel, "memory_mb": b.memory_mb, "disk_size": b.disk_size, "formats": b.formats,
+            "kernel_args": list(b.kernel_args), "test_memory_mb": t.memory_mb, "grow_mib": t.grow_mib,
+            "rehearsal_checks": req.rehearsal_checks}
+
+
+def run_cell(cell: Cell, catalog: Any, composer: Any, req: MatrixRequest, monitor: Monitor) -> None:
+    """Build the cell on its host with flows/build.py, boot-test it with flows/test.py, write its reports."""
+    import dataclasses
+
+    from ccis_workbench.core.report import write_reports
+    from ccis_workbench.flows.build import plan_build, plan_for_run, run_build
+    from ccis_workbench.flows.test import prepare_test, run_test
+
+    comp = composer.compose(catalog.load_profile(cell.profile))
+    out = req.output / cell.profile
+    build = dataclasses.replace(req.build, uri=cell.host, output=str(out / "artifacts"))
+    cell.stage = "build"
+    t0 = time.monotonic()
+    plan = plan_for_run(plan_build(comp, build, monitor, download=True), comp, build, monitor)
+    art = run_build(plan, monitor)
+    cell.build_seconds = time.monotonic() - t0
+    cell.artifact = str(art)
+    cell.stage = "boot-test"
+    t1 = time.monotonic()
+    setup = prepare_test(catalog, composer, str(art), profile=catalog.load_profile(cell.profile),
+                         rehearsal=req.rehearsal_checks)
+    cell.rehearsal = setup.rehearsal
+    result = run_test(setup, dataclasses.replace(req.boot, uri=cell.host), monitor)
+    result.rehearsal = setup.rehearsal
+    cell.test_seconds = time.monotonic() - t1
+    paths = write_reports(result, out / "boot-test")
+    cell.report, cell.junit = str(paths["json"]), str(paths["junit"])
+    cell.status = PASSED if result.passed else FAILED
+    cell.reason = "" if result.passed else (result.ending_message or "a check failed")
+
+
+def _failed_junit(cell: Cell) -> str:
+    from xml.sax.saxutils import quoteattr
+
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<testsuites name="ccis-workbench matrix" tests="1" failures="1">\n'
+            f'  <testsuite name={quoteattr("matrix " + cell.profile)} tests="1" failures="1">\n'
+            f'    <testcase classname="matrix.{cell.release}.{cell.target}" name="build-and-boot-test">\n'
+            f'      <failure type="{cell.stage}" message={quoteattr(cell.reason[:2000])}/>\n'
+            '    </testcase>\n  </testsuite>\n</testsuites>\n')
+
+
+def run_matrix(catalog: Any, composer: Any, cells: list[Cell], req: MatrixRequest, monitor: Monitor, *,
+               runner: Callable[..., None] = run_cell) -> MatrixResult:
+    """Run every cell: at most req.jobs at a time on each host; a cell that fails (or whose host goes away) fails
+    alone. Writes summary.json, matrix.md and the cache of passing cells into req.output."""
+    from ccis_workbench.flows.build import resolve_source
+
+    req.output.mkdir(parents=True, exist_ok=True)
+    cache_path = req.output / CACHE_NAME
+    cache = {} if req.rebuild else load_cache(cache_path)
+    lock = threading.Lock()
+    settings = _settings_of(req)
+    started = time.monotonic()
+    # the cache key: kickstart + tree + settings (the tree resolved once; building the rehearsal tree is cached)
+    tree_identity: dict[str, Any] = {}
+    source = resolve_source(composer.compose(catalog.load_profile(cells[0].profile)), req.build, monitor,
+                            download=False)
+    tree_identity = {"location": getattr(source, "location", ""), **source.treeinfo.identity()}
+    todo: list[Cell] = []
+    for cell in cells:
+        from ccis_workbench.core.propose import sha256_text
+
+        comp = composer.compose(catalog.load_profile(cell.profile))
+        cell.key = cell_key(sha256_text(comp.text), tree_identity, settings)
+        hit = cache.get(cell.profile)
+        if hit and hit.get("key") == cell.key and Path(str(hit.get("junit", ""))).is_file():
+            cell.status, cell.stage, cell.junit, cell.report = CACHED, "cached", hit["junit"], hit.get("report")
+            cell.artifact, cell.rehearsal = hit.get("artifact"), bool(hit.get("rehearsal"))
+            monitor.note("info", f"{cell.profile}: unchanged since a passing run (cached; --rebuild runs it again)")
+        else:
+            todo.append(cell)
+
+    def one(cell: Cell) -> None:
+        if monitor.cancelled():
+            cell.status, cell.stage, cell.reason = SKIPPED, "cancelled", "cancelled"
+            return
+        monitor.stage(f"{cell.profile} on {cell.host}")
+        try:
+            runner(cell, catalog, composer, req, monitor)
+        except WorkbenchError as exc:
+            cell.status, cell.reason = FAILED, f"{exc.title}: {exc.message}"
+        except Exception as exc:  # noqa: BLE001 - a host that went away fails its cell, not the run
+            cell.status, cell.reason = FAILED, f"{type(exc).__name__}: {exc}"
+        if cell.status == FAILED and not cell.junit:
+            path = req.output / cell.profile / "junit.xml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cell.junit = str(write_text_atomic(path, _failed_junit(cell)))
+        monitor.note("info" if cell.ok else "error",
+                     f"{cell.profile} on {cell.host}: {cell.status}" + (f" ({cell.reason})" if cell.reason else ""))
+        if cell.status == PASSED:
+            with lock:
+                cache[cell.profile] = {"key": cell.key, "junit": cell.junit, "report": cell.report,
+                                       "artifact": cell.artifact, "rehearsal": cell.rehearsal}
+                write_text_atomic(cache_path, json.dumps(cache, indent=2) + "\n")
+
+    by_host: dict[str, list[Cell]] = {}
+    for cell in todo:
+        by_host.setdefault(cell.host, []).append(cell)
+    pools = [ThreadPoolExecutor(max_workers=max(1, req.jobs), thread_name_prefix=f"matrix-{i}")
+             for i in range(len(by_host))]
+    futures = [pool.submit(one, c) for pool, cs in zip(pools, by_host.values(), strict=True) for c in cs]
+    for f in futures:
+        f.result()
+    for pool in pools:
+        pool.shutdown()
+    seconds = time.monotonic() - started
+    counts = {s: sum(1 for c in cells if c.status == s) for s in (PASSED, CACHED, FAILED, SKIPPED)}
+    summary = write_text_atomic(req.output / "summary.json", json.dumps(
+        {"seconds": round(seconds, 1), "counts": counts, "cells": [asdict(c) for c in cells]}, indent=2) + "\n")
+    markdown = write_text_atomic(req.output / "matrix.md", markdown_report(cells, req.output))
+    return MatrixResult(cells, seconds, markdown, summary, counts)
+
+
+def markdown_report(cells: list[Cell], base: Path | None = None) -> str:
+    """A release x target grid (pass/fail/skip with links to each cell's reports), then one row per cell."""
+    def link(path: str | None) -> str:
+        if not path:
+            return ""
+        p = Path(path)
+        try:
+            return str(p.relative_to(base)) if base else str(p)
+        except ValueError:
+            return str(p)
+
+    mark = {PASSED: "pass", CACHED: "pass (cached)", FAILED: "**FAIL**", SKIPPED: "skip"}
+    releases = sorted({c.release for c in cells})
+    targets = sorted({c.target for c in cells})
+    out = ["# ccis-workbench matrix", ""]
+    if any(c.rehearsal for c in cells):
+        out += ["> **REHEARSAL, not a CentOS build**: cells marked (R) ran on the workbench's rehearsal system.", ""]
+    out += ["| release \\ target | " + " | ".join(targets) + " |", "|---" * (len(targets) + 1) + "|"]
+    for r in releases:
+        row = []
+        for t in targets:
+            here = [c for c in cells if c.release == r and c.target == t]
+            row.append("<br>".join(f"[{c.profile}]({link(c.junit)}): {mark[c.status]}{' (R)' if c.rehearsal else ''}"
+                                   for c in here) or "—")
+        out.append(f"| {r} | " + " | ".join(row) + " |")
+    out += ["", "| Cell | Host | Status | Build s | Test s | Report | Reason |", "|---|---|---|---|---|---|---|"]
+    for c in cells:
+        reason = c.reason.replace("|", "\\|").replace("\n", " ")[:200]
+        out.append(f"| {c.profile} | `{c.host}` | {mark[c.status]} | {c.build_seconds:.0f} | {c.test_seconds:.0f} | "
+                   f"{link(c.report) or '—'} | {reason} |")
+    return "\n".join(out) + "\n"
