@@ -72,6 +72,8 @@ def _classify(words: list[str]) -> str | None:
         if sub in ("remove", "erase"):
             return f"{name} {sub}: dropped from the rehearsal package list"
         return f"{name} {sub or '(no subcommand)'}: nothing done (no repositories in the rehearsal)"
+    if name == "sshd":
+        return "test the sshd configuration: not run (the rehearsal system has no sshd)"
     if name in _FETCHERS:
         return "fetch over the network: a placeholder file stands in (no network in the rehearsal)"
     if name in _INTERPRETERS:

@@ -56,7 +56,7 @@ STUBS = ("restorecon", "fixfiles", "setfiles", "semanage", "setsebool", "dnf", "
          "grub2-install", "update-crypto-policies", "authselect", "ssh-keygen", "visudo", "lsblk",
          "systemd-tmpfiles", "useradd", "usermod", "groupadd", "chage", "install", "curl", "growpart",
          "systemd-firstboot", "update-ca-trust", "firewall-offline-cmd", "alternatives", "depmod", "getent",
-         "wget", "python", "python2", "python3", "perl")
+         "wget", "python", "python2", "python3", "perl", "sshd")
 #: Stand-ins in the rehearsal installer's own environment (for %pre and %post --nochroot scripts): what such scripts
 #: fetch or run there is recorded as emulated, like in the system (files/stub).
 INSTALLER_STUBS = ("curl", "wget", "python3", "python", "dnf", "yum")

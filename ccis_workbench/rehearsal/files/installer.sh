@@ -282,9 +282,10 @@ skeleton() { # what a package would have created, so that %post scripts find the
               chmod 0440 "$TARGET/etc/sudoers";;
         @core|@Core|systemd) mkdir -p "$TARGET/etc/systemd" "$TARGET/etc/udev/rules.d" "$TARGET/etc/sysconfig" \
                         "$TARGET/etc/yum.repos.d" "$TARGET/var/lib/systemd" "$TARGET/etc/default" \
-                        "$TARGET/etc/modprobe.d" "$TARGET/etc/pki/rpm-gpg"
+                        "$TARGET/etc/modprobe.d" "$TARGET/etc/pki/rpm-gpg" "$TARGET/etc/sysctl.d"
                   printf '[Login]\n#NAutoVTs=6\n' > "$TARGET/etc/systemd/logind.conf"
                   : > "$TARGET/var/lib/systemd/random-seed";;
+        audit) mkdir -p "$TARGET/etc/audit/rules.d"; : > "$TARGET/etc/audit/auditd.conf";;
         chrony) echo "pool 2.centos.pool.ntp.org iburst" > "$TARGET/etc/chrony.conf";;
         NetworkManager) mkdir -p "$TARGET/etc/NetworkManager/conf.d" "$TARGET/etc/sysconfig/network-scripts";;
     esac
