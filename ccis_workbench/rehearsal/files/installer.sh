@@ -285,6 +285,10 @@ skeleton() { # what a package would have created, so that %post scripts find the
                         "$TARGET/etc/modprobe.d" "$TARGET/etc/pki/rpm-gpg" "$TARGET/etc/sysctl.d"
                   printf '[Login]\n#NAutoVTs=6\n' > "$TARGET/etc/systemd/logind.conf"
                   : > "$TARGET/var/lib/systemd/random-seed";;
+        epel-release) mkdir -p "$TARGET/etc/yum.repos.d" "$TARGET/etc/pki/rpm-gpg"
+                      printf '[epel]\nname=Extra Packages for Enterprise Linux (rehearsal)\n#baseurl=http://download.fedoraproject.org/pub/epel/$releasever/$basearch\nmetalink=https://mirrors.fedoraproject.org/metalink?repo=epel-$releasever&arch=$basearch\nenabled=1\n' \
+                          > "$TARGET/etc/yum.repos.d/epel.repo"
+                      for v in 7 8 9 10; do echo "rehearsal key" > "$TARGET/etc/pki/rpm-gpg/RPM-GPG-KEY-EPEL-$v"; done;;
         audit) mkdir -p "$TARGET/etc/audit/rules.d"; : > "$TARGET/etc/audit/auditd.conf";;
         chrony) echo "pool 2.centos.pool.ntp.org iburst" > "$TARGET/etc/chrony.conf";;
         NetworkManager) mkdir -p "$TARGET/etc/NetworkManager/conf.d" "$TARGET/etc/sysconfig/network-scripts";;
