@@ -289,6 +289,8 @@ skeleton() { # what a package would have created, so that %post scripts find the
                       printf '[epel]\nname=Extra Packages for Enterprise Linux (rehearsal)\n#baseurl=http://download.fedoraproject.org/pub/epel/$releasever/$basearch\nmetalink=https://mirrors.fedoraproject.org/metalink?repo=epel-$releasever&arch=$basearch\nenabled=1\n' \
                           > "$TARGET/etc/yum.repos.d/epel.repo"
                       for v in 7 8 9 10; do echo "rehearsal key" > "$TARGET/etc/pki/rpm-gpg/RPM-GPG-KEY-EPEL-$v"; done;;
+        fail2ban|fail2ban-server) mkdir -p "$TARGET/etc/fail2ban/jail.d" "$TARGET/etc/fail2ban/filter.d"
+                                  : > "$TARGET/etc/fail2ban/jail.conf";;
         audit) mkdir -p "$TARGET/etc/audit/rules.d"; : > "$TARGET/etc/audit/auditd.conf";;
         chrony) echo "pool 2.centos.pool.ntp.org iburst" > "$TARGET/etc/chrony.conf";;
         NetworkManager) mkdir -p "$TARGET/etc/NetworkManager/conf.d" "$TARGET/etc/sysconfig/network-scripts";;
