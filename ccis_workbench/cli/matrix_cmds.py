@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"])
     p.add_argument("--memory", type=int, metavar="MiB", help="build guest memory")
     p.add_argument("--disk-size", metavar="SIZE", help="disk size of every cell, e.g. 96M")
-    p.add_argument("--format", action="append", dest="formats", help="artifact format (repeatable; default qcow2)")
+    p.add_argument("--format", action="append", dest="formats",
+                   help="artifact format (repeatable; default: the target's)")
     p.add_argument("--grow", type=int, metavar="MiB", help="test disk growth (default 1024)")
     p.add_argument("-o", "--output", default="matrix", help="where cells, reports and the cache go (default matrix)")
     p.add_argument("--quiet", action="store_true", help="no per-cell progress")
@@ -45,7 +46,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     hosts = [h.strip() for h in (args.hosts or settings.uri).split(",") if h.strip()]
     assign_hosts(cells, hosts)
     build = BuildRequest.from_settings(settings, tree=args.tree, memory_mb=args.memory, disk_size=args.disk_size,
-                                       formats=args.formats or ["qcow2"], catalog_root=str(cat.root))
+                                       formats=args.formats, catalog_root=str(cat.root))
     boot = BootRequest.from_settings(settings, grow_mib=args.grow, memory_mb=args.memory)
     req = MatrixRequest(build=build, boot=boot, output=Path(args.output), jobs=args.jobs, rebuild=args.rebuild,
                         rehearsal_checks=True if args.rehearsal else None)
