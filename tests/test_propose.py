@@ -432,13 +432,20 @@ def test_build_over_the_remote_protocol_then_propose_it(remote_uri: str, work: P
     mine = [n for n in set(leftovers()) - before if "remote" in n]  # other sessions may build at the same time
     assert not mine, f"the remote build left behind: {mine}"
 
+    # rehearsal evidence is refused, and nothing is written, unless allowed explicitly
     rc = run("propose", "remote", "--tag", TAG, "--artifacts", str(art), "--allow-missing",
+             "--output", str(tmp_path / "out"), repo=work)
+    printed = capsys.readouterr()
+    assert rc == 2 and "Rehearsal evidence" in printed.err and "--allow-rehearsal" in printed.err
+    assert not (tmp_path / "out").exists()
+    rc = run("propose", "remote", "--tag", TAG, "--artifacts", str(art), "--allow-missing", "--allow-rehearsal",
              "--output", str(tmp_path / "out"), repo=work)
     printed = capsys.readouterr()
     assert rc == 0, printed.err
     pr = (tmp_path / "out/PULL_REQUEST.md").read_text()
+    assert "REHEARSAL, not a CentOS build" in pr.splitlines()[0]
     for title in ("Build manifest", "Artifact checksums (CHECKSUM)"):
         row = next(line for line in pr.splitlines() if line.startswith(f"| {title} |"))
-        assert "| ok |" in row, row
+        assert "| ok" in row and "REHEARSAL" in row, row
     assert manifest["kickstart_sha256"] == composed_sha(work, "remote")
     assert "proposals/remote/manifest.json" in git(work, "ls-tree", "-r", "--name-only", "propose/remote")

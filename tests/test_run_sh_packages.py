@@ -28,7 +28,8 @@ WRAPPED = {"virt-xml-validate": ["xmllint"], "virt-install": ["qemu-img"], "vagr
 NOT_PROGRAMS = {"sh"}  # POSIX sh: part of every system (dash on Debian, bash on Fedora)
 #: The dnf package of each program (Fedora/CentOS names), for DNF_PACKAGES; None: not packaged there (said why).
 DNF = {
-    "bash": "bash", "busybox": "busybox", "chroot": "coreutils", "cloud-init": "cloud-init", "cpio": "cpio",
+    "bash": "bash", "cp": "coreutils", "gpg": "gnupg2", "gpgv": "gnupg2",
+    "busybox": "busybox", "chroot": "coreutils", "cloud-init": "cloud-init", "cpio": "cpio",
     "debootstrap": "debootstrap",
     "depmod": "kmod", "du": "coreutils", "extlinux": "syslinux-extlinux", "gcc": "gcc", "git": "git",
     "ksvalidator": None,  # pip (pykickstart), in the virtualenv

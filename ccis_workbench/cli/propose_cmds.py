@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--boot-test", metavar="FILE", help="a boot-test report JSON (default: found in --artifacts)")
     p.add_argument("--allow-missing", action="store_true",
                    help="propose even when evidence is missing or stale (the pull-request text says so)")
+    p.add_argument("--allow-rehearsal", action="store_true",
+                   help="accept evidence from a REHEARSAL build (not CentOS): every place then says so")
     p.add_argument("--output", metavar="DIR", help="where the patches and PULL_REQUEST.md go (default: "
                    "GITDIR/ccis-workbench/proposals/PROFILE-TAG)")
     p.add_argument("--push", metavar="REMOTE", help="push the branch to REMOTE afterwards (explicit only)")
@@ -89,7 +91,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
         print(f"  kickstart sha256 {draft.proposal.kickstart_sha256}")
         print("Evidence:")
         _print_evidence(draft.evidence)
-    require_evidence(draft, allow_missing=args.allow_missing)
+    require_evidence(draft, allow_missing=args.allow_missing, allow_rehearsal=args.allow_rehearsal)
     if args.dry_run:
         if args.json:
             emit_json(dry_run_report(draft))

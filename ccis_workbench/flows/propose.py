@@ -153,8 +153,12 @@ def dry_run_report(draft: ProposalDraft) -> dict[str, Any]:
     return dict(draft.report(), dry_run=True, commit_message=draft.proposal.commit_message())
 
 
-def require_evidence(draft: ProposalDraft, *, allow_missing: bool) -> None:
-    """Refuse a proposal whose evidence is missing, stale or failing, unless the user allowed it explicitly."""
+def require_evidence(draft: ProposalDraft, *, allow_missing: bool, allow_rehearsal: bool = False) -> None:
+    """Refuse a proposal whose evidence is missing, stale or failing, or comes from the rehearsal system, unless
+    the user allowed each explicitly (then the pull-request text and the commit say so)."""
+    from ccis_workbench.core import propose as prop
+
+    prop.refuse_rehearsal(draft.evidence, allow_rehearsal)
     unmet = draft.evidence.unmet()
     if unmet and not allow_missing:
         names = "; ".join(f"{i.title} {i.status}" for i in unmet)

@@ -83,8 +83,33 @@ class WorkbenchApp(App[int]):
         return compose.workbench.profile_yaml(compose.choice)
 
     def on_mount(self) -> None:
+        self._exit_on_signals()
         self.push_screen(ComposeScreen(self.initial_profile))
         self.call_after_refresh(self.check_host)
+
+    def _exit_on_signals(self) -> None:
+        """SIGTERM (`kill`, a service manager) and SIGHUP (a closed terminal, a dropped SSH connection) end the app
+        the way quitting does: the screens unmount, a running build or boot test is cancelled, and the process
+        waits for its cleanup (guest destroyed, volumes removed) before it exits with 128 + the signal."""
+        import asyncio
+        import signal
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                loop.add_signal_handler(sig, self._stop_on_signal, 128 + int(sig))
+
+    def _stop_on_signal(self, return_code: int) -> None:
+        self.cancel_running_work()
+        self.exit(None, return_code)
+
+    def cancel_running_work(self) -> None:
+        """Cancel every build or boot test a screen runs (their workers then clean up; the process waits for
+        them before it exits)."""
+        for screen in self.screen_stack:
+            monitor = getattr(screen, "monitor", None)
+            if monitor is not None and hasattr(monitor, "cancel_event"):
+                monitor.cancel_event.set()
 
     def first_frame_drawn(self) -> bool:
         """Called by the compose screen after its first frame; True when the benchmark asked to exit there."""

@@ -61,7 +61,7 @@ def gather(workbench: Workbench, ch: Choice, artifacts: str, tag: str, branch: s
 
 
 def run_propose(root: Path, profile: str, *, tag: str, branch: str, artifacts: str, dry_run: bool,
-                allow_missing: bool) -> dict[str, Any]:
+                allow_missing: bool, allow_rehearsal: bool = False) -> dict[str, Any]:
     """flows.propose, as the CLI's `propose` runs it: draft, refuse unmet evidence unless *allow_missing* (the
     user's second, separate confirmation), then a dry-run report or the commit."""
     from ccis_workbench.core.catalog import Catalog
@@ -70,7 +70,7 @@ def run_propose(root: Path, profile: str, *, tag: str, branch: str, artifacts: s
     cat = Catalog.load(root)
     request = ProposeRequest(profile=profile, tag=tag or None, branch=branch or None, artifacts=artifacts or None)
     draft = draft_proposal(cat, Composer(cat), request)
-    require_evidence(draft, allow_missing=allow_missing)
+    require_evidence(draft, allow_missing=allow_missing, allow_rehearsal=allow_rehearsal)
     if dry_run:
         return dry_run_report(draft)
     return commit_proposal(draft, request)
@@ -104,6 +104,8 @@ class ProposeScreen(Screen[None]):
         self.error: WorkbenchError | None = None
         self.busy = False
         self.last_report: dict[str, Any] = {}
+        #: the user accepted rehearsal evidence for this proposal (a separate confirmation)
+        self._rehearsal_allowed = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -221,9 +223,16 @@ class ProposeScreen(Screen[None]):
         question = (f"Create branch {self.branch} in {self.workbench.root} with a commit proposing "
                     f"{self.profile} (tag {self.tag})? Your checkout is not changed.")
 
+        rehearsal = self.evidence.rehearsal_items()
+
         def answered(yes: bool | None) -> None:
             if not yes:
                 self.notify("nothing was written", title="Proposal not made")
+            elif rehearsal and not self._rehearsal_allowed:
+                self.app.push_screen(ConfirmationModal(
+                    "The build or boot-test evidence comes from a REHEARSAL build (the workbench's offline "
+                    "system), not from CentOS.\n\nPropose it labelled \"REHEARSAL, not a CentOS build\"? (the "
+                    "CLI needs --allow-rehearsal for this)", yes="Propose as rehearsal", no="Cancel"), rehearsal_ok)
             elif unmet:
                 # missing evidence is a separate, explicit choice (the CLI's --allow-missing)
                 missing = "; ".join(f"{i.title} {i.status}" for i in unmet)
@@ -233,6 +242,13 @@ class ProposeScreen(Screen[None]):
                     yes="Propose without it", no="Cancel"), allowed)
             else:
                 self._start(False, allow_missing=False)
+
+        def rehearsal_ok(yes: bool | None) -> None:
+            if yes:
+                self._rehearsal_allowed = True
+                answered(True)
+            else:
+                self.notify("nothing was written", title="Proposal not made")
 
         def allowed(yes: bool | None) -> None:
             if yes:
@@ -269,7 +285,8 @@ class ProposeScreen(Screen[None]):
         assert self.profile is not None
         try:
             report = run_propose(self.workbench.root, self.profile, tag=tag, branch=branch, artifacts=artifacts,
-                                 dry_run=dry_run, allow_missing=allow_missing)
+                                 dry_run=dry_run, allow_missing=allow_missing,
+                                 allow_rehearsal=dry_run or self._rehearsal_allowed)
             pr_text = ""
             if report.get("pull_request"):
                 pr_text = Path(report["pull_request"]).read_text(encoding="utf-8")
