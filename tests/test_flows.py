@@ -234,3 +234,18 @@ def test_cli_and_tui_diff_agree_through_the_cli() -> None:
 
 def test_ad_hoc_choice_profile_name() -> None:
     assert choice("centos-stream-9", "openstack", ["epel"]).name == "centos-stream-9-openstack+epel"
+
+
+def test_boot_test_plan_boots_nothing_and_shows_the_domain(tmp_path: Path) -> None:
+    """`boot-test --plan`: the same setup as a run (checks from the manifest), the domain XML, volumes and seed
+    with placeholders for the per-run secrets; no guest, no volume."""
+    d = tmp_path / "build"
+    d.mkdir()
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(d / "disk.qcow2"), "64M"], check=True)
+    (d / "manifest.json").write_text(json.dumps({"profile": "openstack-stream9", "rehearsal": False}))
+    proc = subprocess.run([sys.executable, "-m", "ccis_workbench", "boot-test", str(d), "--plan", "--accel", "tcg"],
+                          cwd=REPO, capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "<domain type='qemu'>" in proc.stdout and "\nSeed: " in proc.stdout
+    assert "checks of profile openstack-stream9" in proc.stderr
+    assert "<per-run password>" in proc.stdout or "per run" in proc.stdout

@@ -70,6 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "system's temporary directory)")
     p.add_argument("-o", "--output", metavar="DIR", help="where the report goes (default: beside the artifact, "
                    "else ./boot-test-ID)")
+    p.add_argument("--plan", action="store_true", help="print what the boot test would do (domain XML, volumes, "
+                   "seed, checks) and boot nothing")
     p.add_argument("--quiet", action="store_true", help="do not stream the console")
     p.add_argument("--json", action="store_true", help="print the JSON report on stdout")
     p.set_defaults(func=cmd_boot_test)
@@ -175,6 +177,18 @@ def _boot_test(args: argparse.Namespace, monitor: Any, stopped: Any) -> int:
         print(f"note: {note}", file=sys.stderr)
     request = BootRequest.from_settings(settings, keep_on_failure=args.keep_on_failure,
                                         container_runner=args.container_runner, workdir=args.workdir)
+    if args.plan:
+        from ccis_workbench.flows.test import plan_test
+
+        plan = plan_test(setup, request)
+        if args.json:
+            emit_json(plan.to_dict() if plan is not None else {"container": True, "checks": setup.plan.to_dict()})
+        elif plan is None:
+            sys.stdout.write("container image: nothing boots; the checks run in podman or a chroot\n\n"
+                             + render_plan(setup.plan))
+        else:
+            sys.stdout.write(plan.render_text())
+        return 0
     result = run_test(setup, request, monitor)
     if is_cancelled(result):
         # a cancelled run is not evidence: no report is written (propose could take it for one)

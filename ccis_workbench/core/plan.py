@@ -267,6 +267,9 @@ class BuildPlan:
             lines.append(f"  {a.filename:48} {a.description}")
         if self.notes:
             lines += ["", "Notes:"] + [f"  - {n}" for n in self.notes]
+        if self.rehearsal_emulations:
+            lines += ["", "The rehearsal system stands in for (recorded, not faked; a CentOS build runs them):"]
+            lines += [f"  - {e.message()}" for e in self.rehearsal_emulations]
         lines += ["", "Domain XML:", self.domain_xml().rstrip()]
         return "\n".join(lines) + "\n"
 

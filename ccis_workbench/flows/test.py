@@ -179,16 +179,33 @@ def boot_options(setup: TestSetup, request: BootRequest) -> Any:
         rehearsal=setup.rehearsal, run_id=request.run_id)
 
 
+def plan_test(setup: TestSetup, request: BootRequest) -> Any:
+    """What the boot test would do (core.boottest_plan.BootTestPlan: domain XML, volumes, seed, checks), without
+    booting; None for a container image (nothing boots)."""
+    from ccis_workbench.core.boottest_plan import plan_boot_test
+    from ccis_workbench.flows.build import known_kvm_works, kvm_device_usable
+
+    options = boot_options(setup, request)
+    if options is None:
+        return None
+    kvm = kvm_device_usable()
+    return plan_boot_test(setup.image, setup.plan, options, label=setup.label, kvm_available=kvm,
+                          kvm_works=known_kvm_works(request.uri) if kvm and request.accel == "auto" else None)
+
+
 def run_test(setup: TestSetup, request: BootRequest, monitor: Monitor) -> Any:
     """Boot a disk (or check a container image) and run the checks; a BootTestResult."""
     from ccis_workbench.backends.artifact_test import run_artifact_test
     from ccis_workbench.backends.container_test import ContainerTestOptions
 
-    return run_artifact_test(setup.image, setup.comp, setup.plan, monitor, label=setup.label,
-                             boot=boot_options(setup, request),
-                             container=ContainerTestOptions(runner=request.container_runner,
-                                                            workdir=request.workdir),
-                             workdir=request.workdir)
+    result = run_artifact_test(setup.image, setup.comp, setup.plan, monitor, label=setup.label,
+                               boot=boot_options(setup, request),
+                               container=ContainerTestOptions(runner=request.container_runner,
+                                                              workdir=request.workdir),
+                               workdir=request.workdir)
+    if setup.rehearsal and hasattr(result, "rehearsal"):
+        result.rehearsal = True  # container checks carry no flag of their own: the label must never be lost
+    return result
 
 
 def is_cancelled(result: Any) -> bool:
