@@ -9,7 +9,8 @@
     workbench cache is cleared before each change) and, for comparison, cached. The core's own compose time
     for the same choices is printed too, so the UI's share is visible.
 (2) starts `python -m ccis_workbench` and a bare Textual app showing one Static, both as subprocesses on a
-    pseudo-terminal of 120x36, both with CCIS_WORKBENCH_FIRST_FRAME_FILE set: each writes time.time() right
+    pseudo-terminal of 120x36 (the workbench with a first-frame callback injected, the bare app reading
+BENCH_FIRST_FRAME_FILE): each writes time.time() right
     after its first refresh and exits. Same method for both; the ratio is printed. The goal is within 1.5x.
 """
 
@@ -43,10 +44,10 @@ class Bare(App):
     def compose(self):
         yield Static("hello")
     def on_mount(self):
-        if os.environ.get("CCIS_WORKBENCH_FIRST_FRAME_FILE"):
+        if os.environ.get("BENCH_FIRST_FRAME_FILE"):
             self.call_after_refresh(self.first)
     def first(self):
-        Path(os.environ["CCIS_WORKBENCH_FIRST_FRAME_FILE"]).write_text(repr(time.time()))
+        Path(os.environ["BENCH_FIRST_FRAME_FILE"]).write_text(repr(time.time()))
         self.exit()
 
 Bare().run()
@@ -112,14 +113,36 @@ async def selection_to_preview(root: Path, runs: int) -> tuple[list[float], list
     return uncached, cached, core, label
 
 
-def first_frame(argv: list[str], size: tuple[int, int] = (120, 36),
-                variable: str = "CCIS_WORKBENCH_FIRST_FRAME_FILE") -> float:
-    """Seconds from spawning *argv* on a pty to the time the app wrote into the file named by *variable*."""
+#: The workbench as `ccis-workbench` starts it, with the benchmark's callbacks injected (the app has no
+#: environment hooks): argv = [catalog, marker file, "first-frame" | "ready"].
+WORKBENCH_APP = """
+import sys, time
+from pathlib import Path
+from ccis_workbench.ui.app import WorkbenchApp
+from ccis_workbench.ui.capabilities import LocalCapabilities
+
+catalog, marker, when = sys.argv[1:4]
+
+def mark(app):
+    Path(marker).write_text(repr(time.time()))
+    app.exit(0)
+    return True
+
+kw = {"on_first_frame": mark} if when == "first-frame" else {"on_preview_ready": mark}
+WorkbenchApp(catalog, capabilities=LocalCapabilities(), **kw).run()
+"""
+
+
+def first_frame(argv: list[str], size: tuple[int, int] = (120, 36), variable: str | None = None) -> float:
+    """Seconds from spawning *argv* on a pty to the time the app wrote its marker file. *variable*: the bare app
+    reads the marker's path from that environment variable; the workbench's command gets it as an argument."""
     with tempfile.TemporaryDirectory() as tmp:
         marker = Path(tmp) / "first-frame"
         env = dict(os.environ, TERM="xterm-256color",
                    COLUMNS=str(size[0]), LINES=str(size[1]))
-        env[variable] = str(marker)
+        if variable:
+            env[variable] = str(marker)
+        argv = [str(marker) if a == "{marker}" else a for a in argv]
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
         started = time.time()
@@ -164,11 +187,11 @@ def main(argv: list[str] | None = None) -> int:
 
     py = sys.executable
     workbench_times, bare_times, ready_times = [], [], []
-    command = [py, "-m", "ccis_workbench", "--catalog", args.catalog]
+    command = [py, "-c", WORKBENCH_APP, args.catalog, "{marker}"]
     for _ in range(args.starts):  # interleaved, so machine noise hits both alike
-        workbench_times.append(first_frame(command))
-        bare_times.append(first_frame([py, "-c", BARE_APP]))
-        ready_times.append(first_frame(command, variable="CCIS_WORKBENCH_READY_FILE"))
+        workbench_times.append(first_frame([*command, "first-frame"]))
+        bare_times.append(first_frame([py, "-c", BARE_APP], variable="BENCH_FIRST_FRAME_FILE"))
+        ready_times.append(first_frame([*command, "ready"]))
     ratio = statistics.median(workbench_times) / statistics.median(bare_times)
     print("cold start to first frame (subprocess on a 120x36 pty):")
     print(f"  ccis-workbench:   {ms(workbench_times)}  (header, status line, footer; the chooser and tabs mount "

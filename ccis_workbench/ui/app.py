@@ -10,8 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,6 @@ from ccis_workbench.ui.capabilities import Capabilities, HostStatus, LocalCapabi
 from ccis_workbench.ui.messages import HostChecked
 from ccis_workbench.ui.modals import HelpScreen
 from ccis_workbench.ui.screens.compose import ComposeScreen
-
-#: When set, the app writes time.time() to this file at its first frame and exits (benchmarks/bench_tui.py).
-FIRST_FRAME_ENV = "CCIS_WORKBENCH_FIRST_FRAME_FILE"
-#: When set, the app writes time.time() to this file when the first preview is shown and exits.
-READY_ENV = "CCIS_WORKBENCH_READY_FILE"
 
 
 class WorkbenchApp(App[int]):
@@ -51,9 +45,15 @@ class WorkbenchApp(App[int]):
     """The libvirt connection and accelerator as last checked (shown in the status line)."""
 
     def __init__(self, catalog_root: str | Path | None = None, *, capabilities: Capabilities | None = None,
-                 profile: str | None = None, theme: str | None = None) -> None:
+                 profile: str | None = None, theme: str | None = None,
+                 on_first_frame: Callable[[WorkbenchApp], bool] | None = None,
+                 on_preview_ready: Callable[[WorkbenchApp], None] | None = None) -> None:
         super().__init__()
         self.catalog_root = catalog_root
+        #: called after the first frame; returning True ends the app there (benchmarks/bench_tui.py)
+        self.on_first_frame = on_first_frame
+        #: called each time a preview is shown (benchmarks/bench_tui.py times the first one)
+        self.on_preview_ready = on_preview_ready
         self.capabilities = capabilities or LocalCapabilities()
         self.initial_profile = profile
         self.set_reactive(WorkbenchApp.host_status, self.capabilities.initial_status())
@@ -112,18 +112,14 @@ class WorkbenchApp(App[int]):
                 monitor.cancel_event.set()
 
     def first_frame_drawn(self) -> bool:
-        """Called by the compose screen after its first frame; True when the benchmark asked to exit there."""
-        if not os.environ.get(FIRST_FRAME_ENV):
-            return False
-        Path(os.environ[FIRST_FRAME_ENV]).write_text(repr(time.time()))
-        self.exit(0)
-        return True
+        """Called by the compose screen after its first frame: the injected `on_first_frame` (benchmarks time the
+        start with it) says whether the app stops there."""
+        return bool(self.on_first_frame(self)) if self.on_first_frame is not None else False
 
     def preview_ready(self) -> None:
-        """Called when a preview is shown; exits when the benchmark asked for the time to the first one."""
-        if os.environ.get(READY_ENV):
-            Path(os.environ[READY_ENV]).write_text(repr(time.time()))
-            self.exit(0)
+        """Called when a preview is shown: the injected `on_preview_ready`, if any."""
+        if self.on_preview_ready is not None:
+            self.on_preview_ready(self)
 
     @property
     def compose_screen(self) -> ComposeScreen:

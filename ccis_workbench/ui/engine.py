@@ -4,7 +4,6 @@ review matrix; saving profiles. Plain Python (no Textual), called from thread wo
 
 from __future__ import annotations
 
-import importlib
 import io
 import re
 import subprocess
@@ -126,16 +125,6 @@ class ReviewCell:
         if self.warnings:
             return f"{self.warnings} warning{'s' * (self.warnings != 1)}"
         return "clean"
-
-
-def optional_module(name: str) -> Any | None:
-    """Import a core module written by another feature; None while it does not exist yet."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name == name:
-            return None
-        raise
 
 
 def parse_list(text: str) -> list[str]:
@@ -270,9 +259,8 @@ class Workbench:
         return result
 
     def lint(self, comp: Composition) -> tuple[list[Any] | None, str]:
-        lint = optional_module("ccis_workbench.core.lint")
-        if lint is None:
-            return None, "lint is not available yet (ccis_workbench.core.lint is missing)"
+        from ccis_workbench.core import lint
+
         try:
             return list(lint.lint_composition(comp)), ""
         except WorkbenchError as exc:
@@ -280,10 +268,9 @@ class Workbench:
 
     def diff(self, comp: Composition, ch: Choice, mode: str, diff_file: str | None,
              saved_profile: str | None) -> DiffResult:
-        diff = optional_module("ccis_workbench.core.diff")
+        from ccis_workbench.core import diff
+
         title = dict(DIFF_MODES).get(mode, mode)
-        if diff is None:
-            return DiffResult(mode, title, error="diff is not available yet (ccis_workbench.core.diff is missing)")
         try:
             if mode == "baseline":
                 # the same baseline as the CLI's `diff` and propose's evidence (flows.review)
@@ -322,8 +309,8 @@ class Workbench:
         if self._review_composer is None:
             self._review_composer = Composer(self.catalog)
         comp = self._review_composer
-        lint = optional_module("ccis_workbench.core.lint")
-        diff = optional_module("ccis_workbench.core.diff")
+        from ccis_workbench.core import diff, lint
+
         wanted = _with_requires(self.catalog, overlay)
         for release in self.catalog.releases:
             for target in sorted(self.catalog.targets):
@@ -335,18 +322,12 @@ class Workbench:
                     yield cell
                     continue
                 cell.applicable = True
-                if lint is None:
-                    cell.lint_note = "lint n/a"
-                else:
-                    findings = [f for f in lint.lint_composition(with_overlay) if not getattr(f, "waived", None)]
-                    cell.errors = sum(1 for f in findings if f.severity == "error")
-                    cell.warnings = sum(1 for f in findings if f.severity == "warning")
+                findings = [f for f in lint.lint_composition(with_overlay) if not getattr(f, "waived", None)]
+                cell.errors = sum(1 for f in findings if f.severity == "error")
+                cell.warnings = sum(1 for f in findings if f.severity == "warning")
                 try:
                     without = comp.compose(choice(release, target, [o for o in wanted if o != overlay]))
-                    if diff is not None:
-                        unified = diff.diff_compositions(without, with_overlay).unified
-                    else:
-                        unified = _plain_unified(without.text, with_overlay.text)
+                    unified = diff.diff_compositions(without, with_overlay).unified
                     cell.diff_lines = sum(1 for ln in unified.splitlines()
                                           if ln[:1] in "+-" and not ln.startswith(("+++", "---")))
                 except WorkbenchError as exc:
@@ -376,7 +357,8 @@ class Workbench:
         if self._review_composer is None:
             self._review_composer = Composer(self.catalog)
         now = self._review_composer
-        lint = optional_module("ccis_workbench.core.lint")
+        from ccis_workbench.core import lint
+
         overlay = Path(path).name.split(".")[0] if path.startswith("kickstarts/overlays/") else None
         if overlay is not None and overlay not in self.catalog.overlays:
             overlay = None
@@ -409,10 +391,9 @@ class Workbench:
                     cell.diff_lines = sum(1 for ln in unified.splitlines()
                                           if ln[:1] in "+-" and not ln.startswith(("+++", "---")))
                     cell.affected = cell.diff_lines > 0
-                    if lint is not None:
-                        findings = [f for f in lint.lint_composition(new) if not getattr(f, "waived", None)]
-                        cell.errors = sum(1 for f in findings if f.severity == "error")
-                        cell.warnings = sum(1 for f in findings if f.severity == "warning")
+                    findings = [f for f in lint.lint_composition(new) if not getattr(f, "waived", None)]
+                    cell.errors = sum(1 for f in findings if f.severity == "error")
+                    cell.warnings = sum(1 for f in findings if f.severity == "warning")
                     yield cell
 
     # -- profiles ----------------------------------------------------------------------------------------------
