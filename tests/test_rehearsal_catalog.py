@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ccis_workbench.rehearsal.emulate import Emulation, located, parse_emulated, plan_emulations
+from ccis_workbench.core.rehearsal_emulation import Emulation, located, parse_emulated, plan_emulations
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = sorted(p.stem for p in (REPO / "profiles").glob("*.yaml"))

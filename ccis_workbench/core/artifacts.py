@@ -306,7 +306,7 @@ class Producer:
         extra = dict(extra)
         if plan.source.is_rehearsal:
             # what the rehearsal stood in for, each with its layer file:line (the plan's provenance)
-            from ccis_workbench.rehearsal.emulate import parse_emulated
+            from ccis_workbench.core.rehearsal_emulation import parse_emulated
 
             where = {e.line: e.origin for e in getattr(plan, "rehearsal_emulations", [])}
             extra["rehearsal_emulated"] = [dict(e.to_dict(), origin=where.get(e.line))

@@ -137,7 +137,7 @@ class BuildPlan:
     #: Set when `--accel auto` left KVM for TCG (see `under_tcg`).
     accel_fallback: AccelFallback | None = None
     #: On the rehearsal tree: the %pre/%post commands the rehearsal will stand in for, each with its layer
-    #: file:line (ccis_workbench.rehearsal.emulate.Emulation); empty for a CentOS tree.
+    #: file:line (ccis_workbench.core.rehearsal_emulation.Emulation); empty for a CentOS tree.
     rehearsal_emulations: list[Any] = field(default_factory=list)
     #: kickstart line -> the layer file:line it came from (the composition's provenance), for failure messages
     kickstart_origins: dict[int, str] = field(default_factory=dict)
@@ -471,7 +471,7 @@ def make_plan(composition: Any, profile_name: str, source: InstallSource, option
                if (o := origin_of(n)) is not None}
     emulations: list[Any] = []
     if source.is_rehearsal:
-        from ccis_workbench.rehearsal.emulate import located, plan_emulations
+        from ccis_workbench.core.rehearsal_emulation import located, plan_emulations
 
         emulations = located(plan_emulations(kickstart), origin_of)
     return BuildPlan(
