@@ -81,7 +81,8 @@ def test_rehearsal_image_with_a_failing_check_fails_readably(rehearsal_artifact:
     assert [c.id for c in failed] == ["profile.hostname"]
     assert failed[0].output.strip() == "rehearsal-host", "the seed's hostname was applied"
     summary = render_summary(result)
-    assert "FAILED: " in summary.splitlines()[0]
+    first, second = summary.splitlines()[:2]
+    assert first.startswith("REHEARSAL") and "FAILED: " in second
     assert "FAILED profile.hostname" in summary and "expected: exit 0, output matches /^not-this-host$/" in summary
     assert "  | rehearsal-host" in summary
     assert left_behind(libvirt_uri, result.domain) == []

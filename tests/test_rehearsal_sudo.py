@@ -157,7 +157,11 @@ def test_rpm_q_several_names_exit_status_counts_the_missing(sysroot: Path) -> No
     assert proc.returncode == 2  # `cloud` is no prefix match: names are exact, as in rpm
     ok = run_in(sysroot, "/usr/bin/rpm", "-q", "cloud-init-0-rehearsal.noarch", "core")
     assert ok.returncode == 0 and len(ok.stdout.splitlines()) == 2
-    assert run_in(sysroot, "/usr/bin/rpm", "-e", "chrony").returncode == 1  # nothing else is pretended
+    erased = run_in(sysroot, "/usr/bin/rpm", "-e", "chrony")  # emulated, said on stderr, and the list follows
+    assert erased.returncode == 0 and "rehearsal emulated: rpm -e chrony" in erased.stderr
+    assert run_in(sysroot, "/usr/bin/rpm", "-q", "chrony").returncode == 1
+    unknown = run_in(sysroot, "/usr/bin/rpm", "--verify", "cloud-init")  # nothing else is pretended
+    assert unknown.returncode == 1 and "not supported by the rehearsal rpm" in unknown.stderr
 
 
 def test_the_specs_rpm_checks_answer_in_the_rehearsal_system(sysroot: Path) -> None:
