@@ -68,6 +68,7 @@ from ccis_workbench.core.plan import (
 from ccis_workbench.core.report import BootTestResult, CheckResult, clean_text
 from ccis_workbench.core.seed import SeedData, build_seed, make_credentials
 from ccis_workbench.core.testspec import CheckPlan
+from ccis_workbench.core.wording import counted
 
 #: A getty login prompt at the start of a line ("host login: ").
 LOGIN_RE = re.compile(r"(?m)^[\r\x00]*(?:\x1b\[[0-9;?]*[A-Za-z]|\x1bc)*[A-Za-z0-9][\w.-]* login: ?")
@@ -377,7 +378,7 @@ class BootTest:
         if not as_root:
             result.notes.append(f"sudo did not work for {self.creds.user}: the checks ran as that user, not root")
         selected = self.checks.selected
-        m.stage("checks", f"{len(selected)} checks")
+        m.stage("checks", counted(len(selected), "check"))
         t_checks = time.monotonic()
         for i, (check, group) in enumerate(selected):
             self._check_cancel()

@@ -39,6 +39,7 @@ from ccis_workbench.core.plan import new_build_id
 from ccis_workbench.core.report import BootTestResult, CheckResult
 from ccis_workbench.core.testimage import relative_names, tar_members, tool_message
 from ccis_workbench.core.testspec import CheckPlan
+from ccis_workbench.core.wording import counted
 
 RUNNERS = ("auto", "podman", "chroot")
 NAME_PREFIX = "ccis-boottest-"
@@ -406,7 +407,7 @@ class ContainerTest:
         result.domain_type = self.runner.description
         m.note("info", f"{info.path.name}: {info.members} entries; {how}")
         selected = self.checks.selected
-        m.stage("checks", f"{len(selected)} checks, as root in the container ({self.runner.kind})")
+        m.stage("checks", f"{counted(len(selected), 'check')}, as root in the container ({self.runner.kind})")
         t_checks = time.monotonic()
         for i, (check, group) in enumerate(selected):
             if m.cancelled():

@@ -19,6 +19,7 @@ from ccis_workbench.cli.common import (
     profile_from_args,
     write_atomic,
 )
+from ccis_workbench.core.wording import counted
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -99,7 +100,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
             print(f"Would create branch {draft.branch} on {draft.base[:12]} with:")
             for c in draft.changed:
                 print(f"  {c.path} ({c.state})")
-            print(f"  {draft.folder}/ ({len(draft.proposal.folder_files())} files)")
+            print(f"  {draft.folder}/ ({counted(len(draft.proposal.folder_files()), 'file')})")
         return 0
     report = commit_proposal(draft, request)
     if args.json:

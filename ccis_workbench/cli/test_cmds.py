@@ -21,6 +21,7 @@ from ccis_workbench.cli.common import (
     setting_default,
     settings_from_args,
 )
+from ccis_workbench.core.wording import counted
 from ccis_workbench.flows.settings import ACCELS
 
 GROUP_TITLES = {"spec": "every image (kickstarts/testspec.yaml)", "baseline": "release baseline",
@@ -117,7 +118,7 @@ def render_plan(plan: Any, *, commands: bool = False, width: int = 118) -> str:
              f"{', '.join(plan.overlays) or 'none'}",
              (f"first-boot agent {plan.agent}, seed {plan.seed}" if plan.context == "vm" else
               "checked as a container (the rootfs tar runs in podman or a chroot, nothing boots)")
-             + f"; {len(plan.selected)} checks ("
+             + f"; {counted(len(plan.selected), 'check')} ("
              + ", ".join(f"{counts[g]} {g}" for g in GROUPS) + ")"]
     for group in GROUPS:
         members = [s for s in plan.selected if s.group == group]

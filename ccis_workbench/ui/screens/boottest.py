@@ -24,6 +24,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Log, RichLog, Select, Static
 
+from ccis_workbench.core.wording import counted
 from ccis_workbench.flows.build import leftovers_of
 from ccis_workbench.flows.settings import Settings
 from ccis_workbench.flows.test import BootRequest, TestSetup, is_cancelled, prepare_test, report_dir, run_test
@@ -200,7 +201,7 @@ class BootTestScreen(Screen[None]):
                 self.statuses[sel.check.id] = "pending"
                 table.add_row(Text("pending", style=STATUS_STYLE["pending"]), sel.check.id,
                               Text(sel.check.description, style="dim"), key=sel.check.id)
-            summary.update(Text.assemble((f"{s.image.name}", "bold"), f": {len(s.plan.selected)} checks, seed "
+            summary.update(Text.assemble((f"{s.image.name}", "bold"), f": {counted(len(s.plan.selected), 'check')}, seed "
                                          f"{s.seed}\n", ("\n".join(s.notes), "dim")))
             summary.set_classes("ending -shown")
         self._refresh_controls()

@@ -12,6 +12,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Select, Static
 
+from ccis_workbench.core.wording import counted
 from ccis_workbench.ui.messages import ReviewCellReady, ReviewDone
 
 if TYPE_CHECKING:
@@ -150,12 +151,12 @@ class ReviewScreen(Screen[None]):
             elif not c.affected:
                 detail.update(Text.assemble((head, "bold"), ("the change leaves this kickstart as it was", "")))
             else:
-                detail.update(Text.assemble((head, "bold"), (f"the change moves {c.diff_lines} lines; lint "
+                detail.update(Text.assemble((head, "bold"), (f"the change moves {counted(c.diff_lines, 'line')}; lint "
                                                              f"{c.lint_status()}", "")))
             return
         if c.applicable:
             detail.update(Text.assemble((head, "bold"), (f"applies; lint {c.lint_status()}; the overlay changes "
-                                                         f"{c.diff_lines} lines of the kickstart", "")))
+                                                         f"{counted(c.diff_lines, 'line')} of the kickstart", "")))
         else:
             detail.update(Text.assemble((head, "bold"), ("does not apply: ", "bold red"), (c.reason, "")))
 
