@@ -103,7 +103,8 @@ def check_value(name: str, value: Any, rule: Rule, where: str, line: int) -> Any
     if rule.type == "list":
         if not isinstance(value, (list, tuple)):
             raise ValueRejected("Value refused", f"{name}: must be a list", file=where, line=line,
-                                hint=f"{name} must be a list of {rule.explain}")
+                                hint=f"{name} must be a list of {rule.explain}, written [a, b] "
+                                f"(or one item per line, each starting with '- ')")
         item_rule = Rule("str", None, rule.pattern, rule.explain)
         return [check_scalar(name, v, item_rule, where, line) for v in value]
     return check_scalar(name, value, rule, where, line)
