@@ -3,6 +3,10 @@
 Catalog and profile errors must name the line; PyYAML forgets marks once it builds Python objects, so the
 loader below builds `LineDict`/`LineList` that keep them. Duplicate keys are an error (YAML would silently keep
 the last one, the very loss this project exists to report).
+
+Catalog files are untrusted input (reviewers run contributors' branches): before any Python object is built,
+the node graph is checked against small budgets, so that a few hundred bytes of nested aliases (a "billion
+laughs") or deep nesting cannot cost minutes and gigabytes in whatever later walks or prints the values.
 """
 
 from __future__ import annotations
@@ -18,6 +22,19 @@ try:  # the C scanner is about 5x faster; the constructor below stays Python eit
     _BaseLoader: type = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - libyaml missing
     _BaseLoader = yaml.SafeLoader
+
+
+#: Aliases (re-uses of an anchored node) one document may contain; the shipped catalog uses none.
+MAX_YAML_ALIASES = 100
+#: The size of a document with every alias expanded: one per node plus the characters of each scalar. A file
+#: without aliases stays under its own size in bytes, so this only stops expansion.
+MAX_YAML_EXPANDED = 4 * 1024 * 1024
+#: Nesting depth of mappings and sequences.
+MAX_YAML_DEPTH = 64
+#: Digits of a whole number (Python refuses to convert more than 4,300; no catalog value needs more than a few).
+MAX_YAML_INT_CHARS = 64
+
+_INT_TAG = "tag:yaml.org,2002:int"
 
 
 class LineDict(dict):  # type: ignore[type-arg]
@@ -76,12 +93,78 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
+def _children(node: yaml.Node) -> list[tuple[yaml.Node, int]]:
+    """The child nodes of a collection with the line an alias among them would be written on."""
+    if isinstance(node, yaml.MappingNode):
+        out = []
+        for key, value in node.value:
+            line = key.start_mark.line + 1  # `key: *alias` is on the key's line
+            out.append((key, line))
+            out.append((value, line))
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [(child, node.start_mark.line + 1) for child in node.value]
+    return []
+
+
+def check_node_budget(root: yaml.Node, filename: str) -> None:
+    """Refuse a composed YAML node graph that is recursive, too deep, uses too many aliases, expands beyond
+    MAX_YAML_EXPANDED, or holds a whole number too long to convert; every error names *filename*:line.
+
+    Iterative (no recursion limit to hit) and linear in the number of distinct nodes plus aliases."""
+    size: dict[int, int] = {}  # id(node) -> expanded size, for nodes already finished
+    open_nodes: set[int] = set()  # nodes whose children are being walked (an alias to one is a cycle)
+    aliases = 0
+    stack: list[tuple[yaml.Node, int, int, bool]] = [(root, 1, root.start_mark.line + 1, False)]
+    while stack:
+        node, depth, ref_line, finished = stack.pop()
+        key = id(node)
+        line = node.start_mark.line + 1
+        if finished:
+            open_nodes.discard(key)
+            total = 1 + sum(size[id(child)] for child, _ in _children(node))
+            if total > MAX_YAML_EXPANDED:
+                raise CatalogError("YAML too large", f"with its aliases expanded this value would be over "
+                                   f"{MAX_YAML_EXPANDED // (1024 * 1024)} million nodes and characters",
+                                   file=filename, line=line, hint="write the values out instead of nesting aliases")
+            size[key] = total
+            continue
+        if key in open_nodes:
+            raise CatalogError("YAML error", "an alias refers to a collection that contains it (a recursive value)",
+                               file=filename, line=ref_line, hint="aliases must not refer to an enclosing anchor")
+        if key in size:
+            aliases += 1
+            if aliases > MAX_YAML_ALIASES:
+                raise CatalogError("Too many YAML aliases", f"over {MAX_YAML_ALIASES} aliases (*name) in one file",
+                                   file=filename, line=ref_line, hint="write the values out instead of aliases")
+            continue
+        if depth > MAX_YAML_DEPTH:
+            raise CatalogError("YAML too deep", f"mappings and lists are nested over {MAX_YAML_DEPTH} levels deep",
+                               file=filename, line=line, hint="catalog files need a few levels at most")
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == _INT_TAG and len(node.value) > MAX_YAML_INT_CHARS:
+                raise CatalogError("Invalid value", f"a whole number of {len(node.value)} characters is too large",
+                                   file=filename, line=line, hint="no catalog value needs more than a few digits")
+            size[key] = 1 + len(node.value)
+            continue
+        open_nodes.add(key)
+        stack.append((node, depth, ref_line, True))
+        for child, child_line in reversed(_children(node)):
+            stack.append((child, depth + 1, child_line, False))
+
+
 def load_yaml_text(text: str, filename: str) -> Any:
-    """Parse YAML *text* (safe tags only) into LineDict/LineList values; errors name *filename*:line."""
+    """Parse YAML *text* (safe tags only) into LineDict/LineList values; errors name *filename*:line.
+
+    The composed node graph passes check_node_budget before any object is constructed."""
     loader = _LineLoader(text)
     loader.filename = filename
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        check_node_budget(node, filename)
+        return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
@@ -92,6 +175,9 @@ def load_yaml_text(text: str, filename: str) -> Any:
                            hint="check indentation and quoting on that line") from None
     except yaml.YAMLError as exc:
         raise CatalogError("YAML error", str(exc), file=filename) from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # a value no constructor can build
+        raise CatalogError("YAML error", f"a value cannot be read: {type(exc).__name__}", file=filename,
+                           hint="check the tags (!!...) and numbers in the file") from None
     finally:
         loader.dispose()
 

@@ -1,0 +1,127 @@
+"""A hostile catalog (issue 19): every file of a catalog is untrusted input, since reviewers run contributors'
+branches through this tool. Each test writes one hostile file into a private catalog (tmp_path) and runs the
+real CLI in a subprocess with a time limit and an address-space limit: the answer must be one clear message
+naming the file (and line), exit status 2, no traceback, and nothing written outside the output folder."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ccis_workbench.core.errors import CatalogError
+from ccis_workbench.core.yamlfile import MAX_YAML_ALIASES, load_yaml_text
+
+REPO = Path(__file__).resolve().parents[2]
+MEMORY_LIMIT = 1536 * 1024 * 1024  # the CLI needs about 150 MB; a billion laughs needed 3.3 GB
+TIME_LIMIT = 60  # seconds; every refusal below takes well under two (the hostile inputs took minutes or forever)
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def run_cli(root: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The real CLI against catalog *root*, bounded in time and memory (a hang or a blow-up fails the test)."""
+    return subprocess.run(
+        [sys.executable, "-m", "ccis_workbench", "--catalog", str(root), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or root,
+        timeout=TIME_LIMIT,
+        preexec_fn=_limit_memory,
+        check=False,
+    )
+
+
+def _tree(root: Path) -> dict[str, float]:
+    return {str(p.relative_to(root)): p.lstat().st_mtime for p in root.rglob("*")}
+
+
+def expect_refusal(root: Path, file_part: str, line: int | None, words: str, *args: str) -> str:
+    """Run the CLI (default: render p -o OUT), expect exit 2 with *file_part*[:line] and *words* in the message,
+    nothing written (no output file, no other file changed in the catalog or next to it). Returns stderr."""
+    out_dir = root.parent / "out"
+    out_dir.mkdir(exist_ok=True)
+    out_file = out_dir / "out.ks"
+    argv = list(args) or ["render", "p"]
+    if argv[0] == "render":
+        argv += ["-o", str(out_file)]
+    before = _tree(root.parent)
+    res = run_cli(root, *argv)
+    assert res.returncode == 2, (res.returncode, res.stdout[-2000:], res.stderr[-2000:])
+    assert "Traceback" not in res.stderr, res.stderr
+    first = res.stderr.splitlines()[0] if res.stderr else ""
+    assert file_part in first, res.stderr
+    if line is not None:
+        assert f"{file_part}:{line}:" in first, res.stderr
+    assert words.lower() in res.stderr.lower(), res.stderr
+    assert not out_file.exists(), "nothing may be written on bad input"
+    assert _tree(root.parent) == before, "the refusal changed files"
+    return res.stderr
+
+
+def _profile(root: Path, body: str, name: str = "p") -> Path:
+    path = root / "profiles" / f"{name}.yaml"
+    path.write_text("name: p\nrelease: centos-stream-9\ntarget: openstack\n" + body)
+    return path
+
+
+# -- 1. alias expansion and nesting ---------------------------------------------------------------------------
+
+
+def _laughs(levels: int, width: int = 9, key: str = "waivers") -> str:
+    """About 600 bytes that expand to width**levels strings."""
+    body = [f"{key}:", "  x0: &a0 lol"]
+    for i in range(1, levels + 1):
+        body.append(f"  x{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]")
+    return "\n".join(body) + "\n"
+
+
+def test_billion_laughs_profile_is_refused_quickly(mini_catalog: Path) -> None:
+    text = _laughs(9)
+    assert len(text) < 700
+    _profile(mini_catalog, text)
+    start = time.monotonic()
+    err = expect_refusal(mini_catalog, "profiles/p.yaml", None, "aliases expanded")
+    assert time.monotonic() - start < TIME_LIMIT
+    assert "lol" not in err
+
+
+def test_billion_laughs_in_an_overlay_breaks_every_command(mini_catalog: Path) -> None:
+    (mini_catalog / "kickstarts/overlays/beta.yaml").write_text("name: beta\ntitle: Beta\n" + _laughs(9))
+    expect_refusal(mini_catalog, "kickstarts/overlays/beta.yaml", None, "aliases expanded", "list", "overlays")
+
+
+def test_alias_budget_names_the_line() -> None:
+    text = "a: &a x\nb: [" + ", ".join(["*a"] * (MAX_YAML_ALIASES + 1)) + "]\n"
+    with pytest.raises(CatalogError, match="aliases") as err:
+        load_yaml_text(text, "f.yaml")
+    assert (err.value.location.file, err.value.location.line) == ("f.yaml", 2)
+    # a few aliases are still fine
+    assert load_yaml_text("a: &a x\nb: [*a, *a]\n", "f.yaml")["b"] == ["x", "x"]
+
+
+def test_recursive_alias_is_refused() -> None:
+    with pytest.raises(CatalogError, match="recursive") as err:
+        load_yaml_text("a: &a\n  b: *a\n", "f.yaml")
+    assert err.value.location.line == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a:\n" + "".join("  " * i + "- \n" for i in range(1, 200)),
+        "a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 200)),
+        "a: " + "[" * 900 + "]" * 900 + "\n",
+    ],
+    ids=["block-lists", "block-mappings", "flow-lists"],
+)
+def test_deep_nesting_is_refused(text: str) -> None:
+    with pytest.raises(CatalogError) as err:
+        load_yaml_text(text, "f.yaml")
+    assert err.value.location.file == "f.yaml" and err.value.location.line >= 1
