@@ -43,6 +43,88 @@ OK, FAILING, STALE, MISSING = "ok", "failing", "stale", "missing"
 REHEARSAL_LABEL = "REHEARSAL, not a CentOS build"
 
 
+# -- user text in the pull-request text and the commit message ------------------------------------------------
+#
+# Everything a contributor wrote (the description, names, titles, file names, fields read from evidence files)
+# goes through these, so nothing they write can change the structure of the text around it: no HTML comment that
+# hides the rows after it, no fake table or heading, no closing </details>, no link or image, no terminal escape.
+
+#: Control characters (C0 but tab and newline, DEL, C1) and the Unicode line/paragraph separators and bidi
+#: overrides that reorder what a reader sees: shown as escapes, never passed on.
+_INVISIBLE_RX = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: ASCII punctuation with a meaning in (GitHub-flavoured) Markdown, backslash-escaped in inline text (`:` and `.`
+#: too: they start GitHub's autolinks); `<`, `>` and `&` become entities (HTML).
+_MD_PUNCT = frozenset("\\`*_{}[]()#+-.!|~:@$^=")
+_BACKTICKS_RX = re.compile(r"`+")
+
+
+def visible(text: Any, *, keep_newlines: bool = False) -> str:
+    """*text* with every control character shown as an escape (`\\x1b`, `\\x00`...); newlines (and tabs) kept
+    only when *keep_newlines*, else shown as `\\n`. CR+LF and lone CR count as newlines when kept."""
+    s = str(text)
+    if keep_newlines:
+        s = s.replace("\r\n", "\n").replace("\r", "\n")
+    else:
+        s = s.replace("\n", "\\n").replace("\t", " ")
+
+    def esc(m: re.Match[str]) -> str:
+        c = ord(m.group(0))
+        return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+    return _INVISIBLE_RX.sub(esc, s)
+
+
+def md_inline(text: Any) -> str:
+    """User text as one line of literal Markdown text (also safe in a table cell): control characters and newlines
+    shown as escapes, every Markdown metacharacter backslash-escaped, `<` `>` `&` as HTML entities."""
+    out = []
+    for c in visible(text):
+        if c == "<":
+            out.append("&lt;")
+        elif c == ">":
+            out.append("&gt;")
+        elif c == "&":
+            out.append("&amp;")
+        elif c in _MD_PUNCT:
+            out.append("\\" + c)
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def md_code(text: Any, *, in_table: bool = False) -> str:
+    """User text as a Markdown code span (literal: no HTML, no links, no emphasis), its backtick fence longer than
+    any backtick run inside. In a table, text with `|` or a backslash is escaped text instead (GitHub splits cells
+    before it reads code spans)."""
+    s = visible(text)
+    if in_table and ("|" in s or "\\" in s):
+        return md_inline(text)  # GitHub ends a cell at a `|` after an escaped backslash, even in a code span
+    fence = "`" * (max((len(m) for m in _BACKTICKS_RX.findall(s)), default=0) + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") or (s.startswith(" ") and s.endswith(" ") and s.strip()) \
+        else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
+def md_block(text: Any) -> list[str]:
+    """Multi-line user text as a fenced code block (lines of Markdown): the fence is longer than any backtick run
+    in the text, so no line of it can close the block; control characters shown as escapes."""
+    s = visible(text, keep_newlines=True).rstrip("\n")
+    fence = "`" * max(3, max((len(m) for m in _BACKTICKS_RX.findall(s)), default=0) + 1)
+    return [f"{fence}text", *s.split("\n"), fence]
+
+
+def plain_line(text: Any) -> str:
+    """User text as one line of a commit message: control characters and newlines shown as escapes."""
+    return visible(text)
+
+
+def quoted_lines(text: Any, prefix: str = "  > ") -> list[str]:
+    """Multi-line user text for a commit message, every line behind *prefix*: it cannot pose as a section of the
+    message, a `---` patch separator or a trailer; control characters shown as escapes."""
+    s = visible(text, keep_newlines=True).replace("\t", " ").strip("\n")
+    return [(prefix + line).rstrip() for line in s.split("\n")]
+
+
 def sha256_text(text: str) -> str:
     """sha256 hex digest of *text* encoded as UTF-8 (how every kickstart sha256 in the workbench is taken)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -436,6 +518,8 @@ class ChangedFile:
 
     path: str
     state: str
+    #: the file differs from the base branch: a reviewer reads it as the contributor's, not the SIG's
+    from_branch: bool = False
 
 
 @dataclass
@@ -497,56 +581,72 @@ class Proposal:
     def subject(self) -> str:
         """The commit's subject line (at most 72 characters)."""
         overlays = f" + {', '.join(self.overlays)}" if self.overlays else ""
-        text = f"Propose {self.profile}: {self.release_title} {self.target}{overlays} ({self.arch})"
+        text = plain_line(f"Propose {self.profile}: {self.release_title} {self.target}{overlays} ({self.arch})")
         return text if len(text) <= 72 else text[:71] + "…"
 
     def commit_message(self) -> str:
-        """Subject line, then what the kickstart is, how it differs from the baseline, and its evidence."""
+        """Subject line, then what the kickstart is, how it differs from the baseline, and its evidence.
+
+        Every user-written value is one line with control characters shown as escapes; the description is quoted
+        line by line, so it cannot pose as the evidence, a `---` patch separator or a trailer."""
+        q = plain_line
         lines = [self.subject(), ""]
         if self.evidence.rehearsal:
             lines += [f"{REHEARSAL_LABEL}: the build/boot-test evidence below comes from the workbench's busybox",
                       "rehearsal system; it proves the workbench path, not this kickstart on CentOS.", ""]
-        overlays = ", ".join(self.overlays) or "none"
-        lines.append(f"Profile {self.profile}: release {self.release}, target {self.target}, overlays: {overlays}, "
-                     f"arch {self.arch}.")
-        if self.description:
-            lines.append(self.description.strip())
-        lines += ["", f"Flattened kickstart: {self.folder}/{self.kickstart_name}",
+        overlays = ", ".join(q(o) for o in self.overlays) or "none"
+        lines.append(f"Profile {q(self.profile)}: release {q(self.release)}, target {q(self.target)}, "
+                     f"overlays: {overlays}, arch {q(self.arch)}.")
+        if self.description.strip():
+            lines += ["Description (as the contributor wrote it):", *quoted_lines(self.description)]
+        lines += ["", f"Flattened kickstart: {q(self.folder)}/{q(self.kickstart_name)}",
                   f"  sha256 {self.kickstart_sha256}", ""]
         if self.diff_summary:
-            lines.append(f"Against the {self.release} baseline:")
-            lines += [f"  {s}" for s in self.diff_summary]
+            lines.append(f"Against the {q(self.release)} baseline:")
+            lines += [f"  {q(s)}" for s in self.diff_summary]
         else:
-            lines.append(f"No semantic change against the {self.release} baseline.")
+            lines.append(f"No semantic change against the {q(self.release)} baseline.")
         lines += ["", "Evidence:"]
         for i in self.evidence.items:
-            where = f"{i.file} sha256 {i.sha256}" if i.file else i.detail
+            where = f"{q(i.file)} sha256 {i.sha256}" if i.file else q(i.detail)
             lines.append(f"  {i.shown_status:8} {i.title}: {where}")
             if i.file and i.detail:
-                lines.append(f"           {i.detail}")
+                lines.append(f"           {q(i.detail)}")
         catalog = [c for c in self.changed if c.state != "unchanged"]
         if catalog:
             lines += ["", "Catalog files:"]
-            lines += [f"  {c.path} ({c.state})" for c in catalog]
+            lines += [f"  {q(c.path)} ({c.state}{', from this branch' if c.from_branch else ''})" for c in catalog]
         return "\n".join(lines) + "\n"
 
     def pr_description(self) -> str:
-        """The pull-request description in Markdown: what, why, against the baseline, evidence with sha256s."""
-        overlays = ", ".join(f"`{o}`" for o in self.overlays) or "none"
-        out = [f"# Profile `{self.profile}`: {self.release_title} · {self.target} · {self.arch}", ""]
+        """The pull-request description in Markdown: what, why, against the baseline, evidence with sha256s.
+
+        User-written text never reaches it raw: the description is a fenced block whose fence is longer than any
+        backtick run in it, names and paths are code spans or escaped text (`md_inline`), so no `<!--`,
+        `</details>`, table, heading, link or terminal escape a contributor writes changes its structure."""
+        code, text = md_code, md_inline
+
+        def cell_code(value: Any) -> str:
+            return md_code(value, in_table=True)
+
+        out = [f"# Profile {code(self.profile)}: {text(self.release_title)} · {text(self.target)} · "
+               f"{text(self.arch)}", ""]
         if self.evidence.rehearsal:
             out = [f"> **{REHEARSAL_LABEL}.** The build and boot-test evidence of this proposal come from the "
                    "workbench's busybox rehearsal system: they prove the workbench path, not this kickstart on "
                    "CentOS.", "", *out]
-        if self.description:
-            out += [self.description.strip(), ""]
+        if self.description.strip():
+            out += ["Description, as the contributor wrote it:", "", *md_block(self.description), ""]
+        overlays_cell = ", ".join(cell_code(o) for o in self.overlays) or "none"
         out += ["| | |", "|---|---|",
-                f"| Release | `{self.release}` ({self.release_title}, pykickstart {self.version}) |",
-                f"| Target | `{self.target}` |", f"| Overlays | {overlays} |", f"| Arch | `{self.arch}` |",
-                f"| Kickstart | `{self.folder}/{self.kickstart_name}` |",
+                f"| Release | {cell_code(self.release)} ({text(self.release_title)}, pykickstart "
+                f"{text(self.version)}) |",
+                f"| Target | {cell_code(self.target)} |", f"| Overlays | {overlays_cell} |",
+                f"| Arch | {cell_code(self.arch)} |",
+                f"| Kickstart | {cell_code(f'{self.folder}/{self.kickstart_name}')} |",
                 f"| Kickstart sha256 | `{self.kickstart_sha256}` |", ""]
-        out += [f"## Against the {self.release} baseline", ""]
-        out += [f"- {s}" for s in self.diff_summary] if self.diff_summary else ["No semantic change."]
+        out += [f"## Against the {text(self.release)} baseline", ""]
+        out += [f"- {text(s)}" for s in self.diff_summary] if self.diff_summary else ["No semantic change."]
         out += ["", "## Evidence", "",
                 f"Every item below is checked against the kickstart sha256 `{self.kickstart_sha256}`.", "",
                 "| Evidence | Status | File | sha256 | Detail |", "|---|---|---|---|---|"]
@@ -554,33 +654,30 @@ class Proposal:
             status = i.status if i.status == OK else f"**{i.status.upper()}**"
             if i.rehearsal:
                 status += f" (**{REHEARSAL_LABEL}**)"
-            file = f"`{self.folder}/{i.file}`" if i.file else "—"
-            digest = f"`{i.sha256}`" if i.sha256 else "—"
-            out.append(f"| {i.title} | {status} | {file} | {digest} | {_md_cell(i.detail)} |")
+            file = cell_code(f"{self.folder}/{i.file}") if i.file else "—"
+            digest = cell_code(i.sha256) if i.sha256 else "—"
+            out.append(f"| {i.title} | {status} | {file} | {digest} | {text(i.detail)} |")
         unmet = self.evidence.unmet()
         if unmet:
             out += ["", "> **Not all evidence is there.** The proposer chose to propose anyway:"]
             for i in unmet:
-                src = f" (`{i.source}`)" if i.source else ""
-                out.append(f"> - {i.title}: {i.status}{src} — {i.detail}")
+                src = f" ({code(i.source)})" if i.source else ""
+                out.append(f"> - {i.title}: {i.status}{src} — {text(i.detail)}")
         failing = [i for i in self.evidence.items if i.status == FAILING]
         if failing:
-            out += ["", "> **Some evidence reports problems:** " + "; ".join(f"{i.title}: {i.detail}" for i in failing)]
+            out += ["", "> **Some evidence reports problems:** " +
+                    "; ".join(f"{i.title}: {text(i.detail)}" for i in failing)]
         catalog = [c for c in self.changed if c.state != "unchanged"]
         if self.koji_command:
             out += ["", "## Build it in koji (CBS)", "",
                     "From the top of the repository (the config names its kickstart by that path):", "",
-                    "```", " ".join(self.koji_command), "```"]
+                    *md_block(" ".join(self.koji_command))]
         out += ["", "## Files", ""]
-        out += [f"- `{c.path}` ({c.state})" for c in catalog]
-        out += [f"- `{self.folder}/` (flattened kickstart, metadata and evidence)", "",
-                f"Made from: {', '.join(f'`{f}`' for f in self.layer_files)}.", "",
+        out += [f"- {code(c.path)} ({c.state}{', **from this branch**' if c.from_branch else ''})" for c in catalog]
+        out += [f"- {code(self.folder + '/')} (flattened kickstart, metadata and evidence)", "",
+                f"Made from: {', '.join(code(f) for f in self.layer_files)}.", "",
                 f"_Generated by ccis-workbench {__version__}._", ""]
         return "\n".join(out)
-
-
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def layer_files(comp: Any) -> list[str]:
