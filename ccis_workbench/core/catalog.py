@@ -34,7 +34,7 @@ from ccis_workbench.core.model import (
     VariableSpec,
 )
 from ccis_workbench.core.schema import Field, validate
-from ccis_workbench.core.textfile import read_text
+from ccis_workbench.core.textfile import file_kind, read_text
 from ccis_workbench.core.values import VARIABLES, Rule
 from ccis_workbench.core.yamlfile import LineDict, LineList, load_yaml_file, load_yaml_text
 
@@ -165,6 +165,13 @@ def _checks(items: list[Any], raw: Any, rel: str, layer: str) -> list[Check]:
             for i, c in enumerate(items)]
 
 
+def _kind(path: Path) -> str:
+    try:
+        return file_kind(path.stat().st_mode)
+    except OSError:
+        return "not readable"
+
+
 def _block_first_line(text: str, key_line: int) -> int:
     """The line of the first kickstart line in a `kickstart: |` block (key line + 1 for a block scalar)."""
     src = text.split("\n")
@@ -223,7 +230,11 @@ class Catalog:
                        checks=_checks(d["checks"], raw.get("checks"), rel, "baseline"))
 
     def _require_file(self, name: str, rel: str, line: int) -> None:
-        if not (self.root / name).is_file():
+        path = self.root / name
+        if path.exists() and not path.is_file():
+            raise CatalogError("Not a file", f"{name} is {_kind(path)}, not a regular file", file=rel, line=line,
+                               hint="a catalog file must be a plain file")
+        if not path.is_file():
             raise CatalogError("File not found", f"{name} does not exist", file=rel, line=line,
                                hint="paths are relative to the catalog root (the repository)")
 
@@ -237,6 +248,9 @@ class Catalog:
         fragment = d["fragment"]
         if fragment is None:
             candidate = path.with_suffix(".ks.j2")
+            if candidate.exists() and not candidate.is_file():
+                raise CatalogError("Not a file", f"{candidate.name} is {_kind(candidate)}, not a regular file",
+                                   file=self.rel(candidate), hint="a fragment must be a plain file")
             fragment = self.rel(candidate) if candidate.is_file() else None
         else:
             fragment = str(Path(rel).parent / fragment)

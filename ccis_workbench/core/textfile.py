@@ -1,8 +1,14 @@
-"""Reading user files safely: size cap, binary detection, UTF-8 only, clear errors."""
+"""Reading user files safely: regular files only, size cap, binary detection, UTF-8 only, clear errors.
+
+Catalog files are untrusted input (reviewers run contributors' branches): a FIFO, a device or a socket in place
+of a YAML file or a fragment would hang or never end, so anything but a regular file is refused by name before
+it is opened for reading (and checked again on the open descriptor, which is opened non-blocking).
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from ccis_workbench.core.errors import WorkbenchError
@@ -11,26 +17,86 @@ from ccis_workbench.core.errors import WorkbenchError
 MAX_TEXT_BYTES = 1024 * 1024
 
 
-def read_text(path: str | os.PathLike[str], *, what: str = "file") -> str:
-    """Return the text of *path*, or raise a WorkbenchError naming the file and the problem."""
+def file_kind(mode: int) -> str:
+    """What a file of this st_mode is, in words ("a regular file", "a FIFO (named pipe)", ...)."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "not a regular file"
+
+
+def _not_regular(p: Path, what: str, mode: int) -> WorkbenchError:
+    return WorkbenchError("Not a file", f"the {what} is {file_kind(mode)}, not a regular file",
+                          file=str(p), hint=f"point at the {what} itself (a plain file)")
+
+
+def require_regular(path: str | os.PathLike[str], *, what: str = "file") -> None:
+    """Raise a WorkbenchError naming *path* when it exists and is not a regular file (FIFO, device, socket,
+    directory); a missing file passes (the caller decides what missing means)."""
     p = Path(path)
     try:
-        with p.open("rb") as fh:
-            data = fh.read(MAX_TEXT_BYTES + 1)
+        st = os.stat(p)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise WorkbenchError("File not readable", f"{exc.strerror or exc}", file=str(p)) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(p, what, st.st_mode)
+
+
+def read_bytes_capped(path: str | os.PathLike[str], *, what: str = "file", limit: int = MAX_TEXT_BYTES) -> bytes:
+    """The bytes of the regular file *path*, at most *limit* of them; anything else is a WorkbenchError naming
+    the file: missing, unreadable, not a regular file (never opened for reading, so a FIFO cannot hang), or
+    larger than *limit*."""
+    p = Path(path)
+    try:
+        st = os.stat(p)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(p, what, st.st_mode)
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except FileNotFoundError:
         raise WorkbenchError("File not found", f"the {what} does not exist", file=str(p),
                              hint="check the name and the current directory") from None
-    except IsADirectoryError:
-        raise WorkbenchError("Not a file", f"the {what} is a directory", file=str(p)) from None
     except PermissionError:
         raise WorkbenchError("File not readable", f"permission denied reading the {what}",
                              file=str(p), hint="check the file's permissions") from None
     except OSError as exc:
         raise WorkbenchError("File not readable", f"{exc.strerror or exc}", file=str(p)) from None
-    if len(data) > MAX_TEXT_BYTES:
-        raise WorkbenchError("File too large",
-                             f"the {what} is over {MAX_TEXT_BYTES // 1024} KiB; it is not a text {what}",
-                             file=str(p), hint="point at the kickstart or YAML file itself")
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())  # the file opened may not be the one checked (replaced in between)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(p, what, st.st_mode)
+        if st.st_size > limit:
+            raise _too_large(p, what, limit)
+        try:
+            data = fh.read(limit + 1)
+        except OSError as exc:
+            raise WorkbenchError("File not readable", f"{exc.strerror or exc}", file=str(p)) from None
+    if len(data) > limit:
+        raise _too_large(p, what, limit)
+    return data
+
+
+def _too_large(p: Path, what: str, limit: int) -> WorkbenchError:
+    return WorkbenchError("File too large", f"the {what} is over {limit // 1024} KiB; it is not a text {what}",
+                          file=str(p), hint="point at the kickstart or YAML file itself")
+
+
+def read_text(path: str | os.PathLike[str], *, what: str = "file") -> str:
+    """Return the text of *path*, or raise a WorkbenchError naming the file and the problem."""
+    p = Path(path)
+    data = read_bytes_capped(p, what=what)
     nul = data.find(b"\0")
     if nul >= 0:
         line = data.count(b"\n", 0, nul) + 1

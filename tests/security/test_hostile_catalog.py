@@ -5,7 +5,9 @@ naming the file (and line), exit status 2, no traceback, and nothing written out
 
 from __future__ import annotations
 
+import os
 import resource
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ccis_workbench.core.errors import CatalogError
+from ccis_workbench.core.textfile import MAX_TEXT_BYTES
 from ccis_workbench.core.yamlfile import MAX_YAML_ALIASES, load_yaml_text
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,3 +128,61 @@ def test_deep_nesting_is_refused(text: str) -> None:
     with pytest.raises(CatalogError) as err:
         load_yaml_text(text, "f.yaml")
     assert err.value.location.file == "f.yaml" and err.value.location.line >= 1
+
+
+# -- 2. FIFOs, devices, sockets, directories and huge files ----------------------------------------------------
+
+
+def _socket_at(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    return sock
+
+
+@pytest.mark.parametrize(
+    ("where", "args", "words"),
+    [
+        ("profiles/p.yaml", ("render", "p"), "FIFO"),
+        ("kickstarts/releases/centos-stream-9.yaml", ("list", "releases"), "FIFO"),
+        ("kickstarts/overlays/gamma.yaml", ("list", "overlays"), "FIFO"),
+        ("kickstarts/testspec.yaml", ("spec", "p"), "FIFO"),
+        ("kickstarts/overlays/beta.ks.j2", ("list", "overlays"), "FIFO"),
+        ("kickstarts/baseline/_seal.ks.j2", ("render", "p"), "FIFO"),
+    ],
+    ids=["profile", "release", "overlay", "testspec", "fragment", "include"],
+)
+def test_fifo_in_the_catalog_is_refused_not_read(
+    mini_catalog: Path, where: str, args: tuple[str, ...], words: str
+) -> None:
+    path = mini_catalog / where
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+    expect_refusal(mini_catalog, where, None, words, *args)
+
+
+def test_fifo_profile_by_path_and_lint_file(mini_catalog: Path, tmp_path: Path) -> None:
+    fifo = tmp_path / "given.yaml"
+    os.mkfifo(fifo)
+    expect_refusal(mini_catalog, str(fifo), None, "FIFO", "render", str(fifo))
+    ks = tmp_path / "given.ks"
+    os.mkfifo(ks)
+    expect_refusal(mini_catalog, str(ks), None, "FIFO", "lint", "--file", str(ks))
+
+
+def test_device_socket_and_directory_are_refused(mini_catalog: Path, tmp_path: Path) -> None:
+    expect_refusal(mini_catalog, "/dev/zero", None, "character device", "lint", "--file", "/dev/zero")
+    sock = _socket_at(tmp_path / "s.ks")
+    try:
+        expect_refusal(mini_catalog, str(tmp_path / "s.ks"), None, "socket", "lint", "--file", str(tmp_path / "s.ks"))
+    finally:
+        sock.close()
+    (mini_catalog / "profiles/p.yaml").unlink()
+    (mini_catalog / "profiles/p.yaml").mkdir()
+    expect_refusal(mini_catalog, "profiles/p.yaml", None, "directory")
+
+
+def test_huge_catalog_file_is_refused_by_size(mini_catalog: Path) -> None:
+    big = mini_catalog / "kickstarts/overlays/beta.yaml"
+    with big.open("a") as fh:
+        fh.truncate(MAX_TEXT_BYTES * 64)  # sparse: large, yet costs no disk
+    expect_refusal(mini_catalog, "kickstarts/overlays/beta.yaml", None, "too large", "list", "overlays")
