@@ -8,10 +8,14 @@ checks with). Then one of two runners runs every check as root with the image's 
   imported; each check runs in a fresh `podman run --rm --network none` container. Hosts where podman's defaults
   cannot start a container (no CAP_SYS_RESOURCE to raise rlimits, crun on hybrid cgroups) are probed once: lower
   rlimits and runc are tried before giving up on podman, and what was used is written into the report.
-- chroot: the tar is unpacked into a private directory; each check runs in new mount, PID, UTS, IPC and network
-  namespaces (`unshare`, plus a user namespace when not root) with /proc and a minimal /dev mounted inside that
-  mount namespace only, then `chroot`. Nothing is mounted on the host, so removing the directory is safe.
+- chroot: the tar is unpacked into a private directory; each check runs in a new user namespace (root inside is
+  the workbench's own unprivileged uid, or, when the workbench runs as root, a random unprivileged host id: never
+  host root) and new mount, PID, UTS, IPC and network namespaces (loopback only); the unpacked root gets /proc
+  and a minimal /dev (null, zero, full, random, urandom, tty bound from the host) and becomes the root with
+  pivot_root, the host's file systems detached. Device nodes cannot be made, nothing is mounted on the host, so
+  removing the directory is safe. If the host cannot make these namespaces, the runner refuses and says why.
 
+`auto` uses podman when it is installed, else the chroot runner; the report's notes say which runner ran and why.
 Each check has its timeout; cancel (Monitor.cancelled, Ctrl-C, SIGTERM) stops the running check. The podman
 image and containers, or the unpacked directory, are removed before `run` returns, whatever happened.
 """
@@ -22,9 +26,11 @@ import contextlib
 import datetime as _dt
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -48,18 +54,106 @@ LOW_ULIMITS = ("--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096")
 #: The environment a check runs with (the same in both runners).
 CHECK_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
              "TERM": "dumb", "LANG": "C", "CCIS_CONTEXT": "container"}
-#: Runs on the host inside the new namespaces: mount /proc and a minimal /dev in the unpacked root, then chroot.
-_CHROOT_SCRIPT = r"""
-root=$1; shift
-mkdir -p "$root/proc" "$root/dev" "$root/tmp" || exit 125
-mount -t proc proc "$root/proc" || exit 125
-mount -t tmpfs -o mode=0755,size=1m tmpfs "$root/dev" || exit 125
-for n in null zero full random urandom tty; do
-    : > "$root/dev/$n" && mount --bind "/dev/$n" "$root/dev/$n" || exit 125
-done
-ln -s /proc/self/fd "$root/dev/fd"
-exec env -i "$@"
+#: When the workbench runs as root, the chroot runner's processes run as one unprivileged host id from this range
+#: (a random one per run, that no local user or group has): root in the checks' user namespace is that id on the
+#: host, never host root.
+HOST_ID_RANGE = (0x70000000, 0x7FFF0000)
+#: The chroot runner's check launcher, run by the workbench's own interpreter (`python -I -S -c`) with the
+#: private directory as its working directory. The workbench's side forks a child that makes a user namespace and
+#: waits until its uid/gid maps are written (0 inside = *host id* outside, one id); the child becomes root of that
+#: namespace (the unprivileged host id: from here on no process is host root), sets no_new_privs and makes new
+#: mount/UTS/IPC/network/PID namespaces (mounts private, so nothing reaches the host); its own child, PID 1 of the
+#: new PID namespace, makes the unpacked root a mount, gives it /proc and a minimal /dev (tmpfs + bind mounts of the
+#: host's harmless character devices), pivots into it and detaches the host's file systems (a chroot can be escaped
+#: by root; a detached old root cannot be reached), then execs the image's /bin/sh. Exit 125: set-up failed.
+_NSINIT = r"""
+import ctypes, os, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+NEWNS, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET = 0x20000, 0x4000000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE, MNT_DETACH = 2, 4, 8, 4096, 16384, 1 << 18, 2
+def fail(what):
+    sys.stderr.write("ccis-chroot: %s\n" % what)
+    sys.stderr.flush()
+    os._exit(125)
+def check(rc, what):
+    if rc != 0:
+        fail("%s: %s" % (what, os.strerror(ctypes.get_errno())))
+def mount(src, dst, fstype, flags, data=None):
+    if os.path.islink(dst):
+        fail("/%s is a symbolic link in the image" % dst)
+    check(libc.mount(src.encode(), dst.encode(), fstype.encode() if fstype else None, flags,
+                     data.encode() if data else None), "mount " + dst)
+def status(pid):
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    return code if code >= 0 else 128 - code
+host_uid, host_gid, pivot_root, command = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+env = dict(a.split("=", 1) for a in sys.argv[5:])
+go_r, go_w = os.pipe()
+ready_r, ready_w = os.pipe()
+pid = os.fork()
+if pid:
+    os.close(go_r)
+    os.close(ready_w)
+    if os.read(ready_r, 1) != b"u":
+        os._exit(status(pid))
+    try:
+        if os.geteuid() != 0:
+            with open("/proc/%d/setgroups" % pid, "w") as f:
+                f.write("deny")
+        with open("/proc/%d/uid_map" % pid, "w") as f:
+            f.write("0 %d 1\n" % host_uid)
+        with open("/proc/%d/gid_map" % pid, "w") as f:
+            f.write("0 %d 1\n" % host_gid)
+    except OSError as exc:
+        os.kill(pid, 9)
+        status(pid)
+        fail("cannot map the user namespace's root to %d: %s" % (host_uid, exc))
+    os.write(go_w, b"g")
+    os._exit(status(pid))
+os.close(go_w)
+os.close(ready_r)
+libc.prctl(1, 9)
+check(libc.unshare(NEWUSER), "a user namespace")
+os.write(ready_w, b"u")
+if os.read(go_r, 1) != b"g":
+    os._exit(125)
+try:
+    os.setgroups([])
+except OSError:
+    pass  # setgroups is denied in the namespace of an unprivileged workbench: it has no supplementary groups
+os.setresgid(0, 0, 0)
+os.setresuid(0, 0, 0)
+check(libc.prctl(38, 1, 0, 0, 0), "no_new_privs")
+check(libc.unshare(NEWNS | NEWUTS | NEWIPC | NEWNET | NEWPID), "mount/UTS/IPC/network/PID namespaces")
+check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "private mounts")
+libc.sethostname(b"ccis-container-test", 19)
+init = os.fork()
+if init:
+    os._exit(status(init))
+libc.prctl(1, 9)
+mount("root", "root", None, MS_BIND)
+os.chdir("root")
+for d in ("proc", "dev", "tmp"):
+    if os.path.islink(d):
+        fail("/%s is a symbolic link in the image" % d)
+    os.makedirs(d, exist_ok=True)
+mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=1m")
+for n in ("null", "zero", "full", "random", "urandom", "tty"):
+    open("dev/" + n, "w").close()
+    mount("/dev/" + n, "dev/" + n, None, MS_BIND)
+os.symlink("/proc/self/fd", "dev/fd")
+if subprocess.run([pivot_root, ".", "."]).returncode != 0:
+    fail("pivot_root failed")
+check(libc.umount2(b".", MNT_DETACH), "detach the host's file systems")
+os.chdir("/")
+try:
+    os.execve("/bin/sh", ["/bin/sh", "-c", command], env)
+except OSError as exc:
+    fail("cannot run the image's /bin/sh: %s" % exc)
 """
+#: The magic bytes of the compressions a rootfs tar may use, and tar's option to read each from a pipe.
+_COMPRESSIONS = ((b"\xfd7zXZ\x00", "-J"), (b"\x1f\x8b", "-z"), (b"BZh", "-j"), (b"\x28\xb5\x2f\xfd", "--zstd"))
 
 
 @dataclass
@@ -72,6 +166,9 @@ class ContainerTestOptions:
     #: where the chroot runner unpacks the tar (default: the system's temporary directory)
     workdir: str | None = None
     run_id: str | None = None
+    #: the chroot runner, when the workbench runs as root: the unprivileged host uid (and gid) that is root in
+    #: the checks' user namespace (None: a random one no local user or group has)
+    host_id: int | None = None
 
     def validate(self) -> None:
         if self.runner not in RUNNERS:
@@ -114,13 +211,13 @@ class _Cancelled(Exception):
 
 
 def _run_bounded(argv: list[str], timeout: float, monitor: Monitor, *, env: dict[str, str] | None = None,
-                 on_kill: Any = None) -> tuple[int | None, str]:
+                 on_kill: Any = None, cwd: str | None = None, stdin: Any = None) -> tuple[int | None, str]:
     """Run *argv* (stdin closed, stderr into stdout) for at most *timeout* s, polling cancel; (status|None, out).
 
     The process gets its own session; a timeout or cancel kills the whole group (and *on_kill* cleans up what
     lives outside it, e.g. a podman container)."""
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=env, start_new_session=True)
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL if stdin is None else stdin, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
     end = time.monotonic() + timeout
     try:
         while True:
@@ -235,30 +332,90 @@ class _Podman:
         self.created = False
 
 
+def _python() -> str:
+    """An interpreter this process may run for the check launcher (stdlib only): its own, else python3."""
+    for c in (sys.executable, getattr(sys, "_base_executable", ""), os.path.realpath(sys.executable),
+              shutil.which("python3") or ""):
+        if c and os.access(c, os.X_OK):
+            return c
+    raise WorkbenchError("No Python interpreter to launch the checks", f"{sys.executable} cannot be run",
+                         hint="install python3")
+
+
+def _free_host_id(lo: int, hi: int) -> int:
+    """A random id in [lo, hi) that no local user or group has (from /etc/passwd and /etc/group)."""
+    used: set[int] = set()
+    for f in ("/etc/passwd", "/etc/group"):
+        with contextlib.suppress(OSError):
+            for line in Path(f).read_text(errors="replace").splitlines():
+                fields = line.split(":")
+                if len(fields) > 2 and fields[2].isdigit():
+                    used.add(int(fields[2]))
+    while True:
+        n = lo + secrets.randbelow(hi - lo)
+        if n not in used:
+            return n
+
+
 class _Chroot:
-    """Checks in a chroot of the unpacked tar, in fresh namespaces (see the module docstring)."""
+    """Checks in the unpacked tar, in fresh user/mount/PID/network/IPC/UTS namespaces (see the module docstring).
+
+    Root in the checks is root of a user namespace only: the workbench's own unprivileged uid, or, when the
+    workbench runs as root, a random unprivileged host id (*host_id*) that `setpriv` switches to (with
+    no_new_privs) before anything of the image runs. The tar is unpacked by that id too, in its own user
+    namespace, reading the tar from a file descriptor the workbench opened."""
 
     kind = "chroot"
 
-    def __init__(self, name: str, monitor: Monitor, workdir: str | None) -> None:
+    def __init__(self, name: str, monitor: Monitor, workdir: str | None, host_id: int | None = None) -> None:
         self.name = name
         self.monitor = monitor
         self.workdir = workdir
         self.dir: Path | None = None
         self.root: Path | None = None
-        self.rootless = os.geteuid() != 0
-        self.description = "chroot in new mount/PID/network namespaces" + (" (user namespace)" if self.rootless
-                                                                           else "")
+        self.as_root = os.geteuid() == 0
+        if self.as_root:
+            self.host_id = host_id if host_id is not None else _free_host_id(*HOST_ID_RANGE)
+            if not 0 < self.host_id < 0xFFFFFFFF:
+                raise WorkbenchError("Bad host id for the chroot runner", str(self.host_id),
+                                     hint="an unprivileged uid, not 0")
+        else:
+            self.host_id = os.geteuid()
+        self.description = (f"chroot runner: user namespace (root inside = unprivileged host uid {self.host_id}), "
+                            "new mount/PID/network/IPC/UTS namespaces, pivot_root into the image, minimal /dev, "
+                            "no network")
 
-    def _unshare(self) -> list[str]:
-        unshare = shutil.which("unshare")
-        if unshare is None:
-            raise WorkbenchError("unshare is missing", "the chroot runner needs util-linux's unshare",
-                                 hint="apt-get install util-linux, or install podman")
-        argv = [unshare, "--fork", "--kill-child", "--pid", "--mount", "--uts", "--ipc", "--net"]
-        if self.rootless:
-            argv += ["--user", "--map-root-user"]
-        return argv
+    def _tools(self) -> dict[str, str]:
+        tools = {t: shutil.which(t) for t in ("unshare", "setpriv", "pivot_root", "tar")}
+        missing = [t for t, p in tools.items() if p is None and (t != "setpriv" or self.as_root)]
+        if missing:
+            raise WorkbenchError("The chroot runner cannot isolate the checks here",
+                                 f"missing: {', '.join(missing)}",
+                                 hint="apt-get install util-linux tar (dnf install util-linux tar), or podman")
+        return {t: p for t, p in tools.items() if p is not None}
+
+    def _userns(self, *namespaces: str) -> list[str]:
+        """argv prefix: the unprivileged id (when root), then unshare with a user namespace mapping it to root."""
+        t = self._tools()
+        prefix: list[str] = []
+        if self.as_root:
+            prefix = [t["setpriv"], f"--reuid={self.host_id}", f"--regid={self.host_id}", "--clear-groups",
+                      "--no-new-privs"]
+        return [*prefix, t["unshare"], "--user", "--map-root-user", *namespaces]
+
+    def _namespaces(self) -> list[str]:
+        return self._userns("--fork", "--kill-child", "--pid", "--mount", "--uts", "--ipc", "--net",
+                            "--propagation", "private")
+
+    def _probe(self) -> None:
+        """Refuse, saying why, when this host cannot give the checks their namespaces."""
+        code, out = _run_bounded([*self._namespaces(), "true"], 60, self.monitor, cwd=str(self.dir))
+        if code != 0:
+            raise WorkbenchError("The chroot runner cannot isolate the checks here",
+                                 f"a user namespace with new mount/PID/network namespaces cannot be made: "
+                                 f"{tool_message(out, code)}",
+                                 hint="allow user namespaces (sysctl user.max_user_namespaces, "
+                                 "kernel.unprivileged_userns_clone=1), or use --container-runner podman")
 
     def prepare(self, info: RootfsInfo) -> str:
         try:
@@ -269,11 +426,18 @@ class _Chroot:
                                  hint="give --workdir an existing, writable directory") from None
         self.root = self.dir / "root"
         self.root.mkdir()
-        argv = ["tar", "-xf", str(info.path), "-C", str(self.root), "--numeric-owner"]
-        if self.rootless:
-            argv = [*self._unshare()[:1], "--user", "--map-root-user", *argv, "--no-same-owner"]
+        if self.as_root:
+            for d in (self.dir, self.root):
+                os.chown(d, self.host_id, self.host_id)
+        self._probe()
+        with open(info.path, "rb") as fh:
+            magic = fh.read(8)
+        flag = [f for m, f in _COMPRESSIONS if magic.startswith(m)]
+        argv = [*self._userns(), self._tools()["tar"], *flag, "-xf", "-", "-C", "root", "--no-same-owner",
+                "--anchored", "--exclude=./dev/*", "--exclude=dev/*"]
         self.monitor.note("info", f"unpacking {info.path.name} ({info.size >> 20} MiB) into {self.dir}")
-        code, out = _run_bounded(argv, 1800, self.monitor)
+        with open(info.path, "rb") as tar:
+            code, out = _run_bounded(argv, 1800, self.monitor, cwd=str(self.dir), stdin=tar)
         if code != 0:
             last = tool_message(out, code)
             if "No space left" in out:
@@ -283,13 +447,14 @@ class _Chroot:
         return f"unpacked into {self.root} ({self.description})"
 
     def run(self, command: str, timeout: float) -> tuple[int | None, str]:
-        assert self.root is not None
+        assert self.dir is not None
         env = [f"{k}={v}" for k, v in CHECK_ENV.items()]
-        argv = [*self._unshare(), "/bin/sh", "-c", _CHROOT_SCRIPT, "ccis-chroot", str(self.root), *env,
-                shutil.which("chroot") or "chroot", str(self.root), "/bin/sh", "-c", f"cd / && {command}"]
-        code, out = _run_bounded(argv, timeout, self.monitor)
+        gid = self.host_id if self.as_root else os.getegid()
+        argv = [_python(), "-I", "-S", "-c", _NSINIT, str(self.host_id), str(gid), self._tools()["pivot_root"],
+                f"cd / && {command}", *env]
+        code, out = _run_bounded(argv, timeout, self.monitor, env=dict(CHECK_ENV), cwd=str(self.dir))
         if code == 125 and not out.strip():
-            out = "the check's namespaces could not be set up (mount failed)"
+            out = "the check's namespaces could not be set up"
         return code, out
 
     def cleanup(self) -> None:
@@ -302,6 +467,11 @@ class _Chroot:
             raise WorkbenchError("Cannot remove the unpacked rootfs", f"something is still mounted under {self.dir}",
                                  hint=f"unmount it, then remove {self.dir}")
         shutil.rmtree(self.dir, ignore_errors=True)
+        if self.dir.exists():  # not root: the image's read-only directories (0555 /proc, /sys) need u+w first
+            for d, _dirs, _files in os.walk(self.dir):
+                with contextlib.suppress(OSError):
+                    os.chmod(d, 0o700)
+            shutil.rmtree(self.dir, ignore_errors=True)
         self.dir = None
 
 
@@ -335,6 +505,7 @@ class ContainerTest:
         safe = re.sub(r"[^a-z0-9_.-]+", "-", self.label.lower()).strip("-.")[:32] or "image"
         self.name = f"{NAME_PREFIX}{safe}-{self.run_id}".lower()
         self.runner: _Podman | _Chroot | None = None
+        self.why = ""
         self.transcript: list[str] = []
 
     def _choose(self) -> _Podman | _Chroot:
@@ -344,8 +515,10 @@ class ContainerTest:
             raise WorkbenchError("podman is not installed", "--container-runner podman was asked for",
                                  hint="apt-get install podman, or use --container-runner chroot")
         if o.runner in ("podman", "auto") and podman is not None:
+            self.why = "asked for" if o.runner == "podman" else "auto: podman is installed"
             return _Podman(podman, self.name, self.monitor, o.podman_runtime)
-        return _Chroot(self.name, self.monitor, o.workdir)
+        self.why = "asked for" if o.runner == "chroot" else "auto: podman is not installed"
+        return _Chroot(self.name, self.monitor, o.workdir, o.host_id)
 
     def run(self) -> BootTestResult:
         t0 = time.monotonic()
@@ -367,7 +540,8 @@ class ContainerTest:
                     result.notes.append(f"podman could not run a container here ({exc.message}); the chroot runner "
                                         "was used")
                     self._cleanup(h)
-                    self.runner = _Chroot(self.name, self.monitor, self.options.workdir)
+                    self.runner = _Chroot(self.name, self.monitor, self.options.workdir, self.options.host_id)
+                    self.why = "auto: podman cannot run a container here"
                     result.checks.clear()
                     self._run(result, h, choose=False)
                     result.ending, result.ending_message = "completed", "every check ran"
@@ -405,6 +579,9 @@ class ContainerTest:
         h["prepare"] = round(time.monotonic() - t, 3)
         result.uri = self.runner.kind
         result.domain_type = self.runner.description
+        chosen = f"container runner: {self.runner.kind} ({self.why}): {self.runner.description}"
+        result.notes.append(chosen)
+        m.note("info", chosen)
         m.note("info", f"{info.path.name}: {info.members} entries; {how}")
         selected = self.checks.selected
         m.stage("checks", f"{counted(len(selected), 'check')}, as root in the container ({self.runner.kind})")

@@ -1,0 +1,176 @@
+"""Isolation and secrets: container checks are never host root; boot-test credentials never reach what is kept.
+
+The chroot runner is exercised for real (unshare/pivot_root/busybox) on a tiny rootfs made from the host's static
+busybox, with hostile check commands: reading and writing host paths, making device nodes, looking at its own
+ids. These tests matter most when the workbench runs as root (as it does here): then root in the checks must be
+an unprivileged id on the host.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from ccis_workbench.backends.container_test import ContainerTestOptions, run_container_test
+from ccis_workbench.core.model import Check
+from tests.rootfs import BUSYBOX, busybox_root
+
+needs_busybox = pytest.mark.skipif(BUSYBOX is None, reason="busybox is not installed (apt-get install busybox-static)")
+#: applets the hostile checks use, beyond tests/rootfs.py's
+EXTRA_APPLETS = ("mknod", "mkdir", "mount", "chroot", "rm", "head", "ps", "tr")
+
+
+@pytest.fixture(scope="module")
+def hostile_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("hostile-rootfs")
+    busybox_root(d / "root")
+    for a in EXTRA_APPLETS:
+        (d / "root" / "bin" / a).symlink_to("busybox")
+    tar = d / "hostile.rootfs.tar.xz"
+    subprocess.run(["tar", "--numeric-owner", "-cJf", str(tar), "-C", str(d / "root"), "."], check=True)
+    return tar
+
+
+def _run(rootfs: Path, checks: list[Check], work: Path, **options: object):
+    work.mkdir(exist_ok=True)
+    result = run_container_test(rootfs, checks, ContainerTestOptions(runner="chroot", workdir=str(work), **options))  # type: ignore[arg-type]
+    assert result.ending == "completed", result.ending_message
+    assert list(work.iterdir()) == [], "the unpacked rootfs was left behind"
+    return {c.id: c for c in result.checks}, result
+
+
+@needs_busybox
+def test_chroot_check_cannot_read_or_write_host_paths(hostile_rootfs: Path, tmp_path: Path) -> None:
+    """A host file outside the rootfs, readable by anyone, in a directory writable by anyone: the check sees
+    neither (the host's file systems are detached, not just hidden by a chroot)."""
+    host = tmp_path / "host"
+    host.mkdir()
+    host.chmod(0o777)
+    secret = host / "secret.txt"
+    secret.write_text("HOST-SECRET-CONTENT\n")
+    secret.chmod(0o644)
+    os.chmod(tmp_path, 0o755)
+    checks = [
+        Check(
+            "read",
+            "read a host file",
+            f"cat {secret}; cat /proc/1/root{secret}; cat /proc/self/root{secret}",
+            timeout=30,
+        ),
+        Check(
+            "write",
+            "write a host directory",
+            f"echo pwned > {host}/written; mkdir -p {host}; echo pwned > {host}/written2 && echo wrote",
+            timeout=30,
+        ),
+        Check(
+            "escape",
+            "the classic chroot escape",
+            "mkdir -p /jail && chroot /jail /bin/sh -c true; "
+            f"cd /; for i in 1 2 3 4 5 6 7 8 9 10; do cd ..; done; cat .{secret}; ls /",
+            timeout=30,
+        ),
+        Check("mounts", "no host file system is mounted", "cat /proc/self/mountinfo", timeout=30),
+    ]
+    got, _ = _run(hostile_rootfs, checks, tmp_path / "work")
+    for c in got.values():
+        assert "HOST-SECRET-CONTENT" not in c.output, (c.id, c.output)
+    assert "No such file" in got["read"].output
+    assert sorted(p.name for p in host.iterdir()) == ["secret.txt"]
+    assert "wrote" in got["write"].output  # it wrote into its own tree, where the same path is private to it
+    # only what the runner mounted: the root, /proc, /dev and its few devices; nothing of the host's tree
+    points = [ln.split()[4] for ln in got["mounts"].output.splitlines()]
+    assert points and set(points) <= {
+        "/",
+        "/proc",
+        "/dev",
+        "/dev/null",
+        "/dev/zero",
+        "/dev/full",
+        "/dev/random",
+        "/dev/urandom",
+        "/dev/tty",
+    }, points
+
+
+@needs_busybox
+def test_chroot_check_cannot_make_device_nodes(hostile_rootfs: Path, tmp_path: Path) -> None:
+    checks = [
+        Check(
+            "blk",
+            "a block device for the host's first disk",
+            "mknod /tmp/sda b 8 0 && echo MADE-BLOCK; mknod /sda b 8 0 && echo MADE-BLOCK2; ls -l /tmp",
+            timeout=30,
+        ),
+        Check("chr", "a character device for /dev/mem", "mknod /tmp/mem c 1 1 && echo MADE-CHAR", timeout=30),
+        Check("mount", "mount a host disk", "mount -t ext4 /dev/sda /mnt && echo MOUNTED", timeout=30),
+        Check("devs", "the minimal /dev", "ls /dev", timeout=30),
+    ]
+    got, _ = _run(hostile_rootfs, checks, tmp_path / "work")
+    assert "MADE-BLOCK" not in got["blk"].output and "Operation not permitted" in got["blk"].output
+    assert "MADE-CHAR" not in got["chr"].output and got["chr"].exit_status != 0
+    assert "MOUNTED" not in got["mount"].output and got["mount"].exit_status != 0
+    assert set(got["devs"].output.split()) == {"fd", "full", "null", "random", "tty", "urandom", "zero"}
+
+
+def _host_uids_of(marker: str, stop: threading.Event, found: list[tuple[int, list[int]]]) -> None:
+    """Poll the host's /proc for a process whose command line is *marker*: (pid, [real, eff, saved, fs])."""
+    while not stop.is_set() and not found:
+        for p in Path("/proc").iterdir():
+            if not p.name.isdigit():
+                continue
+            try:
+                cmd = (p / "cmdline").read_bytes()
+                if cmd == marker.encode():
+                    uids = next(ln for ln in (p / "status").read_text().splitlines() if ln.startswith("Uid:"))
+                    found.append((int(p.name), [int(x) for x in uids.split()[1:]]))
+            except (OSError, StopIteration):
+                continue
+        stop.wait(0.05)
+
+
+@needs_busybox
+@pytest.mark.skipif(os.geteuid() != 0, reason="the claim is about a workbench that runs as root")
+def test_chroot_check_is_root_inside_and_unprivileged_on_the_host(hostile_rootfs: Path, tmp_path: Path) -> None:
+    marker = "sleep\x002.7182\x00"  # the check's sleep, as the host's /proc/PID/cmdline shows it
+    checks = [
+        Check(
+            "ids",
+            "root inside, an unprivileged id outside",
+            "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map",
+            timeout=30,
+        ),
+        Check("seen", "seen from the host", "sleep 2.7182", timeout=30),
+    ]
+    stop, found = threading.Event(), []
+    th = threading.Thread(target=_host_uids_of, args=(marker, stop, found))
+    th.start()
+    try:
+        got, result = _run(hostile_rootfs, checks, tmp_path / "work", host_id=0x71234567)
+    finally:
+        stop.set()
+        th.join()
+    lines = got["ids"].output.split("\n")
+    assert lines[:2] == ["0", "0"], got["ids"].output
+    assert lines[2].split() == ["0", str(0x71234567), "1"] and lines[3].split() == ["0", str(0x71234567), "1"]
+    assert found, "the check's process was not seen on the host"
+    pid, uids = found[0]
+    assert uids == [0x71234567] * 4, (pid, uids)
+    assert "container runner: chroot (asked for)" in " ".join(result.notes)
+    assert "unprivileged host uid 1898136935" in result.domain_type
+
+
+@needs_busybox
+@pytest.mark.skipif(os.geteuid() != 0, reason="the claim is about a workbench that runs as root")
+def test_chroot_runner_picks_a_fresh_unprivileged_id_by_default(hostile_rootfs: Path, tmp_path: Path) -> None:
+    checks = [Check("map", "the uid map", "cat /proc/self/uid_map; stat -c %u /etc/os-release", timeout=30)]
+    got, _ = _run(hostile_rootfs, checks, tmp_path / "work")
+    inside, outside, count = got["map"].output.split("\n")[0].split()
+    assert inside == "0" and int(outside) >= 0x70000000 and count == "1"
+    assert got["map"].output.split("\n")[1] == "0"  # the unpacked files are root's inside (the same host id)
+    passwd = {ln.split(":")[2] for ln in Path("/etc/passwd").read_text().splitlines() if ln.count(":") >= 2}
+    assert outside not in passwd
