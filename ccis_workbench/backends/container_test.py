@@ -51,6 +51,11 @@ RUNNERS = ("auto", "podman", "chroot")
 NAME_PREFIX = "ccis-boottest-"
 #: rlimits given to podman containers when its defaults (raising them) are refused on this host.
 LOW_ULIMITS = ("--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096")
+#: The only capabilities a podman check keeps (root's file access inside its own container), and the options
+#: every podman container gets; as root, container ids are mapped to PODMAN_ID_COUNT unprivileged host ids.
+PODMAN_CAPS = ("CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "SETUID", "SETGID")
+PODMAN_HARDENING = ("--cap-drop", "all", "--cap-add", ",".join(PODMAN_CAPS), "--security-opt", "no-new-privileges")
+PODMAN_ID_COUNT = 65536
 #: The environment a check runs with (the same in both runners).
 CHECK_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
              "TERM": "dumb", "LANG": "C", "CCIS_CONTEXT": "container"}
@@ -259,7 +264,13 @@ class _Podman:
         self.extra: list[str] = []
         self.created = False
         self.description = "podman"
+        self.notes: list[str] = []
         self._n = 0
+        #: as root, podman runs rootful: the container's ids 0-65535 are mapped to an unprivileged host range
+        self.idmap: list[str] = []
+        if os.geteuid() == 0:
+            base = _free_host_range(*HOST_ID_RANGE, PODMAN_ID_COUNT)
+            self.idmap = ["--uidmap", f"0:{base}:{PODMAN_ID_COUNT}", "--gidmap", f"0:{base}:{PODMAN_ID_COUNT}"]
 
     def _base(self) -> list[str]:
         return [self.podman] + (["--runtime", self.runtime] if self.runtime else [])
@@ -283,38 +294,59 @@ class _Podman:
         return f"{how} as {self.image} ({self.description})"
 
     def _probe(self) -> None:
-        """Find podman options that start a container on this host (see the module docstring)."""
+        """Find podman options that start a container on this host (see the module docstring): always without
+        network and capabilities beyond PODMAN_CAPS, with no_new_privileges; as root, with the unprivileged id
+        mapping if this host allows it (if not, the description says the container's root is host root)."""
         tried: list[str] = []
         runtimes: list[str | None] = [self.runtime]
         if self.runtime is None and shutil.which("runc"):
             runtimes.append("runc")
-        for runtime in runtimes:
-            for extra in ([], list(LOW_ULIMITS)):
-                self.runtime = runtime
-                argv = [*self._base(), "run", "--rm", "--pull=never", "--network", "none", *extra, self.image,
-                        "/bin/sh", "-c", "exit 0"]
-                proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-                if proc.returncode == 0:
-                    self.extra = extra
-                    parts = [f"runtime {runtime}" if runtime else "default runtime"]
-                    if extra:
-                        parts.append("rlimits lowered to nofile/nproc 4096 (this host refuses raising them)")
-                    self.description = "podman, " + ", ".join(parts)
-                    if tried:
-                        self.description += f"; not usable here: {'; '.join(tried)}"
-                    return
-                err = tool_message(proc.stderr, proc.returncode)
-                tried.append(f"{runtime or 'default runtime'}{' with lower rlimits' if extra else ''}: {err}")
+        idmaps = [self.idmap, []] if self.idmap else [[]]
+        for idmap in idmaps:
+            for runtime in runtimes:
+                for extra in ([], list(LOW_ULIMITS)):
+                    self.runtime = runtime
+                    argv = [*self._base(), "run", "--rm", "--pull=never", "--network", "none", *PODMAN_HARDENING,
+                            *idmap, *extra, "--read-only", self.image, "/bin/sh", "-c", "exit 0"]
+                    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+                    if proc.returncode == 0:
+                        self.extra = [*idmap, *extra]
+                        parts = [f"runtime {runtime}" if runtime else "default runtime",
+                                 "no network, capabilities dropped but " + ",".join(PODMAN_CAPS)
+                                 + ", no_new_privileges, read-only root unless a check must write"]
+                        if idmap:
+                            parts.append(f"root inside = unprivileged host ids from {idmap[1].split(':')[1]}")
+                        elif os.geteuid() == 0:
+                            parts.append("rootful WITHOUT a user namespace mapping (refused here: "
+                                         f"{tried[-1] if tried else 'unknown'})")
+                        else:
+                            parts.append("rootless")
+                        if extra:
+                            parts.append("rlimits lowered to nofile/nproc 4096 (this host refuses raising them)")
+                        self.description = "podman, " + ", ".join(parts)
+                        if tried:
+                            self.description += f"; not usable here: {'; '.join(tried)}"
+                        return
+                    err = tool_message(proc.stderr, proc.returncode)
+                    tried.append(f"{runtime or 'default runtime'}{' with lower rlimits' if extra else ''}"
+                                 f"{' with the id mapping' if idmap else ''}: {err}")
         raise WorkbenchError("podman cannot run containers here", " | ".join(tried),
                              hint="use --container-runner chroot (unshare + chroot), or fix podman's runtime")
 
     def run(self, command: str, timeout: float) -> tuple[int | None, str]:
+        code, out = self._run(command, timeout, read_only=True)
+        if code not in (None, 0) and "Read-only file system" in out:
+            self.notes.append(f"a check wrote to the root file system and ran again with a writable root: {command}")
+            code, out = self._run(command, timeout, read_only=False)
+        return code, out
+
+    def _run(self, command: str, timeout: float, *, read_only: bool) -> tuple[int | None, str]:
         self._n += 1
         cname = f"{self.name}-{self._n}"
         env_args = [a for k, v in CHECK_ENV.items() for a in ("--env", f"{k}={v}")]
         argv = [*self._base(), "run", "--rm", "--pull=never", "--name", cname, "--network", "none",
-                "--hostname", "ccis-container-test", *self.extra, *env_args, "--user", "0:0", "--workdir", "/",
-                self.image, "/bin/sh", "-c", command]
+                "--hostname", "ccis-container-test", *PODMAN_HARDENING, *(["--read-only"] if read_only else []),
+                *self.extra, *env_args, "--user", "0:0", "--workdir", "/", self.image, "/bin/sh", "-c", command]
         return _run_bounded(argv, timeout, self.monitor, on_kill=lambda: self._remove_container(cname))
 
     def _remove_container(self, cname: str) -> None:
@@ -332,6 +364,27 @@ class _Podman:
         self.created = False
 
 
+def _free_host_range(lo: int, hi: int, count: int) -> int:
+    """The first id of *count* ids in [lo, hi), a random multiple of *count*, that no local user or group has."""
+    used = _local_ids()
+    while True:
+        base = lo + secrets.randbelow((hi - lo) // count) * count
+        if not any(base <= u < base + count for u in used):
+            return base
+
+
+def _local_ids() -> set[int]:
+    """The uids and gids of /etc/passwd and /etc/group."""
+    used: set[int] = set()
+    for f in ("/etc/passwd", "/etc/group"):
+        with contextlib.suppress(OSError):
+            for line in Path(f).read_text(errors="replace").splitlines():
+                fields = line.split(":")
+                if len(fields) > 2 and fields[2].isdigit():
+                    used.add(int(fields[2]))
+    return used
+
+
 def _python() -> str:
     """An interpreter this process may run for the check launcher (stdlib only): its own, else python3."""
     for c in (sys.executable, getattr(sys, "_base_executable", ""), os.path.realpath(sys.executable),
@@ -344,13 +397,7 @@ def _python() -> str:
 
 def _free_host_id(lo: int, hi: int) -> int:
     """A random id in [lo, hi) that no local user or group has (from /etc/passwd and /etc/group)."""
-    used: set[int] = set()
-    for f in ("/etc/passwd", "/etc/group"):
-        with contextlib.suppress(OSError):
-            for line in Path(f).read_text(errors="replace").splitlines():
-                fields = line.split(":")
-                if len(fields) > 2 and fields[2].isdigit():
-                    used.add(int(fields[2]))
+    used = _local_ids()
     while True:
         n = lo + secrets.randbelow(hi - lo)
         if n not in used:
@@ -593,6 +640,7 @@ class ContainerTest:
             m.progress(i + 1, len(selected), "checks")
         result.checks_time = time.monotonic() - t_checks
         result.checks += self.checks.skipped_results()
+        result.notes += getattr(self.runner, "notes", [])
 
     def _run_check(self, check: Check, group: str) -> CheckResult:
         assert self.runner is not None

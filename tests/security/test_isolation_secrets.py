@@ -9,6 +9,7 @@ an unprivileged id on the host.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -174,3 +175,38 @@ def test_chroot_runner_picks_a_fresh_unprivileged_id_by_default(hostile_rootfs: 
     assert got["map"].output.split("\n")[1] == "0"  # the unpacked files are root's inside (the same host id)
     passwd = {ln.split(":")[2] for ln in Path("/etc/passwd").read_text().splitlines() if ln.count(":") >= 2}
     assert outside not in passwd
+
+
+PODMAN = shutil.which("podman")
+
+
+@needs_busybox
+@pytest.mark.skipif(PODMAN is None, reason="podman is not installed (apt-get install podman runc)")
+def test_podman_checks_are_unprivileged_capless_offline_and_read_only(hostile_rootfs: Path, tmp_path: Path) -> None:
+    checks = [
+        Check("ids", "root inside; as root, unprivileged ids outside", "id -u; cat /proc/self/uid_map", timeout=60),
+        Check("blk", "a block device", "mknod /tmp/sda b 8 0 && echo MADE-BLOCK", timeout=60),
+        Check("caps", "capabilities", "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status", timeout=60),
+        Check("ro", "the root is read-only", "touch /ccis-x 2>&1; echo after", timeout=60),
+        Check("rw", "a check that must write", "touch /ccis-y && echo wrote", timeout=60),
+        Check("net", "no network", "grep -c : /proc/net/dev", timeout=60),
+    ]
+    result = run_container_test(hostile_rootfs, checks, ContainerTestOptions(runner="podman"))
+    assert result.ending == "completed", result.ending_message
+    got = {c.id: c for c in result.checks}
+    lines = got["ids"].output.split("\n")
+    assert lines[0] == "0"
+    inside, outside, count = lines[1].split()
+    if os.geteuid() == 0:
+        assert inside == "0" and int(outside) >= 0x70000000 and count == "65536", lines
+        assert "root inside = unprivileged host ids" in result.domain_type
+    assert "MADE-BLOCK" not in got["blk"].output and got["blk"].exit_status != 0
+    caps = dict(ln.split(":\t") for ln in got["caps"].output.split("\n"))
+    # CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER SETGID SETUID: bits 0 1 2 3 6 7
+    assert int(caps["CapEff"], 16) == 0b11001111 and int(caps["CapBnd"], 16) == 0b11001111
+    assert caps["NoNewPrivs"].strip() == "1"
+    assert "Read-only file system" in got["ro"].output
+    assert got["rw"].status == "passed" and "wrote" in got["rw"].output
+    assert any("ran again with a writable root: touch /ccis-y" in n for n in result.notes)
+    assert got["net"].output.strip() == "1"
+    assert "container runner: podman (asked for)" in " ".join(result.notes)
