@@ -86,16 +86,21 @@ def composed_sha(repo: Path, profile: str) -> str:
     return prop.sha256_text(Composer(cat).compose(cat.load_profile(profile)).text)
 
 
-def write_artifacts(folder: Path, ks_sha: str, *, boot_sha: str | None = None, passed: bool = True) -> Path:
+def write_artifacts(folder: Path, ks_sha: str, *, boot_sha: str | None = None, passed: bool = True,
+                    profile: str = "q") -> Path:
+    """A build folder laid out as a build writes it: CHECKSUM covers the image and manifest.json, the manifest
+    names the profile and lists the image with its sha256, the boot-test report names the image it booted."""
     folder.mkdir(parents=True, exist_ok=True)
     image = folder / "disk.qcow2"
     image.write_bytes(b"QFI\xfb" + b"\0" * 4096)
-    (folder / "manifest.json").write_text(json.dumps({"profile": "q", "kickstart_sha256": ks_sha,
-                                                      "formats": ["qcow2"]}))
     digest = hashlib.sha256(image.read_bytes()).hexdigest()
-    (folder / "CHECKSUM").write_text(f"# CentOS style\nSHA256 (disk.qcow2) = {digest}\n")
+    (folder / "manifest.json").write_text(json.dumps({"profile": profile, "kickstart_sha256": ks_sha,
+                                                      "artifacts": [{"file": "disk.qcow2", "sha256": digest}]}))
+    manifest_sha = hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()
+    (folder / "CHECKSUM").write_text(f"# CentOS style\nSHA256 (disk.qcow2) = {digest}\n"
+                                     f"SHA256 (manifest.json) = {manifest_sha}\n")
     (folder / "boot-test.json").write_text(json.dumps({
-        "kickstart_sha256": boot_sha or ks_sha, "passed": passed,
+        "kickstart_sha256": boot_sha or ks_sha, "passed": passed, "image": "disk.qcow2",
         "checks": [{"id": "baseline.sshd-active", "passed": passed}, {"id": "openstack.datasource", "passed": True}]}))
     return folder
 
@@ -144,13 +149,18 @@ def test_artifact_evidence_ok_stale_missing_and_failing(tmp_path: Path) -> None:
     assert [i.status for i in missing.items] == ["missing", "missing", "missing"]
     assert len(missing.unmet()) == 3
 
-    folder = write_artifacts(tmp_path / "bad", ks, passed=False)
-    (folder / "disk.qcow2").write_bytes(b"changed after the checksum was taken")
     failing = prop.Evidence(kickstart_sha256=ks, items=[])
-    prop.artifact_evidence(failing, folder)
-    assert [i.status for i in failing.items] == ["ok", "failing", "failing"]
-    assert "disk.qcow2" in failing.items[1].detail
+    prop.artifact_evidence(failing, write_artifacts(tmp_path / "failing", ks, passed=False))
+    assert [i.status for i in failing.items] == ["ok", "ok", "failing"]
     assert failing.unmet() == [], "failing evidence is real evidence: shown, not refused"
+
+    folder = write_artifacts(tmp_path / "bad", ks)
+    (folder / "disk.qcow2").write_bytes(b"changed after the checksum was taken")
+    tampered = prop.Evidence(kickstart_sha256=ks, items=[])
+    prop.artifact_evidence(tampered, folder)
+    assert [i.status for i in tampered.items] == ["unverified", "unverified", "unverified"]
+    assert "disk.qcow2" in tampered.items[1].detail
+    assert tampered.files == {} and len(tampered.unmet()) == 3, "what does not cross-check is treated as missing"
 
 
 def test_boot_test_report_without_sha_is_tied_through_the_image(tmp_path: Path) -> None:
@@ -166,14 +176,14 @@ def test_boot_test_report_without_sha_is_tied_through_the_image(tmp_path: Path) 
     ev = prop.Evidence(kickstart_sha256=ks, items=[])
     prop.artifact_evidence(ev, folder)
     boot = ev.items[2]
-    assert boot.status == "ok" and "tied through image disk.qcow2" in boot.detail, boot
+    assert boot.status == "ok" and "tested image disk.qcow2" in boot.detail, boot
     assert boot.source == str(run_dir / "report.json")
 
     report["image"] = str(tmp_path / "elsewhere.qcow2")
     (run_dir / "report.json").write_text(json.dumps(report))
     ev = prop.Evidence(kickstart_sha256=ks, items=[])
     prop.artifact_evidence(ev, folder)
-    assert ev.items[2].status == "stale" and "not an artifact of a matching build" in ev.items[2].detail
+    assert ev.items[2].status == "unverified" and "not a verified artifact" in ev.items[2].detail
 
 
 def test_a_rootfs_build_kickstart_counts_as_this_kickstart() -> None:

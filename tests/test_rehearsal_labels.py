@@ -44,10 +44,13 @@ def _artifacts(folder: Path, *, manifest_rehearsal: object, report_rehearsal: ob
     folder.mkdir(parents=True)
     image = folder / "disk.qcow2"
     image.write_bytes(b"QFI\xfb" + b"\0" * 512)
-    (folder / "manifest.json").write_text(json.dumps({"kickstart_sha256": KS, "rehearsal": manifest_rehearsal}))
     digest = hashlib.sha256(image.read_bytes()).hexdigest()
-    (folder / "CHECKSUM").write_text(f"SHA256 (disk.qcow2) = {digest}\n")
-    report: dict[str, object] = {"kickstart_sha256": KS, "passed": True}
+    # laid out as a build writes it, so that the evidence cross-checks: CHECKSUM covers the image and the manifest
+    (folder / "manifest.json").write_text(json.dumps({"kickstart_sha256": KS, "rehearsal": manifest_rehearsal,
+                                                      "artifacts": [{"file": "disk.qcow2", "sha256": digest}]}))
+    manifest = hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()
+    (folder / "CHECKSUM").write_text(f"SHA256 (disk.qcow2) = {digest}\nSHA256 (manifest.json) = {manifest}\n")
+    report: dict[str, object] = {"kickstart_sha256": KS, "passed": True, "image": "disk.qcow2"}
     if report_rehearsal is not None:
         report["rehearsal"] = report_rehearsal
     (folder / "boot-test.json").write_text(json.dumps(report))

@@ -33,8 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--artifacts", metavar="DIR", help="a build's artifacts folder (manifest.json, CHECKSUM, "
                    "boot-test report)")
     p.add_argument("--boot-test", metavar="FILE", help="a boot-test report JSON (default: found in --artifacts)")
+    p.add_argument("--keyring", metavar="FILE", help="OpenPGP keyring a build's CHECKSUM.asc is verified against "
+                   "(gpgv; default: gpgv's own)")
     p.add_argument("--allow-missing", action="store_true",
-                   help="propose even when evidence is missing or stale (the pull-request text says so)")
+                   help="propose even when evidence is missing, stale or unverified (the pull-request text says so)")
     p.add_argument("--allow-rehearsal", action="store_true",
                    help="accept evidence from a REHEARSAL build (not CentOS): every place then says so")
     p.add_argument("--output", metavar="DIR", help="where the patches and PULL_REQUEST.md go (default: "
@@ -66,10 +68,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 # -- propose ---------------------------------------------------------------------------------------------------
 
 def _print_evidence(ev: Any) -> None:
+    from ccis_workbench.core.propose import visible
+
     for i in ev.items:
-        mark = {"ok": "ok", "failing": "FAILING", "stale": "STALE", "missing": "MISSING"}.get(i.status, i.status)
+        mark = i.status if i.status == "ok" else i.status.upper()
         digest = f"  sha256 {i.sha256}" if i.sha256 else ""
-        print(f"  {mark:8} {i.title}: {i.detail}{digest}")
+        print(f"  {mark:10} {i.title}: {visible(i.detail)}{digest}")  # details carry fields of evidence files
 
 
 def cmd_propose(args: argparse.Namespace) -> int:
@@ -85,7 +89,8 @@ def cmd_propose(args: argparse.Namespace) -> int:
 
     cat = load_catalog(args)
     request = ProposeRequest(profile=args.profile, repo=args.repo, branch=args.branch, base=args.base, tag=args.tag,
-                             artifacts=args.artifacts, boot_test=args.boot_test, output=args.output, push=args.push)
+                             artifacts=args.artifacts, boot_test=args.boot_test, output=args.output, push=args.push,
+                             keyring=args.keyring)
     draft = draft_proposal(cat, Composer(cat), request)
     if not args.json:
         print(f"Proposal for profile {draft.profile.name}: {draft.folder}/{draft.proposal.kickstart_name}")

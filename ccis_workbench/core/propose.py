@@ -16,6 +16,7 @@ import datetime as _dt
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,13 @@ BOOT_TEST_NAMES = ("boot-test.json", "boot-test-report.json", "boottest.json", "
 TAG_RX = re.compile(r"[0-9A-Za-z][0-9A-Za-z._]{0,63}")
 _CHECKSUM_RX = re.compile(r"^SHA256 \((?P<file>[^)]+)\) = (?P<hex>[0-9a-fA-F]{64})$")
 
-#: Evidence statuses. Only "missing" and "stale" need the user's explicit consent (--allow-missing).
-OK, FAILING, STALE, MISSING = "ok", "failing", "stale", "missing"
+#: Evidence statuses. "missing", "stale" and "unverified" (present but it does not cross-check with the build's
+#: own manifest, CHECKSUM and signature) need the user's explicit consent (--allow-missing).
+OK, FAILING, STALE, MISSING, UNVERIFIED = "ok", "failing", "stale", "missing", "unverified"
+#: Largest evidence JSON read (a manifest or a boot-test report is a few KiB; a bigger file is not one of ours).
+MAX_EVIDENCE_JSON = 16 << 20
+#: Checks a CHECKSUM.asc: (folder) -> (good?, what gpgv said). Injected by the flows (gpgv is a program).
+SignatureCheck = Callable[[Path], tuple[bool, str]]
 #: How the evidence, the pull-request text and the commit message name rehearsal evidence.
 REHEARSAL_LABEL = "REHEARSAL, not a CentOS build"
 
@@ -221,13 +227,15 @@ class Evidence:
     files: dict[str, bytes] = field(default_factory=dict)
     diff_summary: list[str] = field(default_factory=list)  # the semantic summary against the baseline
     accepted: dict[str, str] = field(default_factory=dict)  # sha256 -> form of this kickstart it names
+    #: the profile a build's manifest must name (None: not checked)
+    profile: str | None = None
 
     def __post_init__(self) -> None:
         self.accepted.setdefault(self.kickstart_sha256, "this kickstart")
 
     def unmet(self) -> list[EvidenceItem]:
-        """Missing or stale items: these need the user's explicit consent."""
-        return [i for i in self.items if i.status in (STALE, MISSING)]
+        """Missing, stale or unverified items: these need the user's explicit consent."""
+        return [i for i in self.items if i.status in (STALE, MISSING, UNVERIFIED)]
 
     def rehearsal_items(self) -> list[EvidenceItem]:
         """Items that hold for this kickstart but were made on the rehearsal system, not on CentOS."""
@@ -274,12 +282,23 @@ def diff_evidence(diff: Any, kickstart_sha: str, baseline_sha: str) -> tuple[Evi
 
 
 def _read_json(path: Path) -> tuple[Any, bytes]:
-    data = path.read_bytes()
+    try:
+        if not path.is_file():
+            raise WorkbenchError("Bad evidence file", "not a regular file", file=str(path))
+        if path.stat().st_size > MAX_EVIDENCE_JSON:
+            raise WorkbenchError("Bad evidence file", f"larger than {MAX_EVIDENCE_JSON >> 20} MiB: not evidence a "
+                                 "build or a boot test wrote", file=str(path))
+        data = path.read_bytes()
+    except OSError as exc:
+        raise WorkbenchError("Bad evidence file", f"cannot be read: {exc.strerror or exc}", file=str(path)) from None
     try:
         return json.loads(data.decode("utf-8")), data
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         line = getattr(exc, "lineno", 0)
         raise WorkbenchError("Bad evidence file", f"not valid JSON: {exc}", file=str(path), line=line,
+                             hint="evidence files are written by `ccis-workbench build` and `test`") from None
+    except RecursionError:
+        raise WorkbenchError("Bad evidence file", "JSON nested too deeply", file=str(path),
                              hint="evidence files are written by `ccis-workbench build` and `test`") from None
 
 
@@ -365,100 +384,199 @@ def refuse_rehearsal(ev: Evidence, allow_rehearsal: bool = False) -> None:
                                   "text and its commit message")
 
 
-def artifact_evidence(ev: Evidence, artifacts: Path | None, boot_test: Path | None = None) -> None:
+def _plain_file(folder: Path, name: str) -> Path | None:
+    """*folder*/*name* when *name* is a plain file name and that is a regular file of the folder (a symlink may
+    name another file of the same folder, nothing else); else None."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        return None
+    path = folder / name
+    try:
+        if not path.is_file() or (path.is_symlink() and path.resolve().parent != folder.resolve()):
+            return None
+    except OSError:
+        return None
+    return path
+
+
+@dataclass
+class _BuildCheck:
+    """What cross-checking a build folder found: the files verified (name -> sha256) and the problems."""
+
+    verified: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    signature: str = "unsigned (no CHECKSUM.asc)"
+    images: list[str] = field(default_factory=list)  # the manifest's artifacts, verified
+
+
+def _check_build(folder: Path, manifest: dict[str, Any], manifest_data: bytes, sums: dict[str, str] | None,
+                 profile: str | None, verify_signature: SignatureCheck | None) -> _BuildCheck:
+    """Cross-check a build's manifest against its CHECKSUM and files: every file CHECKSUM lists is here with that
+    sha256, manifest.json itself is listed, the manifest names *profile* and lists artifacts that CHECKSUM covers
+    with the same sha256, and a CHECKSUM.asc is a good signature (*verify_signature*, gpgv through the flows)."""
+    out = _BuildCheck()
+    if sums is None:
+        out.problems.append(f"no {CHECKSUM_NAME}: nothing ties the manifest to any file")
+        return out
+    for name, want in sums.items():
+        path = _plain_file(folder, name)
+        if path is None:
+            out.problems.append(f"{name!r} is listed in {CHECKSUM_NAME} but is not a file of the folder")
+            continue
+        got = sha256_file(path)
+        if got != want:
+            out.problems.append(f"{name}: sha256 {got[:16]}… but {CHECKSUM_NAME} says {want[:16]}…")
+            continue
+        out.verified[name] = got
+    if sums.get(MANIFEST_NAME) != sha256_bytes(manifest_data):
+        out.problems.append(f"{MANIFEST_NAME} is not covered by {CHECKSUM_NAME} (a build lists it there)")
+    named = manifest.get("profile")
+    if profile is not None and named != profile:
+        out.problems.append(f"the manifest names profile {named!r}, not {profile!r}")
+    arts = manifest.get("artifacts")
+    if not isinstance(arts, list) or not arts:
+        out.problems.append("the manifest lists no artifacts")
+        arts = []
+    for art in arts:
+        art_name = art.get("file") if isinstance(art, dict) else None
+        art_sha = art.get("sha256") if isinstance(art, dict) else None
+        if not isinstance(art_name, str) or not isinstance(art_sha, str):
+            out.problems.append("a manifest artifact has no file name and sha256")
+        elif art_name not in out.verified:
+            out.problems.append(f"artifact {art_name!r} is not a verified file of {CHECKSUM_NAME}")
+        elif out.verified[art_name] != art_sha.lower():
+            out.problems.append(f"artifact {art_name}: the manifest's sha256 differs from the file's")
+        else:
+            out.images.append(art_name)
+    if (folder / "CHECKSUM.asc").exists():
+        if verify_signature is None:
+            out.problems.append("CHECKSUM.asc is there but its signature was not checked")
+        else:
+            good, said = verify_signature(folder)
+            if good:
+                out.signature = f"signature good: {said}"
+            else:
+                out.problems.append(f"CHECKSUM.asc: {said}")
+    return out
+
+
+def artifact_evidence(ev: Evidence, artifacts: Path | None, boot_test: Path | None = None, *,
+                      verify_signature: SignatureCheck | None = None) -> None:
     """Add the build manifest, CHECKSUM and boot-test report from *artifacts* (and/or *boot_test*) to *ev*.
 
-    Each is ok (and copied into the proposal) only when it is tied to this kickstart: its kickstart_sha256 is
-    one of `ev.accepted`, or (a boot-test report without that field) the image it tested is an artifact listed
-    in the CHECKSUM of a build whose manifest matches. Otherwise it is stale (not copied; both sha256s shown)
-    or missing.
+    Evidence is verified, not matched by a hash anyone can copy. The manifest is ok (and copied into the proposal
+    with CHECKSUM) only when its kickstart_sha256 is one of `ev.accepted` AND it cross-checks with the build's own
+    files (`_check_build`: CHECKSUM covers the manifest and every artifact the manifest lists, each file's sha256
+    matches, the manifest names the profile, a CHECKSUM.asc verifies). A boot-test report is ok only when it names
+    an image of that verified build (a file of the folder whose checksum matches) and, when it carries a
+    kickstart_sha256, that is this kickstart's. Evidence of another kickstart is stale; evidence that does not
+    cross-check is "unverified: <why>"; both are never copied and need --allow-missing.
     """
     where = "no artifacts folder given (--artifacts DIR)"
     manifest_item = EvidenceItem("manifest", "Build manifest", MISSING, where)
     checksum_item = EvidenceItem("checksum", "Artifact checksums (CHECKSUM)", MISSING, where)
     boot_item = EvidenceItem("boot-test", "Boot-test report", MISSING,
                              "no boot-test report (--artifacts DIR or --boot-test FILE)")
-    sums: dict[str, str] = {}
+    build: _BuildCheck | None = None  # set when the manifest matches this kickstart and cross-checks
     if artifacts is not None:
         if not artifacts.is_dir():
             raise WorkbenchError("Artifacts not found", "not a folder", file=str(artifacts),
                                  hint="give the folder a build wrote (it holds manifest.json and CHECKSUM)")
-        manifest_path = artifacts / MANIFEST_NAME
-        if manifest_path.is_file():
-            manifest, data = _read_json(manifest_path)
-            got = manifest.get(KICKSTART_SHA_KEY) if isinstance(manifest, dict) else None
-            manifest_item.source = str(manifest_path)
-            manifest_item.kickstart_sha256 = got
-            manifest_item.rehearsal = isinstance(manifest, dict) and manifest.get("rehearsal") is True
-            form = _matches(ev, got)
-            if form:
-                manifest_item.status = OK
-                arts = manifest.get("artifacts") or manifest.get("formats") or []
-                manifest_item.detail = f"build of {form}" + (f", {len(arts)} artifact(s)" if arts else "")
-                ev.add_file(manifest_item, MANIFEST_NAME, data)
-            else:
-                manifest_item.status = STALE
-                manifest_item.detail = _stale_detail(got)
-        else:
-            manifest_item.detail = f"no {MANIFEST_NAME} in {artifacts}"
         checksum_path = artifacts / CHECKSUM_NAME
-        if checksum_path.is_file():
+        sums: dict[str, str] | None = None
+        text = ""
+        if checksum_path.exists():
+            if not checksum_path.is_file() or checksum_path.stat().st_size > MAX_EVIDENCE_JSON:
+                raise WorkbenchError("Bad CHECKSUM file", "not a regular file of a sane size", file=str(checksum_path))
             text = checksum_path.read_text(encoding="utf-8", errors="replace")
             sums = parse_checksum(text, str(checksum_path))
             checksum_item.source = str(checksum_path)
-            checksum_item.kickstart_sha256 = manifest_item.kickstart_sha256
-            checksum_item.rehearsal = manifest_item.rehearsal
-            if manifest_item.status != OK:
-                checksum_item.status = manifest_item.status
-                checksum_item.detail = "belongs to a build whose manifest does not match this kickstart" \
-                    if manifest_item.status == STALE else "no manifest ties these checksums to this kickstart"
-                sums = {}
-            else:
-                bad = [name for name, hexd in sums.items()
-                       if (artifacts / name).is_file() and sha256_file(artifacts / name) != hexd]
-                absent = [name for name in sums if not (artifacts / name).is_file()]
-                if bad:
-                    checksum_item.status = FAILING
-                    checksum_item.detail = f"{len(bad)} file(s) do not match their checksum: {', '.join(bad)}"
-                    sums = {}
-                else:
-                    checksum_item.status = OK
-                    checksum_item.detail = f"{len(sums)} file(s), {len(sums) - len(absent)} verified here" + \
-                        (f", {len(absent)} not present to verify" if absent else "")
-                ev.add_file(checksum_item, CHECKSUM_NAME, text.encode("utf-8"))
         else:
             checksum_item.detail = f"no {CHECKSUM_NAME} in {artifacts}"
+        manifest_path = artifacts / MANIFEST_NAME
+        if manifest_path.exists():
+            manifest, data = _read_json(manifest_path)
+            if not isinstance(manifest, dict):
+                raise WorkbenchError("Bad manifest", "manifest.json must hold a JSON object", file=str(manifest_path))
+            got = manifest.get(KICKSTART_SHA_KEY)
+            manifest_item.source = str(manifest_path)
+            manifest_item.kickstart_sha256 = got if isinstance(got, str) else None
+            manifest_item.rehearsal = manifest.get("rehearsal") is True
+            checksum_item.kickstart_sha256 = manifest_item.kickstart_sha256
+            checksum_item.rehearsal = manifest_item.rehearsal
+            form = _matches(ev, got)
+            if not form:
+                manifest_item.status = STALE
+                manifest_item.detail = _stale_detail(got)
+                if sums is not None:
+                    checksum_item.status = STALE
+                    checksum_item.detail = "belongs to a build whose manifest does not match this kickstart"
+            else:
+                check = _check_build(artifacts, manifest, data, sums, ev.profile, verify_signature)
+                if check.problems:
+                    why = "unverified: " + "; ".join(check.problems)
+                    manifest_item.status = UNVERIFIED
+                    manifest_item.detail = why
+                    if sums is not None:
+                        checksum_item.status = UNVERIFIED
+                        checksum_item.detail = why
+                else:
+                    build = check
+                    manifest_item.status = OK
+                    manifest_item.detail = f"build of {form}, {len(check.images)} artifact(s), verified against " \
+                        f"{CHECKSUM_NAME}; {check.signature}"
+                    ev.add_file(manifest_item, MANIFEST_NAME, data)
+                    checksum_item.status = OK
+                    checksum_item.detail = f"{len(check.verified)} file(s), every sha256 verified here; " \
+                        f"{check.signature}"
+                    ev.add_file(checksum_item, CHECKSUM_NAME, text.encode("utf-8"))
+        else:
+            manifest_item.detail = f"no {MANIFEST_NAME} in {artifacts}"
+            if sums is not None:
+                checksum_item.status = UNVERIFIED
+                checksum_item.detail = f"unverified: no {MANIFEST_NAME} ties these checksums to this kickstart"
         if boot_test is None:
             boot_test = _find_boot_test(artifacts)
             if boot_test is None:
                 boot_item.detail = f"no boot-test report in {artifacts}"
     if boot_test is not None:
-        if not boot_test.is_file():
+        if not boot_test.exists():
             raise WorkbenchError("Boot-test report not found", "no such file", file=str(boot_test))
         report, data = _read_json(boot_test)
         got = report.get(KICKSTART_SHA_KEY) if isinstance(report, dict) else None
         boot_item.source = str(boot_test)
-        boot_item.kickstart_sha256 = got
+        boot_item.kickstart_sha256 = got if isinstance(got, str) else None
         # a report that says so, or a boot test of the image of a matching rehearsal build
         boot_item.rehearsal = (isinstance(report, dict) and report.get("rehearsal") is True) or \
             (manifest_item.rehearsal and manifest_item.status == OK)
-        form = _matches(ev, got)
-        tie = ""
-        if got is None and isinstance(report, dict) and report.get("image") and artifacts is not None:
-            image = Path(str(report["image"]))
-            image = image if image.is_absolute() else boot_test.parent / image
-            if image.resolve().parent == artifacts.resolve() and image.name in sums:
-                form = "this kickstart's build"
-                tie = f"; tied through image {image.name} (in the matching build's CHECKSUM)"
-        if form:
-            verdict, line = _boot_test_summary(report)
-            boot_item.status = FAILING if verdict is False else OK
-            boot_item.detail = line + tie
-            ev.add_file(boot_item, "boot-test.json", data)
-        else:
+        if got is not None and not _matches(ev, got):
             boot_item.status = STALE
-            boot_item.detail = _stale_detail(got) if got else \
-                f"has no {KICKSTART_SHA_KEY} field and its image is not an artifact of a matching build"
+            boot_item.detail = _stale_detail(got)
+        else:
+            image_field = report.get("image") if isinstance(report, dict) else None
+            why = ""
+            image_name = ""
+            if build is None:
+                why = "no verified build of this kickstart to check it against (--artifacts DIR)"
+            elif not isinstance(image_field, str) or not image_field:
+                why = "the report names no image"
+            else:
+                image = Path(image_field)
+                image = image if image.is_absolute() else boot_test.parent / image
+                image_name = image.name
+                try:
+                    inside = image.resolve().parent == artifacts.resolve() if artifacts is not None else False
+                except (OSError, RuntimeError):
+                    inside = False
+                if not inside or image_name not in build.images:
+                    why = f"its image {image_field!r} is not a verified artifact of this build"
+            if why:
+                boot_item.status = UNVERIFIED
+                boot_item.detail = f"unverified: {why}"
+            else:
+                verdict, line = _boot_test_summary(report)
+                boot_item.status = FAILING if verdict is False else OK
+                boot_item.detail = f"{line}; tested image {image_name} (sha256 verified against {CHECKSUM_NAME})"
+                ev.add_file(boot_item, "boot-test.json", data)
     for item in (manifest_item, checksum_item, boot_item):
         if item.rehearsal and item.status in (OK, FAILING):
             item.detail = f"{REHEARSAL_LABEL}: {item.detail}"
@@ -490,14 +608,14 @@ def check_publishable(comp: Any) -> None:
 
 
 def gather_evidence(comp: Any, baseline: Any, *, artifacts: Path | None = None, boot_test: Path | None = None,
-                    backend: str = "libvirt") -> Evidence:
+                    backend: str = "libvirt", verify_signature: SignatureCheck | None = None) -> Evidence:
     """All evidence for *comp*'s exact kickstart: lint, diff against *baseline*, build and boot-test results."""
     check_publishable(comp)
     from ccis_workbench.core.diff import diff_compositions
     from ccis_workbench.core.lint import lint_composition
 
     ks = sha256_text(comp.text)
-    ev = Evidence(kickstart_sha256=ks, items=[], accepted=accepted_kickstarts(comp))
+    ev = Evidence(kickstart_sha256=ks, items=[], accepted=accepted_kickstarts(comp), profile=comp.profile.name)
     item, data = lint_evidence(lint_composition(comp, backend=backend), ks, f"profile {comp.profile.name}", backend)
     ev.items.append(item)
     ev.add_file(item, "lint.json", data)
@@ -506,7 +624,7 @@ def gather_evidence(comp: Any, baseline: Any, *, artifacts: Path | None = None, 
     ev.items.append(item)
     ev.add_file(item, "diff-baseline.json", data)
     ev.diff_summary = diff.semantic.summary_lines()
-    artifact_evidence(ev, artifacts, boot_test)
+    artifact_evidence(ev, artifacts, boot_test, verify_signature=verify_signature)
     return ev
 
 

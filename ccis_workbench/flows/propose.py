@@ -31,6 +31,7 @@ class ProposeRequest:
     boot_test: str | None = None
     output: str | None = None  # default: GITDIR/ccis-workbench/proposals/PROFILE-TAG
     push: str | None = None
+    keyring: str | None = None  # the OpenPGP keyring a build's CHECKSUM.asc is checked against (default: gpgv's)
 
 
 @dataclass
@@ -115,7 +116,8 @@ def draft_proposal(catalog: Any, composer: Any, request: ProposeRequest) -> Prop
     baseline = composer.compose_baseline(comp.release.name, comp.variables)
     evidence = prop.gather_evidence(comp, baseline,
                                     artifacts=Path(request.artifacts) if request.artifacts else None,
-                                    boot_test=Path(request.boot_test) if request.boot_test else None)
+                                    boot_test=Path(request.boot_test) if request.boot_test else None,
+                                    verify_signature=signature_check(request.keyring))
     proposal = prop.build_proposal(comp, evidence, tag=tag, branch=branch,
                                    layer_paths=[_repo_path(prefix, f) for f in files_rel])
     draft = ProposalDraft(profile, comp, evidence, proposal, repo, base, branch, _repo_path(prefix, proposal.folder),
@@ -135,6 +137,16 @@ def draft_proposal(catalog: Any, composer: Any, request: ProposeRequest) -> Prop
     return draft
 
 
+def signature_check(keyring: str | None = None) -> Any:
+    """The CHECKSUM.asc check propose's evidence uses: gpgv through the verify flow, against *keyring*."""
+    from ccis_workbench.flows.verify import check_signature
+
+    def check(folder: Path) -> tuple[bool, str]:
+        return check_signature(folder, keyring)
+
+    return check
+
+
 def preview_evidence(composer: Any, comp: Any, *, artifacts: str | None, tag: str | None,
                      branch: str | None) -> tuple[Any, Any]:
     """(Evidence, Proposal) for any composition, saved or not: what the propose screen shows before the user
@@ -142,7 +154,8 @@ def preview_evidence(composer: Any, comp: Any, *, artifacts: str | None, tag: st
     from ccis_workbench.core import propose as prop
 
     baseline = composer.compose_baseline(comp.release.name, comp.variables)
-    evidence = prop.gather_evidence(comp, baseline, artifacts=Path(artifacts) if artifacts else None)
+    evidence = prop.gather_evidence(comp, baseline, artifacts=Path(artifacts) if artifacts else None,
+                                    verify_signature=signature_check())
     proposal = prop.build_proposal(comp, evidence, tag=prop.check_tag(tag or prop.default_tag()),
                                    branch=branch or None)
     return evidence, proposal

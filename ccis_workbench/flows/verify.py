@@ -149,6 +149,14 @@ def verify_folder(folder: Path, *, keyring: str | None = None, catalog_root: Pat
     return report
 
 
+def check_signature(folder: Path, keyring: str | None = None) -> tuple[bool, str]:
+    """(good?, what gpgv said) for *folder*'s CHECKSUM.asc over its CHECKSUM (propose cross-checks evidence with
+    it). No CHECKSUM.asc is not good: the caller asks only when one is there."""
+    report = VerifyReport(str(folder))
+    _signature(folder, keyring, report)
+    return report.findings[0].ok and report.signed, report.findings[0].detail
+
+
 def _signature(folder: Path, keyring: str | None, report: VerifyReport) -> None:
     sig = folder / SIGNATURE
     if not sig.is_file():

@@ -13,6 +13,7 @@ Every repository here is a temporary one holding a copy of the test catalog.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -254,3 +255,286 @@ def test_propose_cli_with_control_characters_in_the_description(work: Path, tmp_
     assert "\\x1b[31mred" in pr and "\\x00" in pr
     message = git(work, "log", "-1", "--format=%B", "propose/h")
     assert "\x1b" not in message and "\x00" not in message and "\\x1b" in message
+
+
+# -- evidence is verified, not matched by a hash anyone can copy ------------------------------------------------
+
+
+def composed_sha(repo: Path, profile: str) -> str:
+    from ccis_workbench.core.catalog import Catalog
+    from ccis_workbench.core.compose import Composer
+
+    cat = Catalog.load(repo)
+    return prop.sha256_text(Composer(cat).compose(cat.load_profile(profile)).text)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build_folder(
+    folder: Path,
+    ks_sha: str,
+    *,
+    profile: str = "p",
+    artifacts: list[str] | None = None,
+    checksum_extra: str = "",
+    manifest_in_checksum: bool = True,
+) -> Path:
+    """A folder laid out as a build writes it (an image, manifest.json naming the profile and listing the image,
+    CHECKSUM covering both) and a boot-test report naming the image."""
+    folder.mkdir(parents=True, exist_ok=True)
+    image = folder / "disk.qcow2"
+    image.write_bytes(b"QFI\xfb" + os.urandom(4096))
+    names = ["disk.qcow2"] if artifacts is None else artifacts
+    manifest = {
+        "profile": profile,
+        "kickstart_sha256": ks_sha,
+        "artifacts": [{"file": n, "sha256": sha(folder / n)} for n in names if (folder / n).is_file()],
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    lines = [f"SHA256 (disk.qcow2) = {sha(image)}"]
+    if manifest_in_checksum:
+        lines.append(f"SHA256 (manifest.json) = {sha(folder / 'manifest.json')}")
+    (folder / "CHECKSUM").write_text("\n".join(lines) + "\n" + checksum_extra)
+    (folder / "boot-test.json").write_text(
+        json.dumps(
+            {"image": "disk.qcow2", "passed": True, "ending": "completed", "checks": [{"id": "a", "status": "passed"}]}
+        )
+    )
+    return folder
+
+
+def evidence_for(
+    folder: Path | None, ks_sha: str, *, boot_test: Path | None = None, keyring: str | None = None
+) -> prop.Evidence:
+    from ccis_workbench.flows.propose import signature_check
+
+    ev = prop.Evidence(kickstart_sha256=ks_sha, items=[], profile="p")
+    prop.artifact_evidence(ev, folder, boot_test, verify_signature=signature_check(keyring))
+    return ev
+
+
+def statuses(ev: prop.Evidence) -> list[str]:
+    return [i.status for i in ev.items]
+
+
+KS = "d" * 64
+
+
+def test_a_consistent_build_folder_is_ok(tmp_path: Path) -> None:
+    ev = evidence_for(build_folder(tmp_path / "b", KS), KS)
+    assert statuses(ev) == ["ok", "ok", "ok"], [i.detail for i in ev.items]
+    assert "unsigned" in ev.items[0].detail and "tested image disk.qcow2" in ev.items[2].detail
+    assert set(ev.files) == {"manifest.json", "CHECKSUM", "boot-test.json"}
+
+
+def test_hand_written_json_with_the_right_sha_is_unverified(tmp_path: Path) -> None:
+    """Nothing built: a manifest and a boot-test report that only carry the kickstart's sha256."""
+    folder = tmp_path / "fake"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"profile": "p", "kickstart_sha256": KS}))
+    (folder / "boot-test.json").write_text(json.dumps({"kickstart_sha256": KS, "passed": True}))
+    ev = evidence_for(folder, KS)
+    assert statuses(ev) == ["unverified", "missing", "unverified"]
+    assert ev.items[0].detail.startswith("unverified: no CHECKSUM")
+    assert ev.files == {} and len(ev.unmet()) == 3
+    # a boot-test report given alone, with no build to check it against
+    ev = evidence_for(None, KS, boot_test=folder / "boot-test.json")
+    assert statuses(ev) == ["missing", "missing", "unverified"]
+
+
+def _tamper_image(f: Path) -> None:
+    (f / "disk.qcow2").write_bytes(b"not the image that was checksummed")
+
+
+def _outside_name(f: Path) -> None:
+    secret = f.parent / "secret"
+    secret.write_text("not part of the build\n")
+    with (f / "CHECKSUM").open("a") as out:
+        out.write(f"SHA256 (../secret) = {sha(secret)}\n")
+
+
+def _symlink_out(f: Path) -> None:
+    outside = f.parent / "elsewhere.qcow2"
+    (f / "disk.qcow2").rename(outside)
+    (f / "disk.qcow2").symlink_to(outside)
+
+
+def _boot_test_other_image(f: Path) -> None:
+    (f.parent / "other.qcow2").write_bytes(b"QFI\xfb")
+    (f / "boot-test.json").write_text(json.dumps({"image": str(f.parent / "other.qcow2"), "passed": True}))
+
+
+def _boot_test_no_image(f: Path) -> None:
+    (f / "boot-test.json").write_text(json.dumps({"kickstart_sha256": KS, "passed": True}))
+
+
+LIES = {
+    "image changed after the checksum": (_tamper_image, [], "disk.qcow2: sha256"),
+    "image missing": (lambda f: (f / "disk.qcow2").unlink(), [], "'disk.qcow2' is listed in CHECKSUM but is not"),
+    "a CHECKSUM name outside the folder": (_outside_name, [], "'../secret' is listed in CHECKSUM but is not a file"),
+    "an image symlinked from outside": (_symlink_out, [], "'disk.qcow2' is listed in CHECKSUM but is not a file"),
+    "manifest not covered by CHECKSUM": (None, [{"manifest_in_checksum": False}], "manifest.json is not covered"),
+    "manifest names another profile": (None, [{"profile": "other"}], "names profile 'other', not 'p'"),
+    "manifest lists no artifacts": (None, [{"artifacts": []}], "lists no artifacts"),
+    "a CHECKSUM.asc nobody can check": (
+        lambda f: (f / "CHECKSUM.asc").write_text("not a signature\n"),
+        [],
+        "CHECKSUM.asc: BAD or unknown signature",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LIES))
+def test_evidence_that_does_not_cross_check_is_unverified(tmp_path: Path, case: str) -> None:
+    tamper, kwargs, words = LIES[case]
+    folder = build_folder(tmp_path / "b", KS, **(kwargs[0] if kwargs else {}))
+    if tamper is not None:
+        tamper(folder)
+    ev = evidence_for(folder, KS)
+    assert statuses(ev) == ["unverified", "unverified", "unverified"], [i.detail for i in ev.items]
+    assert words in ev.items[0].detail, ev.items[0].detail
+    assert ev.items[0].detail.startswith("unverified: ")
+    assert ev.files == {}, "nothing that does not cross-check is copied into the proposal"
+
+
+@pytest.mark.parametrize("tamper", [_boot_test_other_image, _boot_test_no_image])
+def test_a_boot_test_report_must_name_a_verified_image(tmp_path: Path, tamper) -> None:
+    folder = build_folder(tmp_path / "b", KS)
+    tamper(folder)
+    ev = evidence_for(folder, KS)
+    assert statuses(ev) == ["ok", "ok", "unverified"], ev.items[2].detail
+    assert "boot-test.json" not in ev.files
+
+
+def gpg(home: Path, *args: str) -> str:
+    return subprocess.run(
+        ["gpg", "--homedir", str(home), "--batch", "--yes", *args], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def make_key(home: Path, uid: str) -> tuple[str, Path]:
+    """A new signing key in *home*; (fingerprint, an exported public keyring for gpgv)."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    gpg(home, "--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never")
+    fpr = next(
+        line.split(":")[9]
+        for line in gpg(home, "--with-colons", "--list-keys", uid).splitlines()
+        if line.startswith("fpr:")
+    )
+    keyring = home / "pub.gpg"
+    keyring.write_bytes(
+        subprocess.run(["gpg", "--homedir", str(home), "--export", fpr], capture_output=True, check=True).stdout
+    )
+    return fpr, keyring
+
+
+def test_a_signed_checksum_is_verified_with_gpgv(tmp_path: Path) -> None:
+    """CHECKSUM.asc is checked by gpgv (the verify flow): good with the signer's keyring, unverified with another."""
+    folder = build_folder(tmp_path / "b", KS)
+    fpr, keyring = make_key(tmp_path / "signer", "CCIS Signer <signer@example.org>")
+    _, other = make_key(tmp_path / "other", "Someone Else <else@example.org>")
+    gpg(
+        tmp_path / "signer",
+        "--local-user",
+        fpr,
+        "--armor",
+        "--detach-sign",
+        "--output",
+        str(folder / "CHECKSUM.asc"),
+        str(folder / "CHECKSUM"),
+    )
+    ev = evidence_for(folder, KS, keyring=str(keyring))
+    assert statuses(ev) == ["ok", "ok", "ok"], [i.detail for i in ev.items]
+    assert "signature good" in ev.items[1].detail
+    ev = evidence_for(folder, KS, keyring=str(other))
+    assert statuses(ev) == ["unverified", "unverified", "unverified"]
+    assert "CHECKSUM.asc: BAD or unknown signature" in ev.items[0].detail
+
+
+def test_propose_refuses_hand_written_evidence(work: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI: refused (exit 2, nothing written) without --allow-missing; with it, the PR text says UNVERIFIED
+    and why, and no hand-written file is committed as evidence."""
+    ks = composed_sha(work, "p")
+    folder = tmp_path / "fake"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(
+        json.dumps({"profile": "p", "kickstart_sha256": ks, "artifacts": [{"file": "disk.qcow2", "sha256": "0" * 64}]})
+    )
+    (folder / "boot-test.json").write_text(json.dumps({"kickstart_sha256": ks, "passed": True}))
+    out = tmp_path / "out"
+    rc = main(["--catalog", str(work), "propose", "p", "--tag", TAG, "--artifacts", str(folder), "--output", str(out)])
+    printed = capsys.readouterr()
+    assert rc == 2, printed.err
+    assert "Build manifest unverified" in printed.err and "Boot-test report unverified" in printed.err
+    assert "UNVERIFIED" in printed.out and "unverified: no CHECKSUM" in printed.out
+    assert not out.exists() and not git(work, "branch", "--list", "propose/*").strip()
+
+    rc = main(
+        [
+            "--catalog",
+            str(work),
+            "propose",
+            "p",
+            "--tag",
+            TAG,
+            "--artifacts",
+            str(folder),
+            "--output",
+            str(out),
+            "--allow-missing",
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    evidence = tables(render((out / "PULL_REQUEST.md").read_text()))[1]
+    rows = {r[0]: r for r in evidence[1:]}
+    assert rows["Build manifest"][1] == "UNVERIFIED" and rows["Build manifest"][4].startswith("unverified: no CHECKSUM")
+    assert rows["Boot-test report"][1] == "UNVERIFIED"
+    tree = git(work, "ls-tree", "-r", "--name-only", "propose/p")
+    assert "proposals/p/manifest.json" not in tree and "proposals/p/boot-test.json" not in tree
+
+
+@pytest.mark.parametrize("kind", ["deep", "huge"])
+def test_hostile_evidence_json_is_a_clear_error(work: Path, tmp_path: Path, kind: str) -> None:
+    """Deeply nested or huge evidence JSON: exit 2 naming the file, bounded in time and memory, nothing written."""
+    folder = tmp_path / "art"
+    folder.mkdir()
+    report = folder / "boot-test.json"
+    if kind == "deep":
+        report.write_text("[" * 200_000 + "]" * 200_000)
+    else:
+        with report.open("w") as f:
+            f.write('{"passed": true, "pad": "')
+            f.write("x" * (40 << 20))
+            f.write('"}')
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ccis_workbench",
+            "--catalog",
+            str(work),
+            "propose",
+            "p",
+            "--tag",
+            TAG,
+            "--artifacts",
+            str(folder),
+            "--allow-missing",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_limits,
+        cwd=tmp_path,
+        env=dict(os.environ),
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert f"{report}: Bad evidence file" in proc.stderr.splitlines()[0], proc.stderr
+    assert not out.exists() and not git(work, "branch", "--list", "propose/*").strip()
