@@ -171,12 +171,14 @@ async def test_variables_edit_and_bad_value_shows_error_then_recovers(ui_catalog
         await pilot.press(*"abc")
         await settle(pilot)
         panel = screen.query_one("#error-panel", ErrorPanel)
-        assert panel.shown
-        assert "Value refused" in text_of(panel) and "disk_size" in text_of(panel)
+        assert not panel.shown  # a typed value is the field's problem, not the profile file's
+        assert disk.has_class("-invalid")
+        hint = text_of(screen.query_one("#hint-var-disk_size"))
+        assert "disk_size: 'abc' is not a whole number" in hint and "expected: disk_size must be the disk size" in hint
         assert "web01" in "\n".join(view_text(screen))  # the last good preview stays
         await pilot.press("backspace", "backspace", "backspace", "2", "0")
         await settle(pilot)
-        assert not panel.shown
+        assert not disk.has_class("-invalid") and not screen.query("#hint-var-disk_size")
         assert screen.choice.variables["disk_size"] == 20
 
 
@@ -569,12 +571,14 @@ async def test_overlay_variables_get_inputs_and_are_dropped_with_the_overlay(ui_
         await pilot.press(*"deploy")
         await settle(pilot)
         assert "user --name=deploy" in view_text(screen)
-        await pilot.press("backspace", "X")  # refused by the overlay's pattern: the panel says why
+        await pilot.press("backspace", "X")  # refused by the overlay's pattern: the field says why
         await settle(pilot)
         panel = screen.query_one("#error-panel", ErrorPanel)
-        assert panel.shown and "gamma_user" in text_of(panel)
+        assert not panel.shown and field.has_class("-invalid")
+        assert "gamma_user" in text_of(screen.query_one("#hint-ovar-gamma_user"))
+        assert "user --name=deplo" in view_text(screen)  # the last good value (after the backspace) stays
         await toggle_overlay_by_keys(pilot, screen, "ui-gamma")
         assert "gamma_user" not in screen.choice.variables
-        assert not screen.query("#ovar-gamma_user")
         await settle(pilot)
+        assert not screen.query("#ovar-gamma_user") and not screen.query("#hint-ovar-gamma_user")
         assert not panel.shown

@@ -22,13 +22,14 @@ def wb(tmp_path: Path) -> Workbench:
 
 
 def test_overlay_states_give_short_reasons(wb: Workbench) -> None:
-    ch = wb.default_choice()
-    assert ch.name == "openstack-stream9" and not ch.modified
+    ch = wb.default_choice()  # a new composition: no profile's description, variables or kickstart block
+    assert (ch.release, ch.target, ch.overlays, ch.variables, ch.base) == ("centos-stream-9", "openstack", [], {},
+                                                                           None)
     states = wb.overlay_states(ch)
     assert states == {"ui-alpha": "", "ui-beta": "", "ui-gamma": "needs ui-alpha first",
                       "ui-ten": "not for centos-stream-9"}
     ch.overlays = ["ui-alpha"]
-    assert ch.modified
+    assert not ch.modified  # modified means "differs from the profile it was opened from": there is none
     states = wb.overlay_states(ch)
     assert states["ui-beta"] == "conflicts with ui-alpha" and states["ui-gamma"] == ""
 
@@ -95,7 +96,8 @@ def test_profile_yaml_round_trips_and_validation(wb: Workbench) -> None:
 
 
 def test_parse_list() -> None:
-    assert parse_list(" vim, -tar  @core,,") == ["vim", "-tar", "@core"]
+    assert parse_list(" vim, -tar,  @core,,") == ["vim", "-tar", "@core"]
+    assert parse_list("foo bar") == ["foo bar"]  # one item (that the core refuses), never two packages silently
 
 
 def test_host_status_summaries() -> None:

@@ -23,7 +23,7 @@ from textual.worker import Worker, WorkerState
 
 from ccis_workbench.ui.capabilities import Capabilities, HostStatus, LocalCapabilities
 from ccis_workbench.ui.messages import HostChecked
-from ccis_workbench.ui.modals import HelpScreen
+from ccis_workbench.ui.modals import ConfirmationModal, HelpScreen
 from ccis_workbench.ui.screens.compose import ComposeScreen
 
 
@@ -35,7 +35,7 @@ class WorkbenchApp(App[int]):
     BINDINGS = [
         Binding("question_mark,f1", "help", "Help", id="app.help", tooltip="Keys and the flow"),
         Binding("ctrl+t", "toggle_theme", "Theme", show=False, id="app.theme"),
-        Binding("u", "open_propose", "Propose", show=False, id="app.propose",
+        Binding("u", "open_propose", "Propose", id="app.propose",
                 tooltip="Propose the profile upstream with its evidence"),
         Binding("q", "quit", "Quit", id="app.quit"),
     ]
@@ -111,6 +111,52 @@ class WorkbenchApp(App[int]):
             if monitor is not None and hasattr(monitor, "cancel_event"):
                 monitor.cancel_event.set()
 
+    #: Where the palette's "Screenshot" saves (default: the working directory; the folder is created).
+    screenshot_dir: Path | None = None
+
+    def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
+                           time_format: str | None = None) -> str | None:
+        """Save an SVG of the screen into `screenshot_dir` (default: the working directory) and say where;
+        Textual's default (`~/Downloads`) often does not exist, and its failure named no path."""
+        import datetime
+
+        folder = Path(path) if path else (self.screenshot_dir or Path.cwd())
+        name = filename or f"ccis-workbench-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}.svg"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            saved = self.save_screenshot(name, str(folder))
+        except OSError as exc:
+            self.notify(f"could not save into {folder}: {exc.strerror or exc}", title="Screenshot", severity="error")
+            return None
+        self.notify(f"saved {saved}", title="Screenshot")
+        return saved
+
+    def running_work(self) -> list[str]:
+        """What a quit would cancel: "build", "boot test" (screens with a run in progress)."""
+        names = {"BuildScreen": "build", "BootTestScreen": "boot test"}
+        running = [s for s in self.screen_stack if getattr(s, "running", False)]
+        return [names.get(type(s).__name__, type(s).__name__) for s in running]
+
+    async def action_quit(self) -> None:
+        """Quit; ask first when that would cancel a running build or boot test, or drop an unsaved composition."""
+        lost = [f"cancel the running {w} (its guest and volumes are removed)" for w in self.running_work()]
+        compose = next((s for s in self.screen_stack if isinstance(s, ComposeScreen)), None)
+        if compose is not None and compose.has_unsaved_changes():
+            lost.append("lose the unsaved composition (s saves it as a profile)")
+        if not lost:
+            self.exit()
+            return
+        if isinstance(self.screen, ConfirmationModal):
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.cancel_running_work()
+                self.exit()
+
+        self.push_screen(ConfirmationModal("Quit? This will " + " and ".join(lost) + ".", yes="Quit",
+                                           no="Stay"), answered)
+
     def first_frame_drawn(self) -> bool:
         """Called by the compose screen after its first frame: the injected `on_first_frame` (benchmarks time the
         start with it) says whether the app stops there."""
@@ -171,10 +217,8 @@ class WorkbenchApp(App[int]):
         while not isinstance(self.screen, ComposeScreen):
             self.pop_screen()
         compose = self.compose_screen
-        variables = {}
-        if compose.choice is not None:
-            variables = {k: v for k, v in compose.choice.variables.items() if k != "arch"}
-        compose.set_choice(Choice(release, target, list(overlays), variables))
+        compose.saved_profile = None  # a review cell is a new composition: no earlier profile's variables
+        compose.set_choice(Choice(release, target, list(overlays)))
         compose.action_show_tab("preview")
 
     def _composed_choice(self, what: str) -> tuple[Any, Any] | None:
@@ -262,6 +306,7 @@ class WorkbenchApp(App[int]):
             else:
                 yield SystemCommand(f"diff: {title}", f"Diff the current kickstart {title}",
                                     lambda k=key: c.set_diff_mode(k))
+        yield SystemCommand("profile: new composition", "Start over without a profile", c.action_new_composition)
         yield SystemCommand("profile: open…", "Open a saved profile", c.action_open_profile)
         if c.analysis is not None and c.analysis.error is None:
             yield SystemCommand("profile: save as new…", "Save the current choice as a new profile",

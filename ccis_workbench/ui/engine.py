@@ -128,8 +128,21 @@ class ReviewCell:
 
 
 def parse_list(text: str) -> list[str]:
-    """'a, b c' -> ['a', 'b', 'c'] (the chooser's list inputs)."""
-    return [t for t in re.split(r"[,\s]+", text.strip()) if t]
+    """'a, b' -> ['a', 'b'] (the chooser's list inputs): items are separated by commas only, so `foo bar` stays
+    one item that the core then refuses, instead of two packages the user did not mean."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def field_value(raw: str, kind: str) -> Any:
+    """The value a chooser field's text stands for, by the variable's type: a whole number for int, true/false
+    for bool, a comma-separated list for list; anything else stays text (the core's rule then says why)."""
+    if kind == "list":
+        return parse_list(raw)
+    if kind == "int" and re.fullmatch(r"[0-9]{1,9}", raw):
+        return int(raw)
+    if kind == "bool" and raw.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return raw.lower() in ("true", "yes", "1")
+    return raw
 
 
 class Workbench:
@@ -149,16 +162,14 @@ class Workbench:
     # -- the choice --------------------------------------------------------------------------------------------
 
     def default_choice(self) -> Choice:
-        """The first profile if there is one, else the first release with the first target that supports it."""
-        names = self.catalog.profile_names()
-        for name in names:
-            try:
-                return Choice.from_profile(self.catalog.load_profile(name))
-            except WorkbenchError:
-                continue
-        release = next(iter(self.catalog.releases), "")
-        target = next((t.name for t in self.catalog.targets.values() if release in t.releases),
-                      next(iter(self.catalog.targets), ""))
+        """A new composition, not a saved profile (whose description, variables and kickstart block would leak
+        into what the user saves): the first release that is not end-of-life (else the first release), with the
+        generic cloud target `openstack` when it supports that release, else the first target that does."""
+        releases = list(self.catalog.releases.values())
+        release = next((r.name for r in releases if not r.eol), releases[0].name if releases else "")
+        supported = [n for n, why in self.targets_for(release).items() if not why]
+        target = "openstack" if "openstack" in supported else (supported[0] if supported else
+                                                               next(iter(self.catalog.targets), ""))
         return Choice(release, target)
 
     def targets_for(self, release: str) -> dict[str, str]:

@@ -155,7 +155,7 @@ right updates as you choose. Overlays that cannot be added say why (greyed out).
 | `v` | provenance: which layer file:line produced each line (`!` marks an override) |
 | `m` / `f` | diff mode (baseline, target alone, saved profile, file) / diff against a kickstart file |
 | `enter` on a lint finding | jump to its line in the preview |
-| `o` / `s` | open a profile / save the choice as a new profile |
+| `n` / `o` / `s` | new composition / open a profile / save the choice as a new profile |
 | `r` | review an overlay across every release × target |
 | `ctrl+r` / `f5` | reload the catalog from disk (after fixing a file) |
 | `b` / `x` | build / boot-test screens (they say why when libvirt is not usable) |
@@ -164,7 +164,7 @@ right updates as you choose. Overlays that cannot be added say why (greyed out).
 | `ctrl+p` | command palette |
 | `escape` | back to the preview, close a dialog |
 | `?` | this help |
-| `q` / `ctrl+q` | quit |
+| `q` / `ctrl+q` | quit (asks first if a build or boot test runs, or the composition is not saved) |
 
 **Diff baseline**: "baseline" is the release's SIG baseline kickstart alone (what every image is before a target
 or overlay touches it); "target alone" is the same release + target with no overlays and default variables.

@@ -22,7 +22,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Log, RichLog, Select, Static
+from textual.widgets import Button, DataTable, Header, Input, Label, Log, RichLog, Select, Static
 
 from ccis_workbench.core.wording import counted
 from ccis_workbench.flows.build import leftovers_of
@@ -39,7 +39,7 @@ from ccis_workbench.ui.messages import (
 )
 from ccis_workbench.ui.paths import in_catalog, relative_hint
 from ccis_workbench.ui.screens.build import ACCELS, CONSOLE_LINES, SEVERITY_STYLE, UIMonitor, elapsed_text
-from ccis_workbench.ui.widgets.panels import error_text
+from ccis_workbench.ui.widgets.panels import WorkbenchFooter, error_text
 
 if TYPE_CHECKING:
     from ccis_workbench.core.errors import WorkbenchError
@@ -145,7 +145,7 @@ class BootTestScreen(Screen[None]):
                 yield Log(max_lines=CONSOLE_LINES, id="boot-console", auto_scroll=True)
         yield RichLog(id="boot-events", max_lines=500, wrap=True, markup=False)
         yield Static("", id="boot-status", classes="run-status")
-        yield Footer()
+        yield WorkbenchFooter()
 
     def on_mount(self) -> None:
         self.title = "CCIS Workbench"
@@ -201,8 +201,9 @@ class BootTestScreen(Screen[None]):
                 self.statuses[sel.check.id] = "pending"
                 table.add_row(Text("pending", style=STATUS_STYLE["pending"]), sel.check.id,
                               Text(sel.check.description, style="dim"), key=sel.check.id)
-            summary.update(Text.assemble((f"{s.image.name}", "bold"), f": {counted(len(s.plan.selected), 'check')}, seed "
-                                         f"{s.seed}\n", ("\n".join(s.notes), "dim")))
+            checks = counted(len(s.plan.selected), "check")
+            summary.update(Text.assemble((f"{s.image.name}", "bold"), f": {checks}, seed {s.seed}\n",
+                                         ("\n".join(s.notes), "dim")))
             summary.set_classes("ending -shown")
         self._refresh_controls()
 

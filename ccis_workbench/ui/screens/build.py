@@ -23,7 +23,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message_pump import MessagePump
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label, Log, RichLog, Select, Static
+from textual.widgets import Button, Header, Input, Label, Log, RichLog, Select, Static
 
 from ccis_workbench.core.monitor import Monitor
 from ccis_workbench.flows.build import (
@@ -47,7 +47,7 @@ from ccis_workbench.ui.messages import (
     RunStage,
 )
 from ccis_workbench.ui.paths import in_catalog, relative_hint
-from ccis_workbench.ui.widgets.panels import error_text
+from ccis_workbench.ui.widgets.panels import WorkbenchFooter, error_text
 
 if TYPE_CHECKING:
     from ccis_workbench.core.errors import WorkbenchError
@@ -248,7 +248,7 @@ class BuildScreen(Screen[None]):
                 yield Log(max_lines=CONSOLE_LINES, id="build-console", auto_scroll=True)
         yield RichLog(id="build-events", max_lines=500, wrap=True, markup=False)
         yield Static("", id="build-status", classes="run-status")
-        yield Footer()
+        yield WorkbenchFooter()
 
     def on_mount(self) -> None:
         self.title = "CCIS Workbench"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,6 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import (
     DataTable,
-    Footer,
     Header,
     Input,
     Label,
@@ -30,10 +30,11 @@ from textual.widgets import (
 from textual.widgets.selection_list import Selection
 from textual.worker import get_current_worker
 
+from ccis_workbench.core.wording import counted
 from ccis_workbench.ui.messages import Analysed, CatalogFailed, CatalogLoaded, PreviewUpdated, ProfileSaved, Unavailable
 from ccis_workbench.ui.modals import ConfirmationModal, OpenProfileModal, PathModal, SaveProfileModal, SaveRequest
 from ccis_workbench.ui.widgets.kickstart_view import KickstartView, ViewLine
-from ccis_workbench.ui.widgets.panels import ErrorPanel, StatusLine
+from ccis_workbench.ui.widgets.panels import ErrorPanel, StatusLine, WorkbenchFooter
 
 if TYPE_CHECKING:
     from ccis_workbench.core.errors import WorkbenchError
@@ -41,8 +42,9 @@ if TYPE_CHECKING:
     from ccis_workbench.ui.engine import Analysis, Choice, Workbench
 
 #: Variables edited with a text input: (name, placeholder).
-TEXT_VARIABLES = (("disk_size", "10 (GiB)"), ("timezone", "UTC"), ("locale", "en_US.UTF-8"),
-                  ("hostname", "localhost.localdomain"), ("extra_packages", "pkg, -pkg, @group"))
+TEXT_VARIABLES = (("disk_size", "10 (GiB)"), ("swap_size", "0 (MiB, 0: none)"), ("timezone", "UTC"),
+                  ("locale", "en_US.UTF-8"), ("keyboard", "us"), ("hostname", "localhost.localdomain"),
+                  ("extra_packages", "pkg, -pkg, @group"), ("extra_kernel_args", "quiet, -rhgb"))
 TABS = ("preview", "diff", "lint", "profile")
 
 
@@ -58,12 +60,13 @@ class ComposeScreen(Screen[None]):
         Binding("v", "toggle_provenance", "Provenance", tooltip="Show which layer file:line made each line"),
         Binding("m", "cycle_diff", "Diff mode", tooltip="Baseline, target alone, saved profile, file"),
         Binding("f", "diff_file", "Diff file", tooltip="Diff against a kickstart file"),
+        Binding("n", "new_composition", "New", tooltip="Start a new composition (no profile)"),
         Binding("o", "open_profile", "Open", tooltip="Open a saved profile"),
         Binding("s", "save_profile", "Save", tooltip="Save the choice as a new profile"),
         Binding("r", "review", "Review", tooltip="Review an overlay across releases and targets"),
-        Binding("ctrl+r,f5", "reload", "Reload", tooltip="Reload the catalog from disk"),
-        Binding("b", "build", "Build", show=False),
-        Binding("x", "boot_test", "Boot test", show=False),
+        Binding("ctrl+r,f5", "reload", "Reload", show=False, tooltip="Reload the catalog from disk"),
+        Binding("b", "build", "Build", tooltip="Build the image on libvirt"),
+        Binding("x", "boot_test", "Test", tooltip="Boot-test an image against the test spec"),
         Binding("escape", "focus_preview", "Preview", show=False),
     ]
 
@@ -101,7 +104,7 @@ class ComposeScreen(Screen[None]):
         yield Header()
         yield Horizontal(id="body")
         yield StatusLine(id="status")
-        yield Footer()
+        yield WorkbenchFooter()
 
     def on_mount(self) -> None:
         self.update_status()
@@ -351,9 +354,10 @@ class ComposeScreen(Screen[None]):
         ch = self.choice
         if ch is None:
             return
-        self.title = "CCIS Workbench"
-        self.sub_title = f"{ch.name}{' (modified)' if ch.modified else ''}: {ch.release} · {ch.target}" + (
-            f" + {', '.join(ch.overlays)}" if ch.overlays else "")
+        self.title = f"CCIS Workbench · {catalog_label(self.workbench.root)}" if self.workbench else "CCIS Workbench"
+        name = f"{ch.name}{' (modified)' if ch.modified else ''}" if ch.base else "new composition"
+        self.sub_title = f"{name}: {ch.release} · {ch.target}" + (f" + {', '.join(ch.overlays)}" if ch.overlays
+                                                                  else "")
 
     # -- chooser events ----------------------------------------------------------------------------------------
 
@@ -419,34 +423,46 @@ class ComposeScreen(Screen[None]):
 
     @on(Input.Changed, ".var-input")
     def _variable_changed(self, event: Input.Changed) -> None:
-        from ccis_workbench.ui.engine import parse_list
+        """A typed value is checked with the core's own rule for that variable: a wrong one marks the field and
+        says what belongs there (the choice keeps its last good value); a right one recomposes."""
+        from ccis_workbench.core.errors import ValueRejected
+        from ccis_workbench.core.values import check_value
+        from ccis_workbench.ui.engine import field_value
 
-        if self.choice is None or event.input.id is None:
+        if self.choice is None or event.input.id is None or self.workbench is None:
             return
         name = event.input.id.split("-", 1)[1]
+        cat = self.workbench.catalog
+        rule = cat.variable_rules([cat.overlays[o] for o in self.choice.overlays if o in cat.overlays]).get(name)
         raw = event.value.strip()
-        kind = "str"
-        if self.workbench is not None:
-            cat = self.workbench.catalog
-            rule = cat.variable_rules([cat.overlays[o] for o in self.choice.overlays if o in cat.overlays]).get(name)
-            kind = rule.type if rule else "str"
-        value: Any
+        problem = ""
         if not raw:
             self.choice.variables.pop(name, None)
-        else:
-            if kind == "list":
-                value = parse_list(raw)
-            elif kind == "int" and raw.isdigit():
-                value = int(raw)
-            elif kind == "bool" and raw.lower() in ("true", "false", "yes", "no", "1", "0"):
-                value = raw.lower() in ("true", "yes", "1")
-            else:
-                value = raw  # the core says why it is refused
-            self.choice.variables[name] = value
+        elif rule is not None:
+            try:
+                self.choice.variables[name] = check_value(name, field_value(raw, rule.type), rule, "", 0)
+            except ValueRejected as exc:
+                problem = f"{exc.message}\nexpected: {exc.hint}" if exc.hint else exc.message
+        self._show_field_problem(event.input, problem)
+        if problem:
+            return
         if self._input_timer is not None:
             self._input_timer.stop()
         # Typing: compose once the keys pause briefly, not on every key.
         self._input_timer = self.set_timer(0.12, self.request_analysis)
+
+    def _show_field_problem(self, field: Input, problem: str) -> None:
+        """Mark *field* invalid and say why under it (or clear both)."""
+        field.set_class(bool(problem), "-invalid")
+        hint_id = f"hint-{field.id}"
+        existing = self.query(f"#{hint_id}")
+        if not problem:
+            existing.remove()
+            return
+        if existing:
+            existing.first(Static).update(problem)
+        else:
+            field.parent.mount(Static(problem, id=hint_id, classes="field-problem"), after=field)  # type: ignore[union-attr]
 
     # -- results -----------------------------------------------------------------------------------------------
 
@@ -537,8 +553,7 @@ class ComposeScreen(Screen[None]):
             if not matches:  # a removal: the line the earlier layer wrote
                 matches = [ln for ln in comp.lines
                            if any((o.file, o.line) == (ov.earlier.file, ov.earlier.line) for o in ln.origins)]
-            line = next((ln.number for ln in matches if not ln.text.lstrip().startswith("#")),
-                        matches[0].number if matches else 0)
+            line = override_line(ov.subject, matches)
             key = f"o{i}"
             table.add_row(Text("override", style="cyan"), "layer.override", str(line or ""),
                           f"{ov.subject}: {ov.later.layer} overrides {ov.earlier.layer}", key=key)
@@ -640,7 +655,7 @@ class ComposeScreen(Screen[None]):
                 if f.severity in counts and not getattr(f, "waived", None):
                     counts[f.severity] += 1
             lint = "lint n/a" if a.findings is None else f"lint {counts['error']}E {counts['warning']}W"
-            state = f"{len(a.composition.overrides)} overrides · {lint}"
+            state = f"{counted(len(a.composition.overrides), 'override')} · {lint}"
         status.set_parts(state, host)
 
     # -- actions -----------------------------------------------------------------------------------------------
@@ -721,6 +736,21 @@ class ComposeScreen(Screen[None]):
         self.set_choice(Choice.from_profile(profile))
         self.saved_profile = str(self.workbench.catalog.profile_path(name))
         self.notify(f"{profile.name} ({profile.source})", title="Profile opened")
+
+    def has_unsaved_changes(self) -> bool:
+        """A profile changed since it was opened or saved, or a new composition with overlays or variables."""
+        ch = self.choice
+        if ch is None:
+            return False
+        return ch.modified if ch.base is not None else bool(ch.overlays or ch.variables)
+
+    def action_new_composition(self) -> None:
+        """Start over from a new composition (no profile's description, variables or kickstart block)."""
+        if self.workbench is None:
+            return
+        self.saved_profile = None
+        self.set_choice(self.workbench.default_choice())
+        self.notify("a new composition: pick a release, a target and overlays", title="New")
 
     def set_choice(self, ch: Choice) -> None:
         """Replace the whole choice (opening a profile, or a review cell) and recompose."""
@@ -845,6 +875,30 @@ class MainArea(Vertical):
                 yield Static("", id="profile-source")
                 with VerticalScroll(id="profile-scroll"):
                     yield Static("", id="profile-yaml")
+
+
+def override_line(subject: str, matches: list[Any]) -> int:
+    """The preview line an override finding jumps to, among the lines its layer line produced: the one that
+    names the overridden thing (`-rsync` for "package rsync": a YAML list on one line produces several
+    packages with the same origin), else the first line that is not a comment."""
+    name = subject.split()[-1] if subject.split() else ""
+    named = [ln for ln in matches
+             if name and (ln.text.strip().lstrip("-") == name or name in re.split(r"[\s=,]+", ln.text))]
+    for group in (named, [ln for ln in matches if not ln.text.lstrip().startswith("#")], matches):
+        if group:
+            return int(group[0].number)
+    return 0
+
+
+def catalog_label(root: Any) -> str:
+    """The catalog in the title: its folder's name (two clones side by side differ there), "(read-only)" for the
+    copy a wheel installed."""
+    from pathlib import Path
+
+    from ccis_workbench.flows.settings import is_installed_catalog
+
+    path = Path(root)
+    return "installed catalog (read-only)" if is_installed_catalog(path) else path.resolve().name
 
 
 def _as_text(value: Any) -> str:

@@ -17,7 +17,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
+from textual.widgets import Button, DataTable, Header, Input, Label, Static
 
 from ccis_workbench.flows.propose import (
     ProposeRequest,
@@ -31,7 +31,7 @@ from ccis_workbench.flows.test import latest_build
 from ccis_workbench.ui.messages import EvidenceGathered, ProposeDone
 from ccis_workbench.ui.modals import ConfirmationModal
 from ccis_workbench.ui.paths import in_catalog, relative_hint
-from ccis_workbench.ui.widgets.panels import error_text
+from ccis_workbench.ui.widgets.panels import WorkbenchFooter, error_text
 
 if TYPE_CHECKING:
     from ccis_workbench.core.errors import WorkbenchError
@@ -129,7 +129,7 @@ class ProposeScreen(Screen[None]):
         with VerticalScroll(id="propose-scroll"):
             yield Static("", id="propose-text")
         yield Static("", id="propose-status", classes="run-status")
-        yield Footer()
+        yield WorkbenchFooter()
 
     def on_mount(self) -> None:
         self.title = "CCIS Workbench"

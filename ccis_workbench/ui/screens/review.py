@@ -10,10 +10,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Label, Select, Static
+from textual.widgets import DataTable, Header, Label, Select, Static
 
 from ccis_workbench.core.wording import counted
 from ccis_workbench.ui.messages import ReviewCellReady, ReviewDone
+from ccis_workbench.ui.widgets.panels import WorkbenchFooter
 
 if TYPE_CHECKING:
     from ccis_workbench.ui.app import WorkbenchApp
@@ -60,7 +61,7 @@ class ReviewScreen(Screen[None]):
         yield Static("", id="cell-detail")
         yield Static(Text("✓ applies (lint status, +/- lines it adds to the kickstart)   ✗ does not apply   "
                           "enter: open in compose", style="dim"), id="review-legend")
-        yield Footer()
+        yield WorkbenchFooter()
 
     def on_mount(self) -> None:
         self.title = "CCIS Workbench"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rich.text import Text
-from textual.widgets import Static
+from textual.widgets import Footer, Static
 
 if TYPE_CHECKING:
     from ccis_workbench.core.errors import WorkbenchError
@@ -61,3 +61,13 @@ class StatusLine(Static):
 
     def set_parts(self, host: str, state: str) -> None:
         self.update(Text.assemble((host, ""), ("  │  ", "dim"), (state, "")))
+
+
+class WorkbenchFooter(Footer):
+    """The footer, compact below 100 columns (no padding around the keys, the palette key left to the help
+    screen), so that at 80x24 every key that applies still shows."""
+
+    def on_resize(self) -> None:
+        narrow = self.size.width < 100
+        self.compact = narrow
+        self.show_command_palette = not narrow

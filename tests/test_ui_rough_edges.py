@@ -1,0 +1,151 @@
+"""The rough edges a first-time user hit in the TUI, each with the test that would have caught it: the app opened
+the first profile alphabetically (its description and kickstart block leaked into new work), `q` quit without
+asking, the footer hid build/boot test/propose and was cut at 80 columns, a wrong value in a field was blamed on
+the profile file, `foo bar` became two packages, the lint tab jumped to the wrong line for an override, a review
+cell kept the earlier variables, the palette's screenshot failed for want of ~/Downloads, and "1 overrides"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.widgets import Input, Static
+from textual.widgets._footer import FooterKey
+
+from ccis_workbench.core.wording import counted
+from ccis_workbench.ui.engine import Choice, Workbench
+from ccis_workbench.ui.modals import ConfirmationModal
+from ccis_workbench.ui.screens.compose import override_line
+from tests.test_ui_support import make_app, make_catalog, settle, sync
+
+
+@sync
+async def test_the_app_starts_from_a_new_composition_and_n_starts_over(tmp_path: Path) -> None:
+    root = make_catalog(tmp_path)
+    app = make_app(root, profile=None)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        screen = app.compose_screen
+        assert screen.choice is not None and screen.choice.base is None
+        assert screen.sub_title.startswith("new composition: centos-stream-9 · openstack")
+        assert screen.title == "CCIS Workbench · catalog"  # the catalog's folder: two clones side by side differ
+        assert "description" not in screen.profile_yaml_text and "kickstart:" not in screen.profile_yaml_text
+        screen.open_profile("openstack-stream9")
+        await settle(pilot)
+        assert screen.choice.base is not None and screen.sub_title.startswith("openstack-stream9:")
+        await pilot.press("escape", "n")
+        await settle(pilot)
+        assert screen.choice.base is None and screen.saved_profile is None
+        assert screen.sub_title.startswith("new composition")
+
+
+@sync
+async def test_q_asks_before_dropping_an_unsaved_composition(tmp_path: Path) -> None:
+    app = make_app(make_catalog(tmp_path), profile=None)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.compose_screen.toggle_overlay("ui-alpha")
+        await settle(pilot)
+        await pilot.press("escape", "q")
+        await settle(pilot)
+        assert isinstance(app.screen, ConfirmationModal) and "unsaved composition" in app.screen.question
+        await pilot.press("n")  # stay
+        await settle(pilot)
+        assert app.is_running and not isinstance(app.screen, ConfirmationModal)
+        await pilot.press("q", "y")
+        await settle(pilot)
+    assert app.return_code == 0
+
+
+@sync
+async def test_q_quits_at_once_when_nothing_would_be_lost(tmp_path: Path) -> None:
+    app = make_app(make_catalog(tmp_path), profile="openstack-stream9")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("escape", "q")
+        await pilot.pause()
+        assert not app.is_running
+
+
+@sync
+async def test_at_80x24_the_footer_shows_build_boot_test_and_propose_whole(tmp_path: Path) -> None:
+    app = make_app(make_catalog(tmp_path), profile="openstack-stream9")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        keys = {k.key: k for k in app.screen.query(FooterKey)}
+        assert {"b", "x", "u", "q", "s", "o", "n"} <= set(keys)
+        for key in keys.values():
+            assert key.region.right <= 80 and key.region.width > 0, f"{key.key} is cut"
+
+
+@sync
+async def test_a_wrong_value_marks_the_field_and_says_what_belongs_there(tmp_path: Path) -> None:
+    app = make_app(make_catalog(tmp_path), profile=None)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        screen = app.compose_screen
+        for name, typed, words in (("disk_size", "abc", "not a whole number"),
+                                   ("extra_packages", "foo bar", "'foo bar' is not valid"),
+                                   ("swap_size", "999999", "above the maximum"),
+                                   ("keyboard", "US KEYS", "keyboard layout")):
+            field = screen.query_one(f"#var-{name}", Input)
+            field.value = typed
+            await settle(pilot)
+            hint = screen.query_one(f"#hint-var-{name}", Static)
+            assert field.has_class("-invalid")
+            assert words in str(hint.render()) and "expected:" in str(hint.render())
+            assert name not in screen.choice.variables  # the choice keeps its last good value
+            assert not screen.query_one("#error-panel").has_class("-shown")  # not blamed on a file
+            field.value = ""
+            await settle(pilot)
+            assert not field.has_class("-invalid") and not screen.query(f"#hint-var-{name}")
+        screen.query_one("#var-extra_packages", Input).value = "tmux, -rsync"
+        screen.query_one("#var-extra_kernel_args", Input).value = "quiet"
+        await settle(pilot)
+        assert screen.choice.variables["extra_packages"] == ["tmux", "-rsync"]
+        assert screen.choice.variables["extra_kernel_args"] == ["quiet"]
+
+
+def test_an_override_finding_jumps_to_the_line_that_names_it(tmp_path: Path) -> None:
+    """A YAML list on one line makes several packages with one origin: the jump went to the first of them."""
+    root = make_catalog(tmp_path)
+    (root / "profiles/q.yaml").write_text("name: q\nrelease: centos-stream-9\ntarget: openstack\nvariables:\n"
+                                          "  extra_packages: [vim-enhanced, tmux, -rsync]\n")
+    wb = Workbench(root)
+    comp = wb.preview(Choice.from_profile(wb.catalog.load_profile("q"))).composition
+    assert comp is not None
+    (ov,) = [o for o in comp.overrides if o.subject == "package rsync"]
+    matches = [ln for ln in comp.lines if any((o.file, o.line) == (ov.later.file, ov.later.line)
+                                              for o in ln.origins)]
+    assert len(matches) == 3
+    line = override_line(ov.subject, matches)
+    assert comp.lines[line - 1].text == "-rsync"
+
+
+@sync
+async def test_a_review_cell_does_not_keep_the_earlier_variables(tmp_path: Path) -> None:
+    app = make_app(make_catalog(tmp_path), profile="openstack-stream9")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        app.compose_screen.choice.variables["timezone"] = "Europe/Brussels"
+        app.open_in_compose("centos-stream-9", "openstack", ["ui-alpha"])
+        await settle(pilot)
+        ch = app.compose_screen.choice
+        assert ch.base is None and ch.overlays == ["ui-alpha"] and ch.variables == {}
+
+
+@sync
+async def test_the_palette_screenshot_saves_into_a_folder_and_names_it(tmp_path: Path) -> None:
+    app = make_app(make_catalog(tmp_path), profile="openstack-stream9")
+    app.screenshot_dir = tmp_path / "shots" / "new"  # does not exist yet
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        saved = app.deliver_screenshot()
+        await pilot.pause()
+        assert saved is not None and Path(saved).parent == tmp_path / "shots" / "new"
+        assert Path(saved).read_text().lstrip().startswith("<svg")
+        assert any(saved in str(n.message) for n in app._notifications)
+
+
+def test_counts_read_right() -> None:
+    assert [counted(n, "override") for n in (0, 1, 2)] == ["0 overrides", "1 override", "2 overrides"]
+    assert counted(1, "line") == "1 line" and counted(3, "check") == "3 checks"
