@@ -66,7 +66,7 @@ from ccis_workbench.core.plan import (
     new_build_id,
 )
 from ccis_workbench.core.report import BootTestResult, CheckResult, clean_text
-from ccis_workbench.core.seed import SeedData, build_seed, make_credentials
+from ccis_workbench.core.seed import SeedData, StreamRedactor, build_seed, make_credentials, redact_text
 from ccis_workbench.core.testspec import CheckPlan
 from ccis_workbench.core.wording import counted
 
@@ -102,26 +102,34 @@ class _Console:
 
     def __init__(self, monitor: Monitor, secrets: list[str]) -> None:
         self.monitor = monitor
-        self.secrets = secrets
+        self.redactor = StreamRedactor(secrets)
         self.parts: list[str] = []
         self.last_output = time.monotonic()
         self.failure: tuple[str, str] | None = None
         self.disconnected = False  # virsh console lost libvirtd (it says so and may keep running)
         self._partial = ""
 
-    def write(self, text: str) -> int:
-        for s in self.secrets:
-            text = text.replace(s, "[redacted]")
+    def write(self, raw: str) -> int:
+        # redacted on the assembled stream: a secret split across two reads is caught (see StreamRedactor)
+        self.last_output = time.monotonic()
+        self._add(self.redactor.feed(raw))
+        return len(raw)
+
+    def close(self) -> None:
+        """The end of the console: what the redactor held back (never a whole secret) joins the log."""
+        self._add(self.redactor.flush())
+
+    def _add(self, text: str) -> None:
+        if not text:
+            return
         if "error: Disconnected from " in text:
             self.disconnected = True
         self.parts.append(text)
-        self.last_output = time.monotonic()
         self.monitor.output("console", text)
         lines = (self._partial + text).split("\n")
         self._partial = lines.pop()[-4096:]
         for line in lines:
             self._scan(line)
-        return len(text)
 
     def _scan(self, line: str) -> None:
         line = clean_text(line).strip()
@@ -143,6 +151,26 @@ class _Console:
 
     def tail(self, n: int = 15) -> list[str]:
         return [ln for ln in self.text().rstrip("\n").split("\n") if ln.strip()][-n:]
+
+
+def redact_result(result: BootTestResult, secrets: list[str]) -> None:
+    """Every text of *result* (checks, notes, endings, console log, timings) with *secrets* redacted, in place:
+    the last guard before a report, a JUnit file or `propose` evidence is written from it."""
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, str):
+            return redact_text(value, secrets)
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        if isinstance(value, dict):
+            return {scrub(k): scrub(v) for k, v in value.items()}
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for f in dataclasses.fields(value):
+                setattr(value, f.name, scrub(getattr(value, f.name)))
+            return value
+        return value
+
+    scrub(result)
 
 
 class _Ended(Exception):
@@ -203,6 +231,7 @@ class BootTest:
         else:
             self.creds = make_credentials(self.plan.user)
         self.console = _Console(self.monitor, self.creds.secrets())
+        self.checks.redact = self.creds.redact
         result = BootTestResult(run_id=self.run_id, label=self.label, image=str(info.path), started=started,
                                 uri=o.uri, domain=self.name, domain_type="", seed=o.seed, user=self.creds.user,
                                 rehearsal=o.rehearsal)
@@ -249,7 +278,10 @@ class BootTest:
             if self.session is not None:
                 self.session.close()
             result.total_time = time.monotonic() - t0
+            if self.console is not None:
+                self.console.close()
             result.console_log = self.console.text() if self.console else ""
+            redact_result(result, self.creds.secrets())
         return result
 
     def _run_with_fallback(self, info: ImageInfo, result: BootTestResult) -> None:

@@ -7,6 +7,8 @@ the selected ones and report each outcome the same way: a CheckResult, a PASS/FA
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ccis_workbench.core.model import Check
 from ccis_workbench.core.monitor import Monitor
 from ccis_workbench.core.report import CheckResult
@@ -20,8 +22,11 @@ def _origin(check: Check) -> str | None:
 class CheckRun:
     """Selected checks (with their group) and skipped ones (with the reason), from a plan or a plain list."""
 
-    def __init__(self, checks: CheckPlan | list[Check], monitor: Monitor) -> None:
+    def __init__(self, checks: CheckPlan | list[Check], monitor: Monitor,
+                 redact: Callable[[str], str] | None = None) -> None:
         self.monitor = monitor
+        #: applied to every check's output before it is judged or kept (a boot test's per-run secrets)
+        self.redact: Callable[[str], str] = redact or (lambda text: text)
         if isinstance(checks, CheckPlan):
             self.selected = [(s.check, s.group) for s in checks.selected]
             self.skipped = list(checks.skipped)
@@ -35,8 +40,9 @@ class CheckRun:
         self.monitor.check(check.id, "running", "")
 
     def judge(self, check: Check, group: str, code: int | None, output: str, duration: float) -> CheckResult:
-        """The result of one check that ran (*code* None: it timed out), announced to the monitor."""
-        output = output.replace("\r", "").strip("\n")
+        """The result of one check that ran (*code* None: it timed out), announced to the monitor. The output is
+        redacted first: what a check prints is kept in reports that are committed and published."""
+        output = self.redact(output.replace("\r", "")).strip("\n")
         passed, reason = evaluate(check, code, output)
         status = "passed" if passed else "failed"
         self.monitor.note("info" if passed else "warning", f"{'PASS' if passed else 'FAIL'} {check.id}"

@@ -41,6 +41,48 @@ _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _IID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
+def redact_text(text: str, secrets_: list[str] | tuple[str, ...]) -> str:
+    """*text* with every one of *secrets_* replaced by [redacted] (longest first, so none is left in part)."""
+    for s in sorted((s for s in secrets_ if s), key=len, reverse=True):
+        text = text.replace(s, REDACTED)
+    return text
+
+
+class StreamRedactor:
+    """Redacts secrets from text that arrives in pieces (a console read by read): a secret split across reads is
+    caught because the end of what was read that could begin a secret (at most len(secret)-1 characters) is held
+    back until the next piece shows whether it is one. `feed` returns what is safe to show now; `flush` (at the
+    end) returns what was held back, with a held piece of eight characters or more that begins a secret
+    redacted as well (a secret cut off by the end of the stream)."""
+
+    #: a held-back start of a secret at least this long is redacted by `flush`
+    PARTIAL_MIN = 8
+
+    def __init__(self, secrets_: list[str] | tuple[str, ...]) -> None:
+        self.secrets = [s for s in secrets_ if s]
+        self._held = ""
+
+    def _hold(self, text: str) -> int:
+        """How many characters at the end of *text* could begin one of the secrets."""
+        best = 0
+        for s in self.secrets:
+            for n in range(min(len(s) - 1, len(text)), best, -1):
+                if text.endswith(s[:n]):
+                    best = n
+                    break
+        return best
+
+    def feed(self, chunk: str) -> str:
+        text = redact_text(self._held + chunk, self.secrets)
+        n = self._hold(text)
+        self._held = text[len(text) - n:] if n else ""
+        return text[: len(text) - n]
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return REDACTED if len(held) >= self.PARTIAL_MIN else held
+
+
 @dataclass
 class Credentials:
     """One run's user, password and SSH key pair (the private key stays in *workdir*, mode 0700)."""
@@ -63,9 +105,7 @@ class Credentials:
 
     def redact(self, text: str) -> str:
         """*text* with every secret replaced by [redacted]."""
-        for s in self.secrets():
-            text = text.replace(s, REDACTED)
-        return text
+        return redact_text(text, self.secrets())
 
     def cleanup(self) -> None:
         """Delete the private key and its directory."""

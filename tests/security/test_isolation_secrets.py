@@ -17,7 +17,11 @@ from pathlib import Path
 import pytest
 
 from ccis_workbench.backends.container_test import ContainerTestOptions, run_container_test
+from ccis_workbench.core.checkrun import CheckRun
 from ccis_workbench.core.model import Check
+from ccis_workbench.core.monitor import Monitor, RecordingMonitor
+from ccis_workbench.core.report import BootTestResult, write_reports
+from ccis_workbench.core.seed import REDACTED, StreamRedactor, make_credentials
 from tests.rootfs import BUSYBOX, busybox_root
 
 needs_busybox = pytest.mark.skipif(BUSYBOX is None, reason="busybox is not installed (apt-get install busybox-static)")
@@ -210,3 +214,94 @@ def test_podman_checks_are_unprivileged_capless_offline_and_read_only(hostile_ro
     assert any("ran again with a writable root: touch /ccis-y" in n for n in result.notes)
     assert got["net"].output.strip() == "1"
     assert "container runner: podman (asked for)" in " ".join(result.notes)
+
+
+# -- issue 19: the boot-test password in reports -------------------------------------------------------------
+
+PASSWORD = "Xk7pQ2mNw9RtY4vBz8LcHs3J"  # the shape make_credentials gives: 24 letters and digits
+KEY_LINE = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW"
+
+
+def _stream(redactor: StreamRedactor, chunks: list[str]) -> str:
+    return "".join(redactor.feed(c) for c in chunks) + redactor.flush()
+
+
+@pytest.mark.parametrize("secret", [PASSWORD, KEY_LINE])
+def test_stream_redactor_catches_a_secret_split_anywhere_across_two_and_three_reads(secret: str) -> None:
+    text = f"login ok\n[root@x ~]# cat /seed\npassword: {secret}\nend {secret}{secret} tail\n"
+    want = text.replace(secret, REDACTED)
+    start = text.index(secret)
+    cuts = range(start, start + len(secret) + 1)
+    for i in cuts:
+        out = _stream(StreamRedactor([PASSWORD, KEY_LINE]), [text[:i], text[i:]])
+        assert out == want, i
+    for i in cuts:
+        for j in range(i, start + len(secret) + 1):
+            out = _stream(StreamRedactor([PASSWORD, KEY_LINE]), [text[:i], text[i:j], text[j:]])
+            assert out == want, (i, j)
+    # one character at a time, the worst case
+    assert _stream(StreamRedactor([PASSWORD, KEY_LINE]), list(text)) == want
+
+
+def test_stream_redactor_shows_everything_else_at_once_and_redacts_a_cut_off_secret() -> None:
+    r = StreamRedactor([PASSWORD])
+    assert r.feed("no secret here\n") == "no secret here\n"
+    assert r.feed("pass " + PASSWORD[:10]) == "pass "  # held: it may be the password
+    assert r.feed("zzz") == PASSWORD[:10] + "zzz"  # it was not
+    assert r.feed("x" + PASSWORD[:12]) == "x"
+    assert r.flush() == REDACTED  # the stream ended inside the password: its start is not shown either
+    assert StreamRedactor([]).feed("abc") == "abc"
+
+
+def test_console_never_shows_the_password_split_across_reads() -> None:
+    from ccis_workbench.backends.boottest import _Console
+
+    mon = RecordingMonitor()
+    console = _Console(mon, [PASSWORD])
+    text = f"ccis login: ccis-ab12\nPassword: \nnope {PASSWORD} again {PASSWORD}\n"
+    step = 5
+    for k in range(0, len(text), step):
+        console.write(text[k : k + step])
+    console.close()
+    shown = "".join(a[1] for _, kind, a in mon.events if kind == "output")
+    assert PASSWORD not in shown and PASSWORD not in console.text()
+    assert console.text() == text.replace(PASSWORD, REDACTED)
+
+
+def test_a_check_printing_the_password_yields_reports_without_it(tmp_path: Path) -> None:
+    """What a check prints comes from the shell's unredacted buffer: CheckRun redacts it before it is judged or
+    kept, and redact_result scrubs the whole result before any report is written."""
+    from ccis_workbench.backends.boottest import redact_result
+
+    creds = make_credentials("ccis-test", tmp_root=tmp_path)
+    try:
+        run = CheckRun([Check("leak", "prints the password", "cat /seed/user-data", output="password")], Monitor())
+        run.redact = creds.redact
+        out = f"#cloud-config\npassword: {creds.password}\nssh_authorized_keys:\n  - {creds.public_key}\n"
+        res = run.judge(run.selected[0][0], "custom", 0, out, 0.1)
+        assert creds.password not in res.output and "password: [redacted]" in res.output
+        result = BootTestResult(
+            run_id="r",
+            label="l",
+            image="i",
+            started="s",
+            uri="u",
+            domain="d",
+            domain_type="qemu",
+            seed="nocloud",
+            user=creds.user,
+        )
+        result.checks.append(res)
+        # anything that slipped in elsewhere (a note, an ending message, the console) is scrubbed as well
+        result.notes.append(f"note {creds.password}")
+        result.ending_message = f"ended {creds.password[:12]}|{creds.password[12:]}".replace("|", "")
+        result.console_log = f"console {creds.password}\n"
+        redact_result(result, creds.secrets())
+        paths = write_reports(result, tmp_path / "report")
+        for p in paths.values():
+            text = p.read_text()
+            assert creds.password not in text, p
+            assert not any(s in text for s in creds.secrets()), p
+        assert "password: [redacted]" in (tmp_path / "report" / "junit.xml").read_text()
+    finally:
+        creds.cleanup()
