@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ccis_workbench.core.errors import CatalogError
+from ccis_workbench.core.errors import CatalogError, WorkbenchError
 from ccis_workbench.core.model import (
     AGENTS,
     CONTEXTS,
@@ -34,7 +34,7 @@ from ccis_workbench.core.model import (
     VariableSpec,
 )
 from ccis_workbench.core.schema import Field, validate
-from ccis_workbench.core.textfile import file_kind, read_text
+from ccis_workbench.core.textfile import file_kind, is_lexically_within, read_text, require_within
 from ccis_workbench.core.values import VARIABLES, Rule
 from ccis_workbench.core.yamlfile import LineDict, LineList, load_yaml_file, load_yaml_text
 
@@ -217,7 +217,7 @@ class Catalog:
 
     def _load_release(self, path: Path) -> Release:
         rel = self.rel(path)
-        raw = load_yaml_file(str(path), what="release file")
+        raw = load_yaml_file(str(path), what="release file", within=self.root)
         d = validate(raw, RELEASE_SCHEMA, rel, what="release")
         if d["name"] != path.stem:
             raise CatalogError("Name mismatch", f"name {d['name']!r} differs from the file name {path.stem!r}",
@@ -231,6 +231,9 @@ class Catalog:
 
     def _require_file(self, name: str, rel: str, line: int) -> None:
         path = self.root / name
+        if not Path(os.path.realpath(path)).is_relative_to(Path(os.path.realpath(self.root))):
+            raise CatalogError("Outside the catalog", f"{name} leads outside the catalog (a symbolic link or '..')",
+                               file=rel, line=line, hint="catalog files must be plain files inside the catalog")
         if path.exists() and not path.is_file():
             raise CatalogError("Not a file", f"{name} is {_kind(path)}, not a regular file", file=rel, line=line,
                                hint="a catalog file must be a plain file")
@@ -240,7 +243,7 @@ class Catalog:
 
     def _load_layer(self, path: Path, schema: dict[str, Field], kind: str) -> LayerSpec:
         rel = self.rel(path)
-        raw = load_yaml_file(str(path), what=f"{kind} file")
+        raw = load_yaml_file(str(path), what=f"{kind} file", within=self.root)
         d = validate(raw, schema, rel, what=kind)
         if d["name"] != path.stem:
             raise CatalogError("Name mismatch", f"name {d['name']!r} differs from the file name {path.stem!r}",
@@ -248,6 +251,8 @@ class Catalog:
         fragment = d["fragment"]
         if fragment is None:
             candidate = path.with_suffix(".ks.j2")
+            if candidate.is_symlink() or candidate.exists():
+                require_within(candidate, self.root, what="fragment")
             if candidate.exists() and not candidate.is_file():
                 raise CatalogError("Not a file", f"{candidate.name} is {_kind(candidate)}, not a regular file",
                                    file=self.rel(candidate), hint="a fragment must be a plain file")
@@ -335,8 +340,17 @@ class Catalog:
             known = ", ".join(self.profile_names()) or "none"
             raise CatalogError("Unknown profile", f"no profile named {name_or_path!r}", file=str(path),
                                hint=f"known profiles: {known}")
+        if is_lexically_within(path, self.root):  # a file of the catalog: it must not lead out of it
+            text = read_text(path, what="profile", within=self.root)
+            return self.parse_profile_text(text, self.rel(path))
+        # a file the user named elsewhere: it may be anything (`render /etc/shadow`), so a message about it
+        # never quotes it (a key, a value); the title, line and hint say what is wrong
         text = read_text(path, what="profile")
-        return self.parse_profile_text(text, self.rel(path))
+        try:
+            return self.parse_profile_text(text, str(path))
+        except WorkbenchError as exc:
+            raise CatalogError(exc.title, "(the file is outside the catalog, so its content is not quoted)",
+                               file=str(path), line=exc.location.line if exc.location else 0, hint=exc.hint) from None
 
     def parse_profile_text(self, text: str, filename: str) -> Profile:
         """Parse profile YAML *text*; *filename* is used in messages and as the profile's source."""

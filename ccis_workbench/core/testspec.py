@@ -136,7 +136,7 @@ def load_spec(root: str | Path) -> TestSpec:
     path = Path(root) / SPEC_FILE
     if not path.exists():
         return TestSpec.empty()
-    raw = load_yaml_file(str(path), what="test spec")
+    raw = load_yaml_file(str(path), what="test spec", within=root)
     return parse_spec(raw, SPEC_FILE)
 
 

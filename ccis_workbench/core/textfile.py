@@ -55,16 +55,40 @@ def require_regular(path: str | os.PathLike[str], *, what: str = "file") -> None
         raise _not_regular(p, what, st.st_mode)
 
 
-def read_bytes_capped(path: str | os.PathLike[str], *, what: str = "file", limit: int = MAX_TEXT_BYTES) -> bytes:
-    """The bytes of the regular file *path*, at most *limit* of them; anything else is a WorkbenchError naming
-    the file: missing, unreadable, not a regular file (never opened for reading, so a FIFO cannot hang), or
-    larger than *limit*."""
+def is_lexically_within(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> bool:
+    """Whether *path* names a place under *root* as written (symbolic links not followed): a file of the
+    catalog, as opposed to a file the user named elsewhere."""
+    return Path(os.path.abspath(path)).is_relative_to(Path(os.path.abspath(root)))
+
+
+def require_within(path: str | os.PathLike[str], root: str | os.PathLike[str], *, what: str = "file") -> Path:
+    """The real path of *path*, which must resolve inside the catalog *root*; a symbolic link (or `..`) that
+    leads out of it is refused by name, without reading anything from where it leads."""
     p = Path(path)
+    real = Path(os.path.realpath(p))
+    if not real.is_relative_to(Path(os.path.realpath(root))):
+        raise WorkbenchError("Outside the catalog", f"the {what} leads outside the catalog (a symbolic link or "
+                             "'..'); it is not read", file=str(p),
+                             hint="catalog files must be plain files inside the catalog")
+    return real
+
+
+def read_bytes_capped(path: str | os.PathLike[str], *, what: str = "file", limit: int = MAX_TEXT_BYTES,
+                      within: str | os.PathLike[str] | None = None) -> bytes:
+    """The bytes of the regular file *path*, at most *limit* of them; anything else is a WorkbenchError naming
+    the file: missing, unreadable, not a regular file (never opened for reading, so a FIFO cannot hang), larger
+    than *limit*, or (given the catalog root *within*) leading outside the catalog (never opened)."""
+    p = Path(path)
+    target = p
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    if within is not None:
+        target = require_within(p, within, what=what)
+        flags |= os.O_NOFOLLOW  # the resolved path has no link left; one planted since is refused
     try:
-        st = os.stat(p)
+        st = os.stat(target)
         if not stat.S_ISREG(st.st_mode):
             raise _not_regular(p, what, st.st_mode)
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        fd = os.open(target, flags)
     except FileNotFoundError:
         raise WorkbenchError("File not found", f"the {what} does not exist", file=str(p),
                              hint="check the name and the current directory") from None
@@ -93,10 +117,12 @@ def _too_large(p: Path, what: str, limit: int) -> WorkbenchError:
                           file=str(p), hint="point at the kickstart or YAML file itself")
 
 
-def read_text(path: str | os.PathLike[str], *, what: str = "file") -> str:
-    """Return the text of *path*, or raise a WorkbenchError naming the file and the problem."""
+def read_text(path: str | os.PathLike[str], *, what: str = "file",
+              within: str | os.PathLike[str] | None = None) -> str:
+    """Return the text of *path*, or raise a WorkbenchError naming the file and the problem. Given the catalog
+    root *within*, the file must resolve inside it (see require_within)."""
     p = Path(path)
-    data = read_bytes_capped(p, what=what)
+    data = read_bytes_capped(p, what=what, within=within)
     nul = data.find(b"\0")
     if nul >= 0:
         line = data.count(b"\n", 0, nul) + 1

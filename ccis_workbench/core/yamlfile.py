@@ -11,6 +11,7 @@ laughs") or deep nesting cannot cost minutes and gigabytes in whatever later wal
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import yaml
@@ -182,6 +183,7 @@ def load_yaml_text(text: str, filename: str) -> Any:
         loader.dispose()
 
 
-def load_yaml_file(path: str, *, what: str = "YAML file") -> Any:
-    """Read and parse a YAML file; see load_yaml_text."""
-    return load_yaml_text(read_text(path, what=what), path)
+def load_yaml_file(path: str, *, what: str = "YAML file", within: str | os.PathLike[str] | None = None) -> Any:
+    """Read and parse a YAML file; see load_yaml_text. Given the catalog root *within*, the file must resolve
+    inside it (a symbolic link out of the catalog is refused without being read)."""
+    return load_yaml_text(read_text(path, what=what, within=within), path)

@@ -186,3 +186,67 @@ def test_huge_catalog_file_is_refused_by_size(mini_catalog: Path) -> None:
     with big.open("a") as fh:
         fh.truncate(MAX_TEXT_BYTES * 64)  # sparse: large, yet costs no disk
     expect_refusal(mini_catalog, "kickstarts/overlays/beta.yaml", None, "too large", "list", "overlays")
+
+
+# -- 3. files that lead outside the catalog --------------------------------------------------------------------
+
+SECRET = "TOPSECRET-7f3a"
+
+
+def _secret_yaml(tmp_path: Path) -> Path:
+    """A file outside the catalog whose content every error path would quote (an unknown key, a bad value)."""
+    path = tmp_path / "secret.yaml"
+    path.write_text(f"{SECRET}: {SECRET}\nname: {SECRET}\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("where", "args"),
+    [
+        ("profiles/p.yaml", ("render", "p")),
+        ("kickstarts/releases/centos-stream-9.yaml", ("list", "releases")),
+        ("kickstarts/targets/openstack.yaml", ("list", "targets")),
+        ("kickstarts/overlays/beta.yaml", ("list", "overlays")),
+        ("kickstarts/testspec.yaml", ("spec", "p")),
+        ("kickstarts/overlays/beta.ks.j2", ("list", "overlays")),
+    ],
+    ids=["profile", "release", "target", "overlay", "testspec", "fragment"],
+)
+def test_symlink_out_of_the_catalog_is_refused_unread(
+    mini_catalog: Path, tmp_path: Path, where: str, args: tuple[str, ...]
+) -> None:
+    link = mini_catalog / where
+    link.unlink(missing_ok=True)
+    link.symlink_to(_secret_yaml(tmp_path))
+    err = expect_refusal(mini_catalog, where, None, "outside the catalog", *args)
+    assert SECRET not in err
+
+
+def test_profile_by_path_through_a_link_out_is_refused(mini_catalog: Path, tmp_path: Path) -> None:
+    link = mini_catalog / "profiles/q.yaml"
+    link.symlink_to(_secret_yaml(tmp_path))
+    err = expect_refusal(mini_catalog, "profiles/q.yaml", None, "outside the catalog", "render", "profiles/q.yaml")
+    assert SECRET not in err
+    err = expect_refusal(mini_catalog, "profiles/q.yaml", None, "outside the catalog", "render", "q")
+    assert SECRET not in err
+
+
+def test_fragment_key_leading_out_is_refused(mini_catalog: Path, tmp_path: Path) -> None:
+    secret = _secret_yaml(tmp_path)
+    rel = os.path.relpath(secret, mini_catalog / "kickstarts/overlays")
+    (mini_catalog / "kickstarts/overlays/beta.yaml").write_text(f"name: beta\ntitle: Beta\nfragment: {rel}\n")
+    err = expect_refusal(mini_catalog, "kickstarts/overlays/beta.yaml", 3, "outside the catalog", "list", "overlays")
+    assert SECRET not in err
+
+
+def test_a_file_named_outside_the_catalog_is_never_quoted(mini_catalog: Path, tmp_path: Path) -> None:
+    secret = _secret_yaml(tmp_path)
+    err = expect_refusal(mini_catalog, str(secret), 1, "unknown key", "render", str(secret))
+    assert SECRET not in err
+    shadow = Path("/etc/shadow")
+    if shadow.is_file() and os.access(shadow, os.R_OK):
+        first = shadow.read_text(errors="replace").splitlines()[0]
+        res = run_cli(mini_catalog, "render", str(shadow))
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+        assert first not in res.stderr + res.stdout
+        assert first.split(":")[0] + ":" not in res.stderr + res.stdout
