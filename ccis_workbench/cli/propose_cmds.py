@@ -6,6 +6,7 @@ Neither imports textual or libvirt. `propose` never changes the user's working t
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -124,6 +125,23 @@ def cmd_propose(args: argparse.Namespace) -> int:
 
 # -- koji ------------------------------------------------------------------------------------------------------
 
+def _check_koji_output(outdir: Path, files: list[Path]) -> None:
+    """`koji -o DIR` writes two files into DIR: refuse (exit 2, before anything is written) a DIR that is a file
+    or a link, and files that exist already (there is no --force: nothing is overwritten)."""
+    from ccis_workbench.core.errors import WorkbenchError
+
+    if os.path.lexists(outdir) and (outdir.is_symlink() or not outdir.is_dir()):
+        raise WorkbenchError("Output is not a folder", "-o names the folder for the .ks and .koji.ini; this exists "
+                             "and is a file (or a link)", file=str(outdir),
+                             hint="give a new or existing folder with -o; nothing was written")
+    existing = [f for f in files if os.path.lexists(f)]
+    if existing:
+        raise WorkbenchError("Output exists", f"{', '.join(f.name for f in existing)} would be overwritten",
+                             file=str(existing[0]),
+                             hint="choose another folder with -o or another --tag, or remove the old files; nothing "
+                                  "was written")
+
+
 def cmd_koji(args: argparse.Namespace) -> int:
     from ccis_workbench.core import koji
     from ccis_workbench.core.compose import Composer
@@ -146,8 +164,9 @@ def cmd_koji(args: argparse.Namespace) -> int:
     ini = cfg.to_ini(comment=comment.rstrip("\n"))
     findings = [f for f in lint_text(ks_text, comp.version, filename=ks_name, target=comp.target, backend="koji")
                 if f.severity == "error" and not f.waived]
-    outdir.mkdir(parents=True, exist_ok=True)
     ks_path, ini_path = outdir / ks_name, outdir / ini_name
+    _check_koji_output(outdir, [ks_path, ini_path])
+    outdir.mkdir(parents=True, exist_ok=True)
     write_atomic(ks_path, ks_text)
     write_atomic(ini_path, ini)
     cmd = koji.command(str(ini_path), scratch=not args.no_scratch, koji=args.client)

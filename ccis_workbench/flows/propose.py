@@ -185,7 +185,10 @@ def commit_proposal(draft: ProposalDraft, request: ProposeRequest) -> dict[str, 
     from ccis_workbench import gitops as git
 
     outdir = draft.outdir
-    if outdir.exists() and (not outdir.is_dir() or any(outdir.iterdir())):
+    if os.path.lexists(outdir) and (outdir.is_symlink() or not outdir.is_dir()):
+        raise WorkbenchError("Output is not a folder", "it exists and is a file (or a link): it would be replaced",
+                             file=str(outdir), hint="choose a new or empty folder with --output; nothing was changed")
+    if outdir.exists() and any(outdir.iterdir()):
         raise WorkbenchError("Output folder not empty", "the patches would mix with other files", file=str(outdir),
                              hint="choose an empty folder with --output; nothing was changed")
     git.check_identity(draft.repo)

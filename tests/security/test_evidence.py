@@ -538,3 +538,77 @@ def test_hostile_evidence_json_is_a_clear_error(work: Path, tmp_path: Path, kind
     assert "Traceback" not in proc.stderr
     assert f"{report}: Bad evidence file" in proc.stderr.splitlines()[0], proc.stderr
     assert not out.exists() and not git(work, "branch", "--list", "propose/*").strip()
+
+
+# -- output paths that exist: a clear error, nothing overwritten ------------------------------------------------
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ccis_workbench", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_limits,
+        cwd=cwd,
+        env=dict(os.environ),
+        check=False,
+    )
+
+
+def _existing_file(tmp_path: Path) -> tuple[Path, Path]:
+    f = tmp_path / "precious.txt"
+    f.write_text("keep me\n")
+    return f, f
+
+
+def _symlink_to_file(tmp_path: Path) -> tuple[Path, Path]:
+    f = tmp_path / "precious.txt"
+    f.write_text("keep me\n")
+    (tmp_path / "link").symlink_to(f)
+    return tmp_path / "link", f
+
+
+def _dangling_symlink(tmp_path: Path) -> tuple[Path, Path]:
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    return tmp_path / "link", tmp_path / "link"
+
+
+@pytest.mark.parametrize("make", [_existing_file, _symlink_to_file, _dangling_symlink])
+def test_koji_output_that_is_a_file_is_refused(work: Path, tmp_path: Path, make) -> None:
+    out, watched = make(tmp_path)
+    before = watched.read_bytes() if watched.exists() else os.readlink(watched)
+    proc = cli("--catalog", str(work), "koji", "p", "-o", str(out), "--tag", TAG, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[0] == f"error: {out}: Output is not a folder", proc.stderr
+    assert (watched.read_bytes() if watched.exists() else os.readlink(watched)) == before
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_koji_never_overwrites_its_files(work: Path, tmp_path: Path) -> None:
+    out = tmp_path / "koji"
+    assert cli("--catalog", str(work), "koji", "p", "-o", str(out), "--tag", TAG, cwd=tmp_path).returncode == 0
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert len(files) == 2
+    for p in out.iterdir():
+        p.write_bytes(b"edited by hand\n")
+    proc = cli("--catalog", str(work), "koji", "p", "-o", str(out), "--tag", TAG, cwd=tmp_path)
+    assert proc.returncode == 2 and "Output exists" in proc.stderr and "would be overwritten" in proc.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == dict.fromkeys(files, b"edited by hand\n")
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "no temporary file left behind"
+
+
+@pytest.mark.parametrize("make", [_existing_file, _symlink_to_file, _dangling_symlink])
+def test_propose_output_that_is_a_file_is_refused(work: Path, tmp_path: Path, make) -> None:
+    out, watched = make(tmp_path)
+    before = watched.read_bytes() if watched.exists() else os.readlink(watched)
+    proc = cli(
+        "--catalog", str(work), "propose", "p", "--tag", TAG, "--allow-missing", "--output", str(out), cwd=tmp_path
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"error: {out}: Output is not a folder" in proc.stderr, proc.stderr
+    assert (watched.read_bytes() if watched.exists() else os.readlink(watched)) == before
+    assert not git(work, "branch", "--list", "propose/*").strip(), "no branch left behind"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(f".{out.name}.")]
