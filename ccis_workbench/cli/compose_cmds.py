@@ -45,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g.add_argument("--against-profile", metavar="PROFILE", help="another profile (name or YAML path)")
     g.add_argument("--against-rev", metavar="REV", help="the same profile file at a git revision, e.g. HEAD~1")
     p.add_argument("--semantic-only", action="store_true", help="print the semantic summary only")
+    p.add_argument("--explain", action="store_true",
+                   help="against the official kickstart the target follows (--against-file, else the facts its "
+                   "fidelity ledger records): mark each difference explained (with its reason) or unexplained; "
+                   "exit 1 on any unexplained one")
     p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser("lint", help="lint a profile's merged kickstart, or any kickstart file (exit 1 on findings)")
@@ -163,6 +167,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from ccis_workbench.flows import review
 
     cat, composer, comp = compose_from_args(args)
+    if args.explain:
+        return _explain(args, comp)
     if args.against_file:
         result = review.diff_against_file(comp, args.against_file)
     elif args.against_profile:
@@ -182,6 +188,31 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print()
         sys.stdout.write(result.unified if result.unified.endswith("\n") else result.unified + "\n")
     return 1 if differs else 0
+
+
+def _explain(args: argparse.Namespace, comp: Any) -> int:
+    from ccis_workbench.flows import review
+
+    if args.against_profile or args.against_rev:
+        raise WorkbenchError("Bad argument", "--explain compares with the official kickstart: give --against-file "
+                             "OFFICIAL.ks or no --against-* option (the ledger's facts)")
+    result, explained = review.explain_differences(comp, args.against_file)
+    if args.json:
+        emit_json(dict(explained.to_dict(), a_label=result.a_label, b_label=result.b_label))
+        return 1 if explained.unexplained else 0
+    print(f"# {result.a_label} -> {result.b_label}")
+    print(f"# follows {explained.follows}")
+    for item in explained.items:
+        e = item.explanation
+        if e is None:
+            print(f"UNEXPLAINED  {item.difference.summary}")
+        else:
+            print(f"explained    {item.difference.summary}\n             because {e.reason} ({e.where})")
+    for e in explained.stale:
+        print(f"stale        {e.key}: matches no difference ({e.where})")
+    print(f"{len(explained.items)} difference(s): {len(explained.explained)} explained, "
+          f"{len(explained.unexplained)} unexplained, {len(explained.stale)} stale explanation(s)")
+    return 1 if explained.unexplained else 0
 
 
 # -- lint ------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ccis_workbench.core import ledger
 from ccis_workbench.core.errors import CatalogError, WorkbenchError
 from ccis_workbench.core.model import (
     AGENTS,
@@ -76,6 +77,7 @@ RELEASE_SCHEMA = {
     "kernel_args": Field(list, default=list, items=str, pattern=KERNEL_ARG),
     "notes": Field(list, default=list, items=str),
     "checks": Field(list, default=list, items=dict, schema=CHECK_SCHEMA),
+    "fidelity": Field(dict, doc="differences from the official kickstarts every target on it makes (core/ledger.py)"),
 }
 
 _LAYER_FIELDS = {
@@ -101,6 +103,7 @@ TARGET_SCHEMA = dict(_LAYER_FIELDS, **{
     "formats": Field(list, required=True, items=str, choices=FORMATS),
     "seed": Field(str, default="nocloud", choices=SEEDS),
     "default_user": Field(str, pattern=r"[a-z_][a-z0-9_-]*"),
+    "fidelity": Field(list, default=list, items=dict, doc="the fidelity ledger (core/ledger.py), checked there"),
 })
 
 OVERLAY_SCHEMA = dict(_LAYER_FIELDS, **{
@@ -130,6 +133,7 @@ PROFILE_SCHEMA = {
     "kickstart": Field(str, default=""),
     "checks": Field(list, default=list, items=dict, schema=CHECK_SCHEMA),
     "waivers": Field(dict, default=dict, doc="lint rule id or name -> why this profile may break it"),
+    "fidelity": Field(dict, doc="the profile's own intended differences from the official kickstart"),
 }
 
 
@@ -227,7 +231,8 @@ class Catalog:
                        tree=d["tree"], repos=[Repo(r["name"], r["url"], r["redistributable"]) for r in d["repos"]],
                        stage2=d["stage2"], eol=d["eol"], vault=d["vault"], baseline=d["baseline"],
                        kernel_args=d["kernel_args"], notes=d["notes"], source=rel,
-                       checks=_checks(d["checks"], raw.get("checks"), rel, "baseline"))
+                       checks=_checks(d["checks"], raw.get("checks"), rel, "baseline"),
+                       fidelity=ledger.parse_shared_ledger(raw.get("fidelity"), rel, f"baseline:{d['name']}"))
 
     def _require_file(self, name: str, rel: str, line: int) -> None:
         path = self.root / name
@@ -282,7 +287,8 @@ class Catalog:
         )
         if kind == "target":
             target = Target(**common, agent=d["agent"], datasources=d["datasources"], formats=d["formats"],
-                            seed=d["seed"], default_user=d["default_user"])
+                            seed=d["seed"], default_user=d["default_user"],
+                            fidelity=ledger.parse_target_ledger(raw.get("fidelity"), rel, label, RELEASES))
             for chk in target.checks:
                 if target.context not in chk.runs_in:
                     raise CatalogError(
@@ -375,7 +381,9 @@ class Catalog:
                        overlays=list(d["overlays"]), variables=dict(d["variables"]), description=d["description"],
                        kickstart=d["kickstart"], kickstart_line=ks_line,
                        checks=_checks(d["checks"], raw.get("checks"), rel, "profile"),
-                       waivers={str(k): str(v) for k, v in d["waivers"].items()}, source=rel, lines=lines)
+                       waivers={str(k): str(v) for k, v in d["waivers"].items()}, source=rel, lines=lines,
+                       fidelity=ledger.parse_shared_ledger(raw.get("fidelity"), rel,
+                                                           f"profile:{d['name'] or default_name}"))
 
     def variable_rules(self, overlays: list[Overlay]) -> dict[str, Rule]:
         """The variables a profile with these overlays accepts: the common ones plus each overlay's."""

@@ -1005,3 +1005,17 @@ def _timezone(ctx: LintContext) -> Iterator[Hit]:
         yield Hit(0, "no timezone command (UTC recommended)")
     elif tz.timezone not in ("UTC", "Etc/UTC", "Etc/GMT", "GMT", "Etc/Universal", "Universal", "Zulu"):
         yield Hit(tz.lineno, f"timezone is {tz.timezone}; cloud images use UTC")
+
+
+@rule("CCIS200", "fidelity-stale", "warning", "Stale fidelity-ledger explanation",
+      """The target's fidelity ledger explains a difference from the official kickstart it follows that no longer
+      exists between that kickstart's recorded facts and this one: the catalog changed (or adopted the official
+      choice) and the explanation was left behind. Remove it, or correct its key (`diff PROFILE --explain`).""")
+def _fidelity_stale(ctx: LintContext) -> Iterator[Hit]:
+    if ctx.target is None or ctx.release is None:
+        return
+    from ccis_workbench.core.ledger import stale_target_explanations
+
+    for e in stale_target_explanations(ctx.target, ctx.release, ctx.handler):
+        yield Hit(0, f"the ledger explains {e.key!r}, which matches no difference from the official kickstart "
+                  "any more", Origin(e.layer or f"target:{ctx.target.name}", e.file, e.line))

@@ -73,6 +73,8 @@ class Release:
     notes: list[str]
     source: str
     checks: list[Check] = field(default_factory=list)
+    #: core.ledger.Explanation: differences from the official kickstarts its baseline makes on every target
+    fidelity: list[Any] = field(default_factory=list)
 
     def tree_url(self, arch: str) -> str:
         return self.tree.format(arch=arch)
@@ -107,6 +109,8 @@ class Target(LayerSpec):
     formats: list[str] = field(default_factory=list)
     seed: str = "nocloud"
     default_user: str | None = None
+    #: the fidelity ledger: core.ledger.LedgerEntry per release (the official kickstart followed, differences)
+    fidelity: list[Any] = field(default_factory=list)
 
     @property
     def context(self) -> str:
@@ -161,3 +165,4 @@ class Profile:
     waivers: dict[str, str] = field(default_factory=dict)  # lint rule id or name -> reason
     source: str | None = None  # path of the YAML, None for an ad-hoc choice
     lines: dict[str, int] = field(default_factory=dict)  # key -> line in the YAML
+    fidelity: list[Any] = field(default_factory=list)  # core.ledger.Explanation: the profile's own differences

@@ -52,3 +52,31 @@ def diff_against_rev(catalog: Any, composer: Any, comp: Any, rev: str) -> Any:
     old_text = kdiff.profile_at_revision(catalog.root, comp.profile.source, rev)
     old_profile = catalog.parse_profile_text(old_text, f"{comp.profile.source}@{rev}")
     return kdiff.diff_compositions(composer.compose(old_profile), comp)
+
+
+def explain_differences(comp: Any, path: str | Path | None = None) -> tuple[Any, Any]:
+    """The composition against the official kickstart its target follows, every difference explained or not.
+
+    *path* is the official file itself; without it, the facts the ledger records of that file stand in for it.
+    Returns (core.diff.KickstartDiff, core.ledger.Explained). No ledger entry for the target and release is bad
+    input (the target's YAML is named).
+    """
+    from ccis_workbench.core import diff as kdiff
+    from ccis_workbench.core import ledger
+
+    entry, explanations, shared = ledger.explanations_for(comp)
+    if entry is None:
+        where = comp.target.source if comp.target is not None else comp.release.source
+        raise WorkbenchError("No fidelity ledger", f"{comp.target.name if comp.target else 'the baseline'} records "
+                             f"no official kickstart it follows on {comp.release.name}", file=where,
+                             hint="add a `fidelity:` entry for the release (see core/ledger.py), or diff without "
+                             "--explain")
+    if path is not None:
+        result = diff_against_file(comp, path)
+    else:
+        official = ledger.facts_handler(entry, comp.version)
+        text, _ = ledger.facts_kickstart(entry)
+        side = kdiff.Side(f"facts of {entry.follows.name} ({entry.file}:{entry.line})", comp.version, official,
+                          kdiff.canonical_text(text, comp.version))
+        result = kdiff.diff_sides(side, kdiff.Side.from_composition(comp, f"profile {comp.profile.name}"))
+    return result, ledger.explain(result.semantic, explanations, entry.follows, shared)
