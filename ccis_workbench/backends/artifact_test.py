@@ -20,7 +20,7 @@ from ccis_workbench.backends.container_test import ContainerTestOptions, run_con
 from ccis_workbench.core.errors import WorkbenchError
 from ccis_workbench.core.monitor import Monitor
 from ccis_workbench.core.report import BootTestResult
-from ccis_workbench.core.testimage import artifact_kind, disk_for, kickstart_login
+from ccis_workbench.core.testimage import artifact_kind, checked_members, disk_for, kickstart_login
 from ccis_workbench.core.testspec import CheckPlan
 
 
@@ -55,6 +55,8 @@ def run_artifact_test(image: Path, comp: Any, plan: CheckPlan, monitor: Monitor,
     pre = []
     if kind == "vagrant-box":
         from ccis_workbench.backends.vagrant_check import CHECK_ID, check_vagrant_box
+
+        checked_members(image)  # a box with links, devices or `..` names is refused before vagrant unpacks it
 
         monitor.stage("vagrant", f"vagrant box add {image.name} (private VAGRANT_HOME)")
         monitor.check(CHECK_ID, "running", "")

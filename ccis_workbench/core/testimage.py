@@ -9,7 +9,9 @@ the artifact itself is never written.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ccis_workbench.core.errors import WorkbenchError
+from ccis_workbench.core.installsource import shown
 
 #: artifact kind -> file name endings, in the order an artifact directory is searched
 KINDS: dict[str, tuple[str, ...]] = {
@@ -48,9 +51,12 @@ def find_artifact(d: Path, prefer: str | None = None) -> Path:
             if found:
                 return found[0].resolve()
     wanted = ", ".join(s for k in kinds for s in KINDS[k])
-    raise WorkbenchError("Nothing to test", f"{d} holds no {wanted} artifact", file=str(d),
-                         hint="boot-test needs one of the build's formats: qcow2, raw, vagrant-libvirt, gce-tar or "
-                              "rootfs-tar")
+    raise WorkbenchError(
+        "Nothing to test",
+        f"{d} holds no {wanted} artifact",
+        file=str(d),
+        hint="boot-test needs one of the build's formats: qcow2, raw, vagrant-libvirt, gce-tar or rootfs-tar",
+    )
 
 
 @dataclass
@@ -71,44 +77,163 @@ class TestDisk:
             self.unpacked = False
 
 
+#: The most members a box or GCE tar may hold (the build writes two or three).
+MAX_MEMBERS = 10_000
+#: The most a box's metadata.json may weigh.
+MAX_METADATA = 1 << 20
+
+
+def _member_refused(member: tarfile.TarInfo) -> str | None:
+    """Why an archive *member* may not be unpacked, or None: only plain files and folders, with relative names
+    that stay inside the work folder, are."""
+    name = member.name
+    if any(not c.isprintable() for c in name):
+        return "its name holds control characters"
+    if name.startswith("/"):
+        return "its name is an absolute path"
+    if ".." in name.split("/"):
+        return "its name climbs out with `..`"
+    if member.issym():
+        return f"it is a symbolic link (to {shown(member.linkname)!r})"
+    if member.islnk():
+        return f"it is a hard link (to {shown(member.linkname)!r})"
+    if member.ischr() or member.isblk():
+        return "it is a device"
+    if member.isfifo():
+        return "it is a FIFO"
+    if not (member.isreg() or member.isdir()):
+        return f"it is not a plain file or folder (tar type {member.type!r})"
+    return None
+
+
+def checked_members(artifact: Path) -> dict[str, tarfile.TarInfo]:
+    """The members of a box or GCE tar by name (without a leading "./"), each checked first: a symlink, hard
+    link, device, FIFO, absolute or `..` name is a WorkbenchError naming the archive and the member."""
+    try:
+        tf = tarfile.open(artifact, "r:*")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise WorkbenchError("Not a readable tar", shown(str(exc), 200), file=str(artifact)) from None
+    found: dict[str, tarfile.TarInfo] = {}
+    with tf:
+        try:
+            while (member := tf.next()) is not None:
+                if len(found) >= MAX_MEMBERS:
+                    raise WorkbenchError(
+                        "Unsafe archive",
+                        f"{artifact.name} holds more than {MAX_MEMBERS} members",
+                        file=str(artifact),
+                        hint="a box or GCE tar holds a few files",
+                    )
+                why = _member_refused(member)
+                name = member.name[2:] if member.name.startswith("./") else member.name
+                name = name.rstrip("/") if member.isdir() else name
+                if why is None and name in found and not member.isdir():
+                    why = "its name appears twice"
+                if why:
+                    raise WorkbenchError(
+                        "Unsafe archive member",
+                        f"{shown(member.name)!r} in {artifact.name}: {why}",
+                        file=str(artifact),
+                        hint="a box or GCE tar holds plain files only; this one is broken or hostile: do not use it",
+                    )
+                found[name] = member
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise WorkbenchError("Not a readable tar", shown(str(exc), 200), file=str(artifact)) from None
+    return found
+
+
 def disk_for(artifact: Path, workdir: str | None = None) -> TestDisk:
-    """A disk to boot from *artifact*: the file itself, or the disk unpacked from a Vagrant box or GCE tar."""
+    """A disk to boot from *artifact*: the file itself, or the disk unpacked from a Vagrant box or GCE tar (whose
+    members are checked first: no links, devices, FIFOs, absolute or `..` names)."""
     kind = artifact_kind(artifact)
     if kind == "rootfs":
-        raise WorkbenchError("A container image does not boot", "a rootfs tar is checked as a container",
-                             file=str(artifact), hint="boot-test runs its checks in a container for rootfs tars")
+        raise WorkbenchError(
+            "A container image does not boot",
+            "a rootfs tar is checked as a container",
+            file=str(artifact),
+            hint="boot-test runs its checks in a container for rootfs tars",
+        )
     if kind == "disk":
         return TestDisk(artifact, artifact, kind)
     inner = INNER_DISK[kind]
-    members = relative_names(tar_members(artifact))
-    if inner not in members:
-        raise WorkbenchError("No disk in the artifact", f"{artifact.name} holds no {inner} (members: "
-                             f"{', '.join(sorted(members)[:8]) or 'none'})", file=str(artifact))
+    members = checked_members(artifact)
+    if inner not in members or not members[inner].isreg():
+        raise WorkbenchError(
+            "No disk in the artifact",
+            f"{artifact.name} holds no {inner} (members: {', '.join(shown(n) for n in sorted(members)[:8]) or 'none'})",
+            file=str(artifact),
+        )
+    meta = _metadata(artifact, members) if kind == "vagrant-box" else None
     try:
         tmp = Path(tempfile.mkdtemp(prefix="ccis-boot-test-disk-", dir=workdir))
     except OSError as exc:
-        raise WorkbenchError("Cannot unpack here", f"no private directory can be made: {exc.strerror or exc}",
-                             file=workdir or tempfile.gettempdir(),
-                             hint="give --workdir an existing, writable directory") from None
+        raise WorkbenchError(
+            "Cannot unpack here",
+            f"no private directory can be made: {exc.strerror or exc}",
+            file=workdir or tempfile.gettempdir(),
+            hint="give --workdir an existing, writable directory",
+        ) from None
     tmp.chmod(0o755)  # qemu runs as another user on most hosts: it must reach the unpacked disk
     try:
-        proc = subprocess.run(["tar", "-xSf", str(artifact), "-C", str(tmp), inner], capture_output=True, text=True,
-                              timeout=1800, check=False)
+        proc = subprocess.run(
+            ["tar", "-xSf", str(artifact), "-C", str(tmp), "--no-same-owner", "--", members[inner].name],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
         if proc.returncode != 0:
             msg = tool_message(proc.stderr, proc.returncode)
-            raise WorkbenchError("Cannot unpack the disk", msg, file=str(artifact),
-                                 hint="free space in the temporary directory" if "space" in msg else "")
+            raise WorkbenchError(
+                "Cannot unpack the disk",
+                msg,
+                file=str(artifact),
+                hint="free space in the temporary directory" if "space" in msg else "",
+            )
         disk = tmp / inner
-        disk.chmod(0o644)
-        meta = None
-        if kind == "vagrant-box" and "metadata.json" in members:
-            with tarfile.open(artifact) as tf:
-                fh = tf.extractfile("metadata.json")
-                meta = json.loads(fh.read().decode("utf-8")) if fh is not None else None
+        # the mode is changed on the file itself, never through a link (O_NOFOLLOW: a link fails to open)
+        try:
+            fd = os.open(disk, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise WorkbenchError(
+                "Cannot unpack the disk",
+                f"{inner} is not a plain file once unpacked ({exc.strerror or exc})",
+                file=str(artifact),
+            ) from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise WorkbenchError(
+                    "Cannot unpack the disk", f"{inner} is not a plain file once unpacked", file=str(artifact)
+                )
+            os.fchmod(fd, 0o644)
+        finally:
+            os.close(fd)
         return TestDisk(disk, artifact, kind, unpacked=True, metadata=meta)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _metadata(artifact: Path, members: dict[str, tarfile.TarInfo]) -> dict[str, Any] | None:
+    """A Vagrant box's metadata.json (checked: a plain file, at most MAX_METADATA bytes, JSON), or None."""
+    member = members.get("metadata.json")
+    if member is None:
+        return None
+    where = f"{artifact}:metadata.json"
+    if not member.isreg() or member.size > MAX_METADATA:
+        raise WorkbenchError(
+            "Unusable box metadata", f"metadata.json is not a plain file of at most {MAX_METADATA} bytes", file=where
+        )
+    try:
+        with tarfile.open(artifact, "r:*") as tf:
+            fh = tf.extractfile(member)
+            raw = fh.read(MAX_METADATA + 1) if fh is not None else b"{}"
+        meta = json.loads(raw.decode("utf-8"))
+    except json.JSONDecodeError as exc:
+        raise WorkbenchError("Unusable box metadata", exc.msg, file=where, line=exc.lineno) from None
+    except (UnicodeDecodeError, RecursionError, tarfile.TarError, OSError, EOFError) as exc:
+        raise WorkbenchError("Unusable box metadata", shown(str(exc) or type(exc).__name__, 200), file=where) from None
+    return meta if isinstance(meta, dict) else None
 
 
 def tool_message(output: str, code: int | None) -> str:
@@ -119,11 +244,11 @@ def tool_message(output: str, code: int | None) -> str:
 def tar_members(artifact: Path, *, title: str = "Not a readable tar", hint: str = "") -> list[str]:
     """The member names of a tar (any compression), listed with the real `tar`, as it prints them."""
     try:
-        proc = subprocess.run(["tar", "-tf", str(artifact)], capture_output=True, text=True, timeout=600,
-                              check=False)
+        proc = subprocess.run(["tar", "-tf", str(artifact)], capture_output=True, text=True, timeout=600, check=False)
     except FileNotFoundError:
-        raise WorkbenchError("tar is missing", "tar lists and unpacks the artifact",
-                             hint="apt-get install tar xz-utils") from None
+        raise WorkbenchError(
+            "tar is missing", "tar lists and unpacks the artifact", hint="apt-get install tar xz-utils"
+        ) from None
     if proc.returncode != 0:
         raise WorkbenchError(title, tool_message(proc.stderr, proc.returncode), file=str(artifact), hint=hint)
     return [n for n in proc.stdout.split("\n") if n]

@@ -12,6 +12,7 @@ import os
 import resource
 import subprocess
 import sys
+import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -364,3 +365,139 @@ def test_plan_makes_no_request(tmp_path: Path, mini_catalog: Path, served_tree: 
     assert proc.returncode == 0, proc.stderr
     assert "Hostile tree 1" in proc.stdout and "kernel and initrd are in the cache" in proc.stdout
     assert served_tree.requests == []
+
+
+# -- 3. archives given to boot-test: no links, devices, FIFOs, absolute or `..` members -------------------------
+
+
+def _member(
+    name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", link: str = ""
+) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    info.linkname = link
+    info.mode = 0o600
+    if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+        info.devmajor, info.devminor = 1, 3
+    return info, data
+
+
+def make_tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
+    with tarfile.open(path, "w:gz" if path.name.endswith(".gz") else "w") as tf:
+        for info, data in members:
+            tf.addfile(info, io.BytesIO(data) if info.type == tarfile.REGTYPE else None)
+    return path
+
+
+DISK = b"\0" * 510 + b"\x55\xaa"
+
+
+def hostile_members(victim: Path) -> list[tuple[str, list[tuple[tarfile.TarInfo, bytes]], str, str]]:
+    """(case id, members, member named in the error, words) for each kind of member an archive may not hold."""
+    return [
+        ("symlink", [_member("disk.raw", tarfile.SYMTYPE, link=str(victim))], "disk.raw", "symbolic link"),
+        ("relative-symlink", [_member("disk.raw", tarfile.SYMTYPE, link="../../victim")], "disk.raw", "symbolic link"),
+        ("hard-link", [_member("disk.raw", tarfile.LNKTYPE, link=str(victim))], "disk.raw", "hard link"),
+        ("char-device", [_member("disk.raw", tarfile.CHRTYPE)], "disk.raw", "a device"),
+        ("block-device", [_member("disk.raw", tarfile.BLKTYPE)], "disk.raw", "a device"),
+        ("fifo", [_member("disk.raw", tarfile.FIFOTYPE)], "disk.raw", "a FIFO"),
+        (
+            "absolute",
+            [_member("disk.raw", data=DISK), _member(str(victim.parent / "planted"), data=b"x")],
+            str(victim.parent / "planted"),
+            "absolute path",
+        ),
+        ("dotdot", [_member("disk.raw", data=DISK), _member("../planted", data=b"x")], "../planted", "`..`"),
+        (
+            "symlink-beside",
+            [_member("escape", tarfile.SYMTYPE, link="/"), _member("disk.raw", data=DISK)],
+            "escape",
+            "symbolic link",
+        ),
+        ("twice", [_member("disk.raw", data=DISK), _member("disk.raw", data=b"other")], "disk.raw", "appears twice"),
+    ]
+
+
+CASES = [c[0] for c in hostile_members(Path("/x/victim"))]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_hostile_gce_tar_is_refused_by_boot_test(tmp_path: Path, case: str) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"not yours")
+    victim.chmod(0o600)
+    _, members, named, words = next(c for c in hostile_members(victim) if c[0] == case)
+    art = tmp_path / "art"
+    art.mkdir()
+    gce = make_tar(art / f"{case}.tar.gz", members)
+    work = tmp_path / "work"
+    work.mkdir()
+    before = files_outside(tmp_path, work, tmp_path / "xdg")
+    proc = run_cli(
+        tmp_path,
+        REPO / "tests/data/mini_catalog",
+        "boot-test",
+        str(gce),
+        "--profile",
+        "openstack-stream9",
+        "--workdir",
+        str(work),
+    )
+    first = first_error_line(proc)
+    assert first == f"error: {gce}: Unsafe archive member", proc.stderr
+    assert f"{named!r} in {gce.name}" in proc.stderr and words in proc.stderr, proc.stderr
+    assert (victim.stat().st_mode & 0o777) == 0o600 and victim.read_bytes() == b"not yours"
+    assert files_outside(tmp_path, work, tmp_path / "xdg") == before
+    assert list(work.iterdir()) == [], "nothing unpacked, no work folder left"
+
+
+def test_hostile_vagrant_box_is_refused_before_vagrant_or_tar_unpacks_it(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"not yours")
+    victim.chmod(0o600)
+    box = make_tar(
+        tmp_path / "p.vagrant-libvirt.box",
+        [_member("metadata.json", data=b"{}"), _member("box.img", tarfile.SYMTYPE, link=str(victim))],
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = run_cli(
+        tmp_path,
+        REPO / "tests/data/mini_catalog",
+        "boot-test",
+        str(box),
+        "--profile",
+        "openstack-stream9",
+        "--workdir",
+        str(work),
+    )
+    assert first_error_line(proc) == f"error: {box}: Unsafe archive member", proc.stderr
+    assert "'box.img' in p.vagrant-libvirt.box: it is a symbolic link" in proc.stderr
+    assert "vagrant box add" not in proc.stderr  # refused before vagrant saw it
+    assert (victim.stat().st_mode & 0o777) == 0o600 and list(work.iterdir()) == []
+
+
+def test_bad_box_metadata_names_its_line(tmp_path: Path) -> None:
+    from ccis_workbench.core.testimage import disk_for
+
+    box = make_tar(
+        tmp_path / "p.vagrant-libvirt.box",
+        [_member("metadata.json", data=b'{\n  "provider": \n}\n'), _member("box.img", data=DISK)],
+    )
+    with pytest.raises(WorkbenchError) as ei:
+        disk_for(box, str(tmp_path))
+    assert ei.value.title == "Unusable box metadata"
+    assert str(ei.value.location) == f"{box}:metadata.json:3"
+
+
+def test_plain_gce_tar_still_unpacks_with_a_private_mode(tmp_path: Path) -> None:
+    from ccis_workbench.core.testimage import disk_for
+
+    gce = make_tar(tmp_path / "p.tar.gz", [_member("disk.raw", data=DISK)])
+    disk = disk_for(gce, str(tmp_path))
+    try:
+        assert disk.path.read_bytes() == DISK and not disk.path.is_symlink()
+        assert disk.path.stat().st_mode & 0o777 == 0o644  # qemu (another user) reads it
+    finally:
+        disk.cleanup()
