@@ -66,7 +66,14 @@ from ccis_workbench.core.plan import (
     new_build_id,
 )
 from ccis_workbench.core.report import BootTestResult, CheckResult, clean_text
-from ccis_workbench.core.seed import SeedData, StreamRedactor, build_seed, make_credentials, redact_text
+from ccis_workbench.core.seed import (
+    SeedData,
+    StreamRedactor,
+    build_seed,
+    keep_password,
+    make_credentials,
+    redact_text,
+)
 from ccis_workbench.core.testspec import CheckPlan
 from ccis_workbench.core.wording import counted
 
@@ -256,9 +263,7 @@ class BootTest:
                 keep = o.keep_on_failure and not result.passed and self.dom is not None and self._alive()
                 if keep:
                     result.kept_domain = self.name
-                    pw = self.creds.workdir / "password"
-                    pw.write_text(self.creds.password + "\n")
-                    pw.chmod(0o600)
+                    keep_password(self.creds, self.name)
                     result.kept_credentials = str(self.creds.workdir)
                     result.notes.append(f"the guest {self.name} was kept running (--keep-on-failure)")
         finally:

@@ -65,6 +65,7 @@ from ccis_workbench.core.plan import (
     probe_domain_xml,
     under_tcg,
 )
+from ccis_workbench.core.seed import remove_stale_credentials
 
 #: After a failure line, keep reading this long so the whole traceback is captured.
 FAILURE_GRACE = 1.5
@@ -566,7 +567,7 @@ class Build:
 
 @dataclass
 class Leftover:
-    kind: str  # domain | volume
+    kind: str  # domain | volume | keydir (a boot test's credentials directory)
     name: str
     build_id: str | None
     live: bool
@@ -627,6 +628,9 @@ def gc(uri: str, pool_name: str = DEFAULT_POOL, dry_run: bool = False, force: bo
                     it.removed = True
                 else:
                     it.error = str(exc)
+        # boot-test credentials (private key, kept password) that a killed run could not remove
+        for c in remove_stale_credentials(dry_run=dry_run):
+            items.append(Leftover("keydir", str(c.path), None, c.live, c.removed, c.error))
         return items
     finally:
         conn.close()

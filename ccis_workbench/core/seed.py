@@ -10,7 +10,9 @@ target expects, built with pycdlib (no genisoimage):
 Every seed creates the same thing: a per-run user with a random password (for the serial-console login) and a
 per-run ed25519 SSH key, passwordless sudo as the image's default user has it, and the hostname and instance-id
 of the run. Credentials live in a private temporary directory, are never written into an artifact, a report or
-a saved log (`Credentials.redact` removes them from text), and are deleted with `Credentials.cleanup()`.
+a saved log (`Credentials.redact` removes them from text), and are deleted with `Credentials.cleanup()` on every
+ending of the run; a run killed before it could (SIGKILL) leaves its directory behind, and `gc` removes it
+(`remove_stale_credentials`: the directory's owner stamp names a process that is gone).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import re
 import secrets
 import shutil
+import stat as stat_module
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -34,6 +37,11 @@ VOLUME_LABELS = {"nocloud": "cidata", "configdrive": "config-2", "opennebula": "
 #: The comment on the per-run public key; the spec's cloud-init.ssh-key check looks for it.
 KEY_COMMENT = "ccis-workbench-boot-test"
 REDACTED = "[redacted]"
+#: Per-run credentials directories: ccis-boot-test-XXXX in the temporary directory, mode 0700, holding the private
+#: key (0600), the owner stamp (PID and start time of the run) and, for a kept guest, its password and domain.
+CREDENTIALS_PREFIX = "ccis-boot-test-"
+OWNER_FILE = "owner"
+KEPT_FILE = "kept-for"
 #: Seeds are padded to this size (see build_iso).
 MIN_ISO_BYTES = 1 << 20
 _HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -127,8 +135,9 @@ def make_credentials(user: str | None = None, tmp_root: str | Path | None = None
     if ssh_keygen is None:
         raise WorkbenchError("ssh-keygen is missing", "the boot test makes a per-run SSH key with ssh-keygen",
                              hint="apt-get install openssh-client (dnf install openssh-clients)")
-    workdir = Path(tempfile.mkdtemp(prefix="ccis-boot-test-", dir=tmp_root))
+    workdir = Path(tempfile.mkdtemp(prefix=CREDENTIALS_PREFIX, dir=tmp_root))
     os.chmod(workdir, 0o700)
+    _write_private(workdir / OWNER_FILE, _owner_stamp(os.getpid()) + "\n")
     key = workdir / "id_ed25519"
     try:
         subprocess.run([ssh_keygen, "-q", "-t", "ed25519", "-N", "", "-C", KEY_COMMENT, "-f", str(key)],
@@ -144,6 +153,93 @@ def make_credentials(user: str | None = None, tmp_root: str | Path | None = None
     body = [ln for ln in private_text.splitlines() if ln and not ln.startswith("-----")]
     return Credentials(user=user, password=password, public_key=public, workdir=workdir, private_key=key,
                        _secrets=body)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create *path* (mode 0600 from the start, never through a link or over an existing file) with *text*."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def _owner_stamp(pid: int) -> str:
+    """'PID STARTTIME': the process and its start time (so a reused PID is not taken for the owner)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        start = stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        start = "?"
+    return f"{pid} {start}"
+
+
+def _owner_alive(stamp: str) -> bool:
+    parts = stamp.split()
+    if len(parts) != 2 or not parts[0].isdigit():
+        return False
+    return _owner_stamp(int(parts[0])) == stamp and parts[1] != "?"
+
+
+def keep_password(creds: Credentials, domain: str) -> Path:
+    """For a guest kept running (--keep-on-failure): its password in *creds*' directory (0600), and a note that
+    the directory belongs to *domain* (`gc` removes both). Returns the password file."""
+    pw = creds.workdir / "password"
+    _write_private(pw, creds.password + "\n")
+    _write_private(creds.workdir / KEPT_FILE, domain + "\n")
+    return pw
+
+
+@dataclass
+class CredentialDir:
+    """A per-run credentials directory found by `gc`: live while the run that made it is running."""
+
+    path: Path
+    live: bool
+    kept_for: str = ""  # the domain a --keep-on-failure run left running with these credentials
+    removed: bool = False
+    error: str = ""
+
+
+def credential_dirs(tmp_root: str | Path | None = None) -> list[CredentialDir]:
+    """The per-run credentials directories under *tmp_root* (the system's temporary directory): this user's
+    own real directories named ccis-boot-test-*, each live or not (its run was killed: nothing removed it)."""
+    root = Path(tmp_root or tempfile.gettempdir())
+    out = []
+    try:
+        entries = sorted(root.iterdir())
+    except OSError:
+        return []
+    for d in entries:
+        if not d.name.startswith(CREDENTIALS_PREFIX):
+            continue
+        try:
+            st = d.lstat()
+        except OSError:
+            continue
+        if not stat_module.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            continue
+        try:
+            owner = (d / OWNER_FILE).read_text(encoding="ascii", errors="replace").strip()
+        except OSError:
+            owner = ""
+        try:
+            kept = (d / KEPT_FILE).read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            kept = ""
+        out.append(CredentialDir(d, _owner_alive(owner), kept))
+    return out
+
+
+def remove_stale_credentials(tmp_root: str | Path | None = None, *, dry_run: bool = False) -> list[CredentialDir]:
+    """Remove the credentials directories whose run is gone (killed, even by SIGKILL); live ones are kept."""
+    found = credential_dirs(tmp_root)
+    for c in found:
+        if c.live or dry_run:
+            continue
+        shutil.rmtree(c.path, ignore_errors=True)
+        c.removed = not c.path.exists()
+        if not c.removed:
+            c.error = "could not be removed"
+    return found
 
 
 @dataclass

@@ -8,9 +8,13 @@ an unprivileged id on the host.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
+import stat
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -21,9 +25,17 @@ from ccis_workbench.core.checkrun import CheckRun
 from ccis_workbench.core.model import Check
 from ccis_workbench.core.monitor import Monitor, RecordingMonitor
 from ccis_workbench.core.report import BootTestResult, write_reports
-from ccis_workbench.core.seed import REDACTED, StreamRedactor, make_credentials
+from ccis_workbench.core.seed import (
+    REDACTED,
+    StreamRedactor,
+    credential_dirs,
+    keep_password,
+    make_credentials,
+    remove_stale_credentials,
+)
 from tests.rootfs import BUSYBOX, busybox_root
 
+REPO = Path(__file__).resolve().parents[2]
 needs_busybox = pytest.mark.skipif(BUSYBOX is None, reason="busybox is not installed (apt-get install busybox-static)")
 #: applets the hostile checks use, beyond tests/rootfs.py's
 EXTRA_APPLETS = ("mknod", "mkdir", "mount", "chroot", "rm", "head", "ps", "tr")
@@ -305,3 +317,74 @@ def test_a_check_printing_the_password_yields_reports_without_it(tmp_path: Path)
         assert "password: [redacted]" in (tmp_path / "report" / "junit.xml").read_text()
     finally:
         creds.cleanup()
+
+
+# -- issue 14: per-run boot-test credentials on the host -----------------------------------------------------
+
+_MAKE_AND_WAIT = (
+    "import sys, time; from ccis_workbench.core.seed import make_credentials; "
+    "c = make_credentials('ccis-killed', tmp_root=sys.argv[1] or None); print(c.workdir, flush=True); time.sleep(600)"
+)
+
+
+def _killed_run_dir(tmp_root: str) -> Path:
+    """Credentials made by a workbench process that is then killed with SIGKILL (nothing of it can clean up)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _MAKE_AND_WAIT, tmp_root], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        assert proc.stdout is not None
+        d = Path(proc.stdout.readline().strip())
+        assert (d / "id_ed25519").is_file()
+        live = {c.path: c.live for c in credential_dirs(d.parent)}
+        assert live[d] is True  # its run is alive: gc must leave it
+        if tmp_root:  # a private root: gc may run there while the owner lives, and must keep it
+            assert not remove_stale_credentials(d.parent)[0].removed and d.exists()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert d.exists()  # SIGKILL: the run could not remove it
+    return d
+
+
+def test_private_key_is_0600_in_a_0700_directory_and_removed_on_cleanup(tmp_path: Path) -> None:
+    creds = make_credentials("ccis-mode", tmp_root=tmp_path)
+    d = creds.workdir
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    assert stat.S_IMODE(creds.private_key.stat().st_mode) == 0o600
+    assert creds.private_key.parent == d
+    assert sorted(p.name for p in d.iterdir()) == ["id_ed25519", "id_ed25519.pub", "owner"]
+    assert stat.S_IMODE((d / "owner").stat().st_mode) == 0o600
+    assert creds.password not in repr(creds)
+    keep_password(creds, "ccis-bt-x")  # --keep-on-failure: the password joins the key, 0600 from the start
+    assert stat.S_IMODE((d / "password").stat().st_mode) == 0o600
+    creds.cleanup()
+    assert not d.exists()
+
+
+def test_a_killed_runs_credentials_are_removed_by_the_next_gc(tmp_path: Path) -> None:
+    d = _killed_run_dir(str(tmp_path))
+    found = remove_stale_credentials(tmp_path)
+    assert [(c.path, c.live, c.removed) for c in found] == [(d, False, True)]
+    assert not d.exists()
+
+
+def test_gc_command_removes_a_killed_runs_credentials(tmp_path: Path) -> None:
+    """The real `gc` command (against libvirt's test driver, so no domain of this host is touched) removes the
+    credentials directory a SIGKILLed run left in the system's temporary directory."""
+    pytest.importorskip("libvirt")
+    d = _killed_run_dir("")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "ccis_workbench", "gc", "--uri", "test:///default", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+            check=False,
+        )
+        items = {i["name"]: i for i in json.loads(proc.stdout)}
+        assert items[str(d)]["kind"] == "keydir" and items[str(d)]["removed"], proc.stdout
+        assert not d.exists()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
