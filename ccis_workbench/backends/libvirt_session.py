@@ -157,9 +157,11 @@ def ensure_pool(conn: libvirt.virConnect, name: str = DEFAULT_POOL, path: str | 
 
 
 def volume_xml(
-    name: str, fmt: str, capacity: int, *, mode: str = "0644", backing: str | None = None, backing_format: str = "raw"
+    name: str, fmt: str, capacity: int, *, mode: str = "0600", backing: str | None = None, backing_format: str = "raw"
 ) -> str:
-    """A volume's XML; the name and paths are escaped (a label may hold any character)."""
+    """A volume's XML; the name and paths are escaped (a label may hold any character). Volumes are private (0600)
+    by default: an initrd volume holds the kickstart, a disk what was installed; libvirt gives qemu access to the
+    volumes of the domain it starts."""
     back = (
         f"<backingStore><path>{escape(backing)}</path><format type={quoteattr(backing_format)}/></backingStore>"
         if backing
@@ -289,7 +291,7 @@ class Session:
         fmt: str,
         capacity: int,
         *,
-        mode: str = "0644",
+        mode: str = "0600",
         backing: str | None = None,
         backing_format: str = "raw",
         what: str = "a volume",

@@ -157,15 +157,19 @@ def inject_kickstart(initrd: str | os.PathLike[str], ks_text: str, dest: str | o
     tmp = target.with_name(f".{target.name}.part")
     digest = hashlib.sha256()
     try:
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            while chunk := fin.read(1 << 20):
-                digest.update(chunk)
-                fout.write(chunk)
-            # The kernel requires each appended archive to start 4-byte aligned.
-            pad = _pad4(fout.tell())
-            extra = pad + kickstart_archive(ks_text, name)
-            digest.update(extra)
-            fout.write(extra)
+        with open(src, "rb") as fin:
+            # private (0600): the copy holds the kickstart; O_NOFOLLOW: a link at the temporary name is refused
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as fout:
+                os.fchmod(fd, 0o600)
+                while chunk := fin.read(1 << 20):
+                    digest.update(chunk)
+                    fout.write(chunk)
+                # The kernel requires each appended archive to start 4-byte aligned.
+                pad = _pad4(fout.tell())
+                extra = pad + kickstart_archive(ks_text, name)
+                digest.update(extra)
+                fout.write(extra)
         os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -501,3 +501,59 @@ def test_plain_gce_tar_still_unpacks_with_a_private_mode(tmp_path: Path) -> None
         assert disk.path.stat().st_mode & 0o777 == 0o644  # qemu (another user) reads it
     finally:
         disk.cleanup()
+
+
+# -- 4. what holds the kickstart is private: build volumes and the initrd copy are 0600 --------------------------
+
+
+def test_volumes_are_created_private_by_default() -> None:
+    pytest.importorskip("libvirt")
+    import inspect
+    import xml.etree.ElementTree as ET
+
+    from ccis_workbench.backends.libvirt_session import Session, volume_xml
+
+    root = ET.fromstring(volume_xml("ccis-x-initrd.img", "raw", 10))
+    assert root.findtext("target/permissions/mode") == "0600"
+    assert inspect.signature(Session.create_volume).parameters["mode"].default == "0600"
+
+
+def test_initrd_copy_with_the_kickstart_is_private_and_no_planted_link_is_followed(tmp_path: Path) -> None:
+    from ccis_workbench.core.initrd import inject_kickstart
+
+    initrd = tmp_path / "initrd.img"
+    initrd.write_bytes(INITRD)
+    work = tmp_path / "work"
+    work.mkdir()
+    dest = work / "initrd.img"
+    inject_kickstart(initrd, "rootpw --plaintext secret\n", dest)
+    assert dest.stat().st_mode & 0o777 == 0o600
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"not yours")
+    (work / ".initrd.img.part").symlink_to(victim)
+    with pytest.raises(WorkbenchError, match="Cannot write initrd"):
+        inject_kickstart(initrd, "rootpw --plaintext secret\n", dest)
+    assert victim.read_bytes() == b"not yours"
+
+
+@pytest.mark.libvirt
+def test_build_volumes_on_the_real_libvirt_are_private(libvirt_uri: str, tmp_path: Path) -> None:
+    """A volume made the way a build makes its initrd volume (default mode) is 0600 on the pool's disk."""
+    from ccis_workbench.backends.libvirt_session import Session
+    from ccis_workbench.core.initrd import inject_kickstart
+    from ccis_workbench.core.plan import new_build_id
+    from tests.fixtures_libvirt import left_behind
+
+    prefix = f"ccis-security-{new_build_id()}"
+    initrd = tmp_path / "initrd.img"
+    initrd.write_bytes(INITRD)
+    inject_kickstart(initrd, "rootpw --plaintext secret\n", tmp_path / "with-ks.img")
+    try:
+        with Session(libvirt_uri) as s:
+            vol = s.create_volume(f"{prefix}-initrd.img", "raw", (tmp_path / "with-ks.img").stat().st_size)
+            s.upload(vol, tmp_path / "with-ks.img")
+            disk = s.create_volume(f"{prefix}-disk.qcow2", "qcow2", 1 << 20)
+            for v in (vol, disk):
+                assert os.stat(v.path()).st_mode & 0o777 == 0o600, v.path()
+    finally:
+        assert left_behind(libvirt_uri, prefix) == []
