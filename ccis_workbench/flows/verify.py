@@ -90,7 +90,13 @@ def fetch(url: str, dest: Path, *, keyring: str | None = None) -> Path:
 
     get(CHECKSUM, True)
     get(SIGNATURE, False)
-    for name in _parse_checksum(dest / CHECKSUM):
+    try:
+        names = _parse_checksum(dest / CHECKSUM)
+    except WorkbenchError as exc:
+        if exc.location is not None:
+            exc.location.file = base + CHECKSUM  # the published file, not the local copy
+        raise
+    for name in names:
         get(name, False)  # a missing file is a finding, not an error
     return dest
 
@@ -101,10 +107,38 @@ def _read_small(path: Path) -> str:
     return path.read_text(encoding="utf-8", errors="replace")
 
 
+def _outside_name(name: str) -> str | None:
+    """Why a name listed in CHECKSUM is not a plain file name of its own folder, or None when it is."""
+    if any(not c.isprintable() for c in name):
+        return "holds control characters"
+    if name.startswith("/"):
+        return "is an absolute path"
+    if ".." in name.replace("\\", "/").split("/"):
+        return "climbs out of the folder with `..`"
+    if "/" in name or "\\" in name:
+        return "names a file in another folder"
+    if name in ("", "."):
+        return "is not a file name"
+    return None
+
+
 def _parse_checksum(path: Path) -> dict[str, str]:
+    """CHECKSUM's `name -> sha256`; a name outside its own folder (absolute, `..`, a folder part, control
+    characters) is an error naming the line: nothing outside the folder is ever hashed or fetched."""
     from ccis_workbench.core.propose import parse_checksum
 
-    return parse_checksum(_read_small(path), str(path))
+    text = _read_small(path)
+    sums = parse_checksum(text, str(path))
+    for name in sums:
+        why = _outside_name(name)
+        if why:
+            line = next((n for n, raw in enumerate(text.splitlines(), 1)
+                         if raw.strip().startswith(f"SHA256 ({name}) = ")), 0)
+            shown = name.encode("unicode_escape").decode("ascii")[:120]
+            raise WorkbenchError("Bad CHECKSUM file", f"{shown!r} {why}: CHECKSUM lists files of its own folder only",
+                                 file=str(path), line=line,
+                                 hint="this CHECKSUM is broken or hostile: do not trust the folder")
+    return sums
 
 
 def verify_folder(folder: Path, *, keyring: str | None = None, catalog_root: Path | None = None,

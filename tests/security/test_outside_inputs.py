@@ -557,3 +557,44 @@ def test_build_volumes_on_the_real_libvirt_are_private(libvirt_uri: str, tmp_pat
                 assert os.stat(v.path()).st_mode & 0o777 == 0o600, v.path()
     finally:
         assert left_behind(libvirt_uri, prefix) == []
+
+
+# -- 5. CHECKSUM lists files of its own folder only ---------------------------------------------------------------
+
+
+def _checksum_line(name: str, data: bytes) -> str:
+    return f"SHA256 ({name}) = {hashlib.sha256(data).hexdigest()}"
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("../fifo", "climbs out of the folder with `..`"),
+        ("{abs}", "is an absolute path"),
+        ("sub/../../fifo", "climbs out of the folder with `..`"),
+        ("sub/image.qcow2", "names a file in another folder"),
+    ],
+)
+def test_checksum_naming_files_outside_its_folder_is_refused(tmp_path: Path, name: str, words: str) -> None:
+    # a FIFO outside the folder: reading it would block, so the run ending in time shows it was not read
+    os.mkfifo(tmp_path / "fifo")
+    name = name.format(abs=tmp_path / "fifo")
+    folder = tmp_path / "artifacts"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "image.qcow2").write_bytes(DISK)
+    text = "# CentOS-style\n" + _checksum_line("image.qcow2", DISK) + "\n" + _checksum_line(name, b"") + "\n"
+    (folder / "CHECKSUM").write_text(text)
+    proc = run_cli(tmp_path, REPO / "tests/data/mini_catalog", "verify", str(folder))
+    first = first_error_line(proc)
+    assert first == f"error: {folder}/CHECKSUM:3: Bad CHECKSUM file", proc.stderr
+    assert words in proc.stderr, proc.stderr
+
+
+def test_remote_checksum_naming_files_outside_is_refused_before_any_fetch(tmp_path: Path) -> None:
+    text = _checksum_line("image.qcow2", DISK) + "\n" + _checksum_line("../../etc/passwd", b"") + "\n"
+    files = {"/pub/CHECKSUM": text.encode(), "/pub/image.qcow2": DISK, "/etc/passwd": b"root:x:0:0"}
+    with RecordingServer(files) as srv:
+        proc = run_cli(tmp_path, REPO / "tests/data/mini_catalog", "verify", srv.url + "/pub/")
+        first = first_error_line(proc)
+        assert first == f"error: {srv.url}/pub/CHECKSUM:2: Bad CHECKSUM file", proc.stderr
+        assert "/etc/passwd" not in srv.requests and "/pub/image.qcow2" not in srv.requests, srv.requests
