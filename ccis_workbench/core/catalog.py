@@ -35,11 +35,14 @@ from ccis_workbench.core.model import (
     VariableSpec,
 )
 from ccis_workbench.core.schema import Field, validate
-from ccis_workbench.core.textfile import file_kind, is_lexically_within, read_text, require_within
+from ccis_workbench.core.textfile import file_kind, find_control, is_lexically_within, read_text, require_within
 from ccis_workbench.core.values import VARIABLES, Rule
 from ccis_workbench.core.yamlfile import LineDict, LineList, load_yaml_file, load_yaml_text
 
 NAME = r"[a-z0-9][a-z0-9-]*"
+#: A profile's name (its file name without .yaml): it reaches kickstart comments, file names, git and qemu-img
+#: argument lists, so no newline, no control or shell character, no leading '-' (an option) or '.' (hidden, '..').
+PROFILE_NAME = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}"
 PACKAGE = r"-?(@\^?)?[A-Za-z0-9_][A-Za-z0-9._+:*-]*"
 SERVICE = r"[A-Za-z0-9_@.:-]+"
 KERNEL_ARG = r"-?[A-Za-z0-9_][A-Za-z0-9_.:,/=+@-]*"
@@ -167,6 +170,30 @@ def make_check(c: dict[str, Any], origin: Origin) -> Check:
 def _checks(items: list[Any], raw: Any, rel: str, layer: str) -> list[Check]:
     return [make_check(c, Origin(layer, rel, raw.line_of(i) if isinstance(raw, LineList) else 0))
             for i, c in enumerate(items)]
+
+
+_PROFILE_NAME_HINT = ("a profile name has letters, digits, '.', '_' and '-' only, and does not start with '-' or '.' "
+                      "(rename the file)")
+
+
+def shown_name(text: str) -> str:
+    """*text* with any control or non-ASCII character escaped (a file name may hold a newline)."""
+    return text.encode("unicode_escape").decode("ascii")
+
+
+def check_profile_file_name(name_or_path: str) -> None:
+    """Refuse a profile name, or a profile path whose file name, is not a valid profile name (PROFILE_NAME),
+    and any path with a control character, before anything is read; the message shows it escaped."""
+    p = Path(name_or_path)
+    is_path = p.suffix in (".yaml", ".yml") or os.sep in name_or_path
+    stem = p.stem if is_path else name_or_path
+    shown = shown_name(name_or_path) if is_path else f"profiles/{shown_name(name_or_path)}.yaml"
+    if find_control(name_or_path) is not None:
+        raise CatalogError("Invalid profile name", "the profile's name or path contains a control character",
+                           file=shown, hint=_PROFILE_NAME_HINT)
+    if not re.fullmatch(PROFILE_NAME, stem):
+        raise CatalogError("Invalid profile name", f"'{shown_name(stem)}' is not a valid profile name", file=shown,
+                           hint=_PROFILE_NAME_HINT)
 
 
 def _kind(path: Path) -> str:
@@ -331,7 +358,9 @@ class Catalog:
     # -- profiles -------------------------------------------------------------------------------------------
 
     def profile_names(self) -> list[str]:
-        return sorted(p.stem for p in (self.root / "profiles").glob("*.yaml"))
+        """The names of profiles/*.yaml that are valid profile names (PROFILE_NAME); loading any other file
+        there as a profile is refused (see check_profile_file_name)."""
+        return sorted(p.stem for p in (self.root / "profiles").glob("*.yaml") if re.fullmatch(PROFILE_NAME, p.stem))
 
     def profile_path(self, name_or_path: str) -> Path:
         p = Path(name_or_path)
@@ -341,6 +370,7 @@ class Catalog:
 
     def load_profile(self, name_or_path: str) -> Profile:
         """Load a profile by name (profiles/NAME.yaml) or path; raises CatalogError with file:line."""
+        check_profile_file_name(name_or_path)
         path = self.profile_path(name_or_path)
         if not path.exists() and os.sep not in name_or_path and not name_or_path.endswith((".yaml", ".yml")):
             known = ", ".join(self.profile_names()) or "none"

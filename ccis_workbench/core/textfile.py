@@ -8,6 +8,7 @@ it is opened for reading (and checked again on the open descriptor, which is ope
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -15,6 +16,37 @@ from ccis_workbench.core.errors import WorkbenchError
 
 #: Kickstarts, fragments and profiles are small; anything larger is a mistake (a disk image, a log).
 MAX_TEXT_BYTES = 1024 * 1024
+
+#: Characters no catalog or kickstart text needs and that can hide or forge what a reader sees: C0 controls but
+#: tab and newline (this includes the provenance marker bytes \x1e and \x1f, ESC and CR), DEL, C1 controls, and
+#: the Unicode bidirectional overrides and isolates.
+CONTROL_RX = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def describe_char(ch: str) -> str:
+    """A control character as a reader can see it: backslash, x, two hex digits (or u and four)."""
+    return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+
+
+def find_control(text: str) -> tuple[int, int, str] | None:
+    """(1-based line, 1-based column, character) of the first control character of *text*, or None."""
+    m = CONTROL_RX.search(text)
+    if m is None:
+        return None
+    start = text.rfind("\n", 0, m.start()) + 1
+    return text.count("\n", 0, m.start()) + 1, m.start() - start + 1, m.group()
+
+
+def refuse_controls(text: str, file: str, *, what: str = "file") -> None:
+    """Raise a WorkbenchError at file:line (column in the message) when *text* holds a control character."""
+    found = find_control(text)
+    if found is None:
+        return
+    line, column, ch = found
+    hint = "save the file with Unix line endings (\\n)" if ch == "\r" else "remove the character"
+    raise WorkbenchError("Control character", f"the {what} contains the control character {describe_char(ch)} "
+                         f"at line {line}, column {column}; only tab and newline are allowed", file=file, line=line,
+                         hint=hint)
 
 
 def file_kind(mode: int) -> str:
@@ -120,7 +152,8 @@ def _too_large(p: Path, what: str, limit: int) -> WorkbenchError:
 def read_text(path: str | os.PathLike[str], *, what: str = "file",
               within: str | os.PathLike[str] | None = None) -> str:
     """Return the text of *path*, or raise a WorkbenchError naming the file and the problem. Given the catalog
-    root *within*, the file must resolve inside it (see require_within)."""
+    root *within*, the file must resolve inside it (see require_within). Text with a control character other
+    than tab and newline is refused at its line and column (see CONTROL_RX)."""
     p = Path(path)
     data = read_bytes_capped(p, what=what, within=within)
     nul = data.find(b"\0")
@@ -129,8 +162,10 @@ def read_text(path: str | os.PathLike[str], *, what: str = "file",
         raise WorkbenchError("Binary file", f"the {what} contains a NUL byte; it is not text",
                              file=str(p), line=line)
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise WorkbenchError("Not UTF-8", f"the {what} is not valid UTF-8 (byte 0x{data[exc.start]:02x})",
                              file=str(p), line=line, hint="save the file as UTF-8") from None
+    refuse_controls(text, str(p), what=what)
+    return text

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from ccis_workbench.core.errors import CatalogError
-from ccis_workbench.core.textfile import read_text
+from ccis_workbench.core.textfile import describe_char, find_control, read_text, refuse_controls
 
 try:  # the C scanner is about 5x faster; the constructor below stays Python either way
     _BaseLoader: type = yaml.CSafeLoader
@@ -146,6 +146,12 @@ def check_node_budget(root: yaml.Node, filename: str) -> None:
             if node.tag == _INT_TAG and len(node.value) > MAX_YAML_INT_CHARS:
                 raise CatalogError("Invalid value", f"a whole number of {len(node.value)} characters is too large",
                                    file=filename, line=line, hint="no catalog value needs more than a few digits")
+            found = find_control(node.value)  # also what "\x1e" or "\e" escapes in a quoted string make
+            if found is not None:
+                literal = node.style == "|"  # its lines are the file's; in other styles, escapes and folding
+                raise CatalogError("Control character", f"a value contains the control character "
+                                   f"{describe_char(found[2])}; only tab and newline are allowed", file=filename,
+                                   line=line + found[0] if literal else line, hint="remove the character")
             size[key] = 1 + len(node.value)
             continue
         open_nodes.add(key)
@@ -158,6 +164,7 @@ def load_yaml_text(text: str, filename: str) -> Any:
     """Parse YAML *text* (safe tags only) into LineDict/LineList values; errors name *filename*:line.
 
     The composed node graph passes check_node_budget before any object is constructed."""
+    refuse_controls(text, filename, what="YAML text")  # libyaml refuses them too, but without a line
     loader = _LineLoader(text)
     loader.filename = filename
     try:

@@ -250,3 +250,58 @@ def test_a_file_named_outside_the_catalog_is_never_quoted(mini_catalog: Path, tm
         assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
         assert first not in res.stderr + res.stdout
         assert first.split(":")[0] + ":" not in res.stderr + res.stdout
+
+
+# -- 4. control characters in catalog text, profile names -------------------------------------------------------
+
+
+def test_provenance_marker_bytes_in_a_fragment_are_refused(mini_catalog: Path) -> None:
+    """\\x1e0:1\\x1f is the internal marker: a fragment carrying it made `blame` credit another layer's line."""
+    frag = mini_catalog / "kickstarts/overlays/alpha.ks.j2"
+    frag.write_text("timezone Europe/Brussels --utc\nsshkey --username=root 'ssh-ed25519 AAAA'\x1e0:1\x1f\n")
+    err = expect_refusal(mini_catalog, "kickstarts/overlays/alpha.ks.j2", 2, "\\x1e", "blame", "p")
+    assert "column 42" in err
+
+
+@pytest.mark.parametrize(
+    ("where", "text", "line", "args"),
+    [
+        (
+            "profiles/p.yaml",
+            'name: p\nrelease: centos-stream-9\ntarget: openstack\nkickstart: "%post\\n\\x1e0:1\\x1f"\n',
+            4,
+            ("render", "p"),
+        ),
+        ("kickstarts/overlays/beta.yaml", 'name: beta\ntitle: "Beta \\e[2J"\n', 2, ("list", "overlays")),
+        (
+            "kickstarts/overlays/beta.yaml",
+            "name: beta\ntitle: Beta\ndescription: abc \u202e cba\n",
+            3,
+            ("list", "overlays"),
+        ),
+        ("kickstarts/overlays/alpha.ks.j2", "timezone UTC\r\n%post\r\n%end\r\n", 1, ("render", "p")),
+        ("kickstarts/overlays/alpha.ks.j2", "timezone UTC\n%post\necho \x1b]0;x\x07\n%end\n", 3, ("render", "p")),
+    ],
+    ids=["yaml-escape-marker", "yaml-escape-esc", "bidi-override", "crlf", "raw-esc-bel"],
+)
+def test_control_characters_in_catalog_text_are_refused(
+    mini_catalog: Path, where: str, text: str, line: int | None, args: tuple[str, ...]
+) -> None:
+    (mini_catalog / where).write_text(text, newline="")
+    err = expect_refusal(mini_catalog, where, line, "control character", *args)
+    assert "\x1e" not in err and "\x1b" not in err
+
+
+@pytest.mark.parametrize("name", ["evil\n%pre", "-rf", "two words", "x;id", ".hidden", "tab\tname"])
+def test_bad_profile_file_names_are_refused(mini_catalog: Path, name: str) -> None:
+    path = mini_catalog / "profiles" / f"{name}.yaml"
+    path.write_text((mini_catalog / "profiles/p.yaml").read_text().replace("name: p\n", ""))
+    shown = name.encode("unicode_escape").decode()
+    expect_refusal(mini_catalog, f"profiles/{shown}.yaml", None, "not a valid profile name", "render", str(path))
+    res = run_cli(mini_catalog, "list", "profiles")
+    assert res.returncode == 0 and shown not in res.stdout and name not in res.stdout, res.stdout
+
+
+def test_bad_profile_names_are_refused_before_any_file_is_looked_up(mini_catalog: Path) -> None:
+    expect_refusal(mini_catalog, "profiles/a\\nb.yaml", None, "not a valid profile name", "render", "a\nb")
+    expect_refusal(mini_catalog, "profiles/..", None, "not a valid profile name", "render", "..")
