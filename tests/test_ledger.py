@@ -22,7 +22,15 @@ from ccis_workbench.flows import review
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "lint"
-CHECKED = [("openstack-stream9", "cloud-kvm-stream9.ks"), ("openstack-stream10", "cloud-kvm-stream10.ks")]
+#: profile -> a kickstart written here with the facts of the official one it follows (None: the ledger's facts only)
+CHECKED = [
+    ("openstack-stream9", "cloud-kvm-stream9.ks"),
+    ("openstack-stream10", "cloud-kvm-stream10.ks"),
+    ("aws-stream10", None),
+    ("vagrant-stream10", None),
+    ("docker-stream9", None),
+    ("overlay-minimal-docker-stream10", None),
+]
 
 
 @pytest.fixture(scope="module")
@@ -172,10 +180,11 @@ def test_facts_that_are_not_kickstart_name_the_ledger_line(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(("profile", "official"), CHECKED)
 def test_shipped_profile_has_no_unexplained_difference(
-    catalog: Catalog, composer: Composer, profile: str, official: str
+    catalog: Catalog, composer: Composer, profile: str, official: str | None
 ) -> None:
     comp = composer.compose(catalog.load_profile(profile))
-    for path in (None, DATA / official):  # the ledger's facts, and a kickstart written here with the same facts
+    # the ledger's facts, and a kickstart written here with the same facts
+    for path in (None, DATA / official) if official else (None,):
         result, explained = review.explain_differences(comp, path)
         assert explained.items, "the official kickstart and ours differ: the ledger must say how"
         assert [i.difference.summary for i in explained.unexplained] == []

@@ -11,6 +11,7 @@ A target's YAML may hold a `fidelity:` list, one entry per release:
         facts:                          # what that file sets, written here (commands, packages, scripts)
           commands: ['bootloader --append="console=ttyS0,115200n8 no_timer_check net.ifnames=0"', ...]
           packages: [cloud-init, -plymouth, ...]
+          packages_options: --nocore --excludedocs      # the %packages header's options, if any
           scripts: [{section: "%pre", does: "lays out a GPT disk with parted"}]
         differences:                    # each intended difference, keyed as the semantic diff names it
           - key: "package removed: cockpit-ws"
@@ -46,7 +47,7 @@ _KEY = re.compile(
     r"|%packages option --?\S+"
     r"|service (?:enabled|disabled|no longer set \(preset default\)): \S+"
     r"|kernel argument (?:added|removed): \S+"
-    r"|script (?:added|removed|changed): %[a-z-]+ (?:#\d+|\*)(?: \(.+\))?"
+    r"|script (?:added|removed|changed): %[a-z-]+ (?:#[0-9*?]+|\*)(?: \(.+\))?"
     r"|(?!(?:package|group|environment|service|kernel|script) )%?[a-z][a-z0-9_-]* (?:added|removed|changed)"
     r"(?:: \S.*)?)"
 )
@@ -83,6 +84,7 @@ FOLLOWS_SCHEMA = {
 FACTS_SCHEMA = {
     "commands": Field(list, default=list, items=str, check=_one_line),
     "packages": Field(list, default=list, items=str, pattern=r"-?(@\^?)?[A-Za-z0-9_][A-Za-z0-9._+:*-]*"),
+    "packages_options": Field(str, default="", pattern=r"(--[A-Za-z-]+(=\S+)?( --[A-Za-z-]+(=\S+)?)*)?"),
     "scripts": Field(
         list,
         default=list,
@@ -153,6 +155,7 @@ class Facts:
     commands: list[tuple[str, int]] = field(default_factory=list)
     packages: list[str] = field(default_factory=list)
     packages_line: int = 0
+    packages_options: str = ""
     scripts: list[FactScript] = field(default_factory=list)
 
 
@@ -225,6 +228,7 @@ def parse_target_ledger(raw: Any, file: str, layer: str, releases: list[str] | t
                 commands=[(c, _line(craw, j)) for j, c in enumerate(d["facts"]["commands"])],
                 packages=list(d["facts"]["packages"]),
                 packages_line=_line(fraw, "packages"),
+                packages_options=d["facts"]["packages_options"],
                 scripts=[
                     FactScript(
                         s["section"],
@@ -432,7 +436,7 @@ def facts_kickstart(entry: LedgerEntry) -> tuple[str, list[int]]:
     lines: list[tuple[str, int]] = [("# the facts of " + str(entry.follows), entry.line)]
     lines += list(facts.commands)
     if facts.packages:
-        lines.append(("%packages", facts.packages_line))
+        lines.append((f"%packages {facts.packages_options}".strip(), facts.packages_line))
         lines += [(p, facts.packages_line) for p in facts.packages]
         lines.append(("%end", facts.packages_line))
     for s in facts.scripts:
