@@ -268,3 +268,38 @@ def init_repo(path: Path, message: str) -> str:
     run_git(path, ["add", "-A"])
     run_git(path, ["commit", "-q", "-m", message])
     return _out(run_git(path, ["rev-parse", "HEAD"]))
+
+
+#: Where a contribution is reviewed against, first found wins (a clone's default branch, then local names).
+BASE_BRANCH_CANDIDATES = ("origin/HEAD", "origin/main", "origin/master", "main", "master")
+
+
+def default_base_branch(repo: Path) -> str | None:
+    """The branch a contribution in *repo* is compared with: the first of BASE_BRANCH_CANDIDATES that names a
+    commit, or None."""
+    for ref in BASE_BRANCH_CANDIDATES:
+        proc = run_git(repo, ["rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"],
+                       check=False)
+        if proc.returncode == 0:
+            return ref
+    return None
+
+
+def merge_base(repo: Path, base: str, head: str = "HEAD") -> str:
+    """Where HEAD left *base* (the commit a branch's changes are counted from); *base* itself when they share
+    no history."""
+    commit = resolve_commit(repo, base)
+    proc = run_git(repo, ["merge-base", "--end-of-options", commit, head], check=False)
+    return _out(proc) if proc.returncode == 0 and _out(proc) else commit
+
+
+def changed_since(repo: Path, commit: str, pathspecs: Iterable[str]) -> set[str]:
+    """Repository paths under *pathspecs* (literal folders or files) that differ between *commit* and the working
+    tree: committed since, staged, unstaged, deleted or untracked (ignored files excluded)."""
+    specs = [f":(literal){p}" for p in pathspecs]
+    if not specs:
+        return set()
+    diff = run_git(repo, ["diff", "--name-only", "-z", "--no-renames", "--end-of-options", commit, "--", *specs])
+    new = run_git(repo, ["ls-files", "--others", "--exclude-standard", "-z", "--", *specs])
+    names = (diff.stdout + b"\0" + new.stdout).decode("utf-8", "surrogateescape").split("\0")
+    return {n for n in names if n}

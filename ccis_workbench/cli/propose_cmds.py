@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--boot-test", metavar="FILE", help="a boot-test report JSON (default: found in --artifacts)")
     p.add_argument("--keyring", metavar="FILE", help="OpenPGP keyring a build's CHECKSUM.asc is verified against "
                    "(gpgv; default: gpgv's own)")
+    p.add_argument("--base-branch", metavar="REF", help="the branch the catalog is reviewed against: files that differ "
+                   "from it are marked 'from this branch' (default: origin/HEAD, origin/main, main or master)")
     p.add_argument("--allow-missing", action="store_true",
                    help="propose even when evidence is missing, stale or unverified (the pull-request text says so)")
     p.add_argument("--allow-rehearsal", action="store_true",
@@ -91,13 +93,17 @@ def cmd_propose(args: argparse.Namespace) -> int:
     cat = load_catalog(args)
     request = ProposeRequest(profile=args.profile, repo=args.repo, branch=args.branch, base=args.base, tag=args.tag,
                              artifacts=args.artifacts, boot_test=args.boot_test, output=args.output, push=args.push,
-                             keyring=args.keyring)
+                             keyring=args.keyring, base_branch=args.base_branch)
     draft = draft_proposal(cat, Composer(cat), request)
     if not args.json:
         print(f"Proposal for profile {draft.profile.name}: {draft.folder}/{draft.proposal.kickstart_name}")
         print(f"  kickstart sha256 {draft.proposal.kickstart_sha256}")
         print("Evidence:")
         _print_evidence(draft.evidence)
+        ours = draft.proposal.from_branch_files()
+        print(f"From this branch ({draft.proposal.trust_note}):" if ours else f"Trust: {draft.proposal.trust_note}")
+        for f in ours:
+            print(f"  {f}")
     require_evidence(draft, allow_missing=args.allow_missing, allow_rehearsal=args.allow_rehearsal)
     if args.dry_run:
         if args.json:

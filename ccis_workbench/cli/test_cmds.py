@@ -75,6 +75,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    "seed, checks) and boot nothing")
     p.add_argument("--quiet", action="store_true", help="do not stream the console")
     p.add_argument("--json", action="store_true", help="print the JSON report on stdout")
+    p.add_argument("--base-branch", metavar="REF", help="the branch the catalog is reviewed against: check commands "
+                   "from files changed since are printed first (default: origin/HEAD, origin/main, main or master)")
+    p.add_argument("--trust-checks", action="store_true", help="run check commands from files changed on this "
+                   "branch outside a VM too (container images: podman or a chroot on this host)")
     p.set_defaults(func=cmd_boot_test)
 
 
@@ -159,6 +163,22 @@ def cmd_boot_test(args: argparse.Namespace) -> int:
         return _boot_test(args, monitor, stopped)
 
 
+def _trust_checks(cat: Any, plan: Any, args: argparse.Namespace) -> None:
+    """Print the check commands that come from files changed on this branch (flows.trust) before anything runs;
+    refuse to run them outside a VM without --trust-checks (not for --plan: it runs nothing)."""
+    from ccis_workbench.flows.trust import branch_changes, checks_from_branch, describe_checks, require_trusted_checks
+
+    changes = branch_changes(cat.root, args.base_branch)
+    ours = checks_from_branch(plan, changes)
+    if ours:
+        print(f"note: {len(ours)} check command(s) come from files changed on this branch ({changes.note}):",
+              file=sys.stderr)
+        for line in describe_checks(ours):
+            print(line, file=sys.stderr)
+    if not args.plan:
+        require_trusted_checks(plan, ours, trust_checks=args.trust_checks)
+
+
 def _boot_test(args: argparse.Namespace, monitor: Any, stopped: Any) -> int:
     from ccis_workbench.core.compose import Composer
     from ccis_workbench.core.report import render_summary, write_reports
@@ -176,6 +196,7 @@ def _boot_test(args: argparse.Namespace, monitor: Any, stopped: Any) -> int:
                          seed=args.seed, only=args.only, skip=args.skip, artifacts=Path(settings.artifacts))
     for note in setup.notes:
         print(f"note: {note}", file=sys.stderr)
+    _trust_checks(cat, setup.plan, args)
     request = BootRequest.from_settings(settings, keep_on_failure=args.keep_on_failure,
                                         container_runner=args.container_runner, workdir=args.workdir)
     if args.plan:

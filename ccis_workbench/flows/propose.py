@@ -32,6 +32,7 @@ class ProposeRequest:
     output: str | None = None  # default: GITDIR/ccis-workbench/proposals/PROFILE-TAG
     push: str | None = None
     keyring: str | None = None  # the OpenPGP keyring a build's CHECKSUM.asc is checked against (default: gpgv's)
+    base_branch: str | None = None  # trust labels: the branch the catalog is compared with (default: flows.trust)
 
 
 @dataclass
@@ -61,7 +62,8 @@ class ProposalDraft:
                 "base": self.base, "kickstart": f"{self.folder}/{self.proposal.kickstart_name}",
                 "kickstart_sha256": self.proposal.kickstart_sha256,
                 "evidence": [i.to_dict() for i in self.evidence.items],
-                "files": [{"path": c.path, "state": c.state} for c in self.changed]}
+                "files": [{"path": c.path, "state": c.state, "from_branch": c.from_branch} for c in self.changed],
+                "from_branch": self.proposal.from_branch_files(), "trust": self.proposal.trust_note}
 
 
 def _repo_path(prefix: Path, rel: str) -> str:
@@ -131,6 +133,7 @@ def draft_proposal(catalog: Any, composer: Any, request: ProposeRequest) -> Prop
         draft.modes[rp] = git.file_mode(path)
     proposal.changed = [prop.ChangedFile(p, git.path_state(repo, base, p, data))
                         for p, data in draft.contents.items()]
+    _trust_labels(proposal, catalog_root, prefix, files_rel, request.base_branch)
     _add_koji_files(proposal, comp, draft.folder, tag)
     draft.outdir = Path(request.output) if request.output else \
         git.git_dir(repo) / "ccis-workbench" / "proposals" / f"{profile.name}-{tag}"
@@ -216,6 +219,19 @@ def commit_proposal(draft: ProposalDraft, request: ProposeRequest) -> dict[str, 
     pushed = git.push(draft.repo, request.push, draft.branch) if request.push else None
     return dict(draft.report(), commit=commit, patches=patches, pull_request=str(outdir / "PULL_REQUEST.md"),
                 pushed_to=request.push if pushed is not None else None)
+
+
+def _trust_labels(proposal: Any, catalog_root: Path, prefix: Path, files_rel: list[str],
+                  base_branch: str | None) -> None:
+    """Mark the layer files that differ from the base branch, and the files the commit adds or changes, "from this
+    branch" (flows.trust)."""
+    from ccis_workbench.flows.trust import branch_changes
+
+    changes = branch_changes(catalog_root, base_branch)
+    proposal.trust_note = changes.note
+    proposal.from_branch = sorted(_repo_path(prefix, f) for f in files_rel if changes.from_branch(f))
+    for c in proposal.changed:
+        c.from_branch = c.state != "unchanged" or c.path in proposal.from_branch
 
 
 def _add_koji_files(proposal: Any, comp: Any, folder: str, tag: str) -> None:

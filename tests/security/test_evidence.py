@@ -612,3 +612,127 @@ def test_propose_output_that_is_a_file_is_refused(work: Path, tmp_path: Path, ma
     assert (watched.read_bytes() if watched.exists() else os.readlink(watched)) == before
     assert not git(work, "branch", "--list", "propose/*").strip(), "no branch left behind"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(f".{out.name}.")]
+
+
+# -- trust labels: files from the contributor's branch (issue 14) -----------------------------------------------
+
+
+@pytest.fixture
+def contributor(mini_catalog: Path, tmp_path: Path) -> Path:
+    """The SIG's repository (the test catalog plus the shipped docker target, committed on main) and a clone of it
+    on a contributor's branch: a new overlay with a container check and a new profile, committed there, one
+    overlay modified but not committed, one target file untracked."""
+    for name in ("docker.yaml", "docker.ks.j2"):
+        (mini_catalog / "kickstarts/targets" / name).write_bytes((REPO / "kickstarts/targets" / name).read_bytes())
+    git(mini_catalog, "init", "-q", "-b", "main")
+    git(mini_catalog, "add", "-A")
+    git(mini_catalog, "commit", "-q", "-m", "catalog")
+    dest = tmp_path / "contrib"
+    subprocess.run(["git", "clone", "-q", str(mini_catalog), str(dest)], check=True, capture_output=True)
+    git(dest, "checkout", "-q", "-b", "feature")
+    (dest / "kickstarts/overlays/evil.yaml").write_text(
+        "name: evil\ntitle: Evil\npackages: [tmux]\nchecks:\n"
+        "  - id: evil.probe\n    description: looks harmless\n    command: echo from-the-branch > /probe; true\n"
+        "    timeout: 20\n    runs_in: [vm, container]\n"
+    )
+    (dest / "profiles/box.yaml").write_text("name: box\nrelease: centos-stream-9\ntarget: docker\noverlays: [evil]\n")
+    (dest / "profiles/q.yaml").write_text(
+        "name: q\ndescription: OpenStack with evil\nrelease: centos-stream-9\ntarget: openstack\noverlays: [evil]\n"
+    )
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "a contribution")
+    return dest
+
+
+def test_changed_catalog_files_against_the_base_branch(contributor: Path, tmp_path: Path) -> None:
+    from ccis_workbench.core.errors import WorkbenchError
+    from ccis_workbench.flows.trust import branch_changes, changed_catalog_files
+
+    alpha = contributor / "kickstarts/overlays/alpha.yaml"
+    alpha.write_text(alpha.read_text() + "# a local edit\n")
+    (contributor / "kickstarts/targets/new.yaml").write_text("name: new\n")
+    changed = changed_catalog_files(contributor)
+    assert changed == {
+        Path("kickstarts/overlays/evil.yaml"),
+        Path("profiles/box.yaml"),
+        Path("profiles/q.yaml"),
+        Path("kickstarts/overlays/alpha.yaml"),
+        Path("kickstarts/targets/new.yaml"),
+    }
+    changes = branch_changes(contributor)
+    assert changes.base == "origin/HEAD" and changes.known
+    assert changes.from_branch("profiles/q.yaml") and not changes.from_branch("kickstarts/targets/openstack.yaml")
+    assert changes.from_branch("/etc/passwd") and changes.from_branch("../outside.yaml")
+    # compared with the branch itself: no file comes from a branch (local edits are the user's own)
+    assert changed_catalog_files(contributor, "feature") == set()
+    with pytest.raises(WorkbenchError, match="does not name a commit"):
+        changed_catalog_files(contributor, "--output=/tmp/x")
+    # on the base branch itself, or outside git: nothing is labelled
+    git(contributor, "checkout", "-q", "-f", "main")
+    assert changed_catalog_files(contributor) == set()
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert changed_catalog_files(plain) == set() and not branch_changes(plain).known
+
+
+def test_propose_marks_files_from_this_branch(
+    contributor: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    rc = main(["--catalog", str(contributor), "propose", "q", "--tag", TAG, "--allow-missing", "--output", str(out)])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    assert "From this branch (3 catalog file(s) differ from origin/HEAD" in printed.out
+    assert "  kickstarts/overlays/evil.yaml\n  profiles/q.yaml\n" in printed.out
+    pr = (out / "PULL_REQUEST.md").read_text()
+    made_from = next(line for line in pr.splitlines() if line.startswith("Made from: "))
+    assert "`kickstarts/overlays/evil.yaml` (**from this branch**)" in made_from
+    assert "`profiles/q.yaml` (**from this branch**)" in made_from
+    assert "`kickstarts/targets/openstack.yaml`," in made_from or "`kickstarts/targets/openstack.yaml`." in made_from
+    assert "are the contributor's, not the SIG's" in pr
+    meta = json.loads(git(contributor, "show", f"propose/q:proposals/q/CentOS-Stream-9-x86_64-openstack-{TAG}.json"))
+    assert meta["from_branch"] == ["kickstarts/overlays/evil.yaml", "profiles/q.yaml"]
+    message = git(contributor, "log", "-1", "--format=%B", "propose/q")
+    assert "From this branch (the contributor's, not the SIG's; 3 catalog file(s) differ from origin/HEAD" in message
+
+
+def test_boot_test_prints_branch_checks_and_needs_trust_outside_a_vm(contributor: Path, tmp_path: Path) -> None:
+    """A container image: the check command from the branch's overlay is printed before anything runs, and refused
+    (exit 2, its file:line, nothing run, no report) without --trust-checks; with it, it runs in the container."""
+    from tests.rootfs import busybox_rootfs_artifact
+
+    tar = busybox_rootfs_artifact(tmp_path / "img")
+    out = tmp_path / "report"
+    args = (
+        "--catalog",
+        str(contributor),
+        "boot-test",
+        str(tar),
+        "--profile",
+        "box",
+        "--container-runner",
+        "chroot",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--quiet",
+        "-o",
+        str(out),
+    )
+    (tmp_path / "work").mkdir()
+    proc = cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "note: 1 check command(s) come from files changed on this branch" in proc.stderr
+    assert "evil.probe  [kickstarts/overlays/evil.yaml:5, from this branch]" in proc.stderr
+    assert "$ echo from-the-branch > /probe; true" in proc.stderr
+    assert "error: kickstarts/overlays/evil.yaml:5: Untrusted check commands" in proc.stderr
+    assert "--trust-checks" in proc.stderr
+    assert not out.exists() and not Path("/probe").exists() and not list((tmp_path / "work").iterdir())
+    # --plan runs nothing: it prints, and is not refused
+    plan = cli(*args, "--plan", cwd=tmp_path)
+    assert plan.returncode == 0 and "evil.probe  [kickstarts/overlays/evil.yaml:5" in plan.stderr
+
+    proc = cli(*args, "--trust-checks", cwd=tmp_path)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert {c["id"]: c["status"] for c in report["checks"]}["evil.probe"] == "passed"
+    assert not Path("/probe").exists(), "the check ran in the container, not on the host"
