@@ -17,6 +17,7 @@ from typing import Any
 
 from pykickstart.errors import KickstartDeprecationWarning, KickstartError, KickstartParseWarning
 from pykickstart.parser import KickstartParser
+from pykickstart.sections import PackageSection
 from pykickstart.version import makeVersion, stringToVersion
 
 _LINE_RX = re.compile(r"\bon line (\d+)")
@@ -31,11 +32,66 @@ class KsMessage:
     line: int
 
 
+class _LinearPackageSection(PackageSection):
+    """pykickstart's %packages section hands each line to Packages.add, which rebuilds two sets and sorts both
+    lists every time: quadratic (10,000 packages took 18 s, 50,000 over 240 s). Here plain package lines (`name`,
+    `-name`) are applied to two sets with the very same result, line by line, and the sorted lists are written
+    back once: before any other line (groups and environments still go through Packages.add), when the section
+    ends, and when reading it fails (see _CollectingParser._readSection)."""
+
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._sets: tuple[set[str], set[str]] | None = None
+
+    def handleLine(self, line: str) -> None:
+        stripped = line.partition("#")[0].strip()
+        plain = bool(stripped) and stripped[0] != "@" and not (stripped[0] == "-" and stripped[1:2] in ("", "@"))
+        if not plain:
+            self.flush()
+            super().handleLine(line)
+            return
+        pk = self.handler.packages
+        first = self._sets is None
+        if self._sets is None:
+            self._sets = (set(pk.packageList), set(pk.excludedList))
+        included, excluded = self._sets
+        if stripped[0] == "-":  # Packages.add: included -= {name}; excluded = (excluded - included) | {name}
+            included.discard(stripped[1:])
+            excluded.add(stripped[1:])
+        else:  # Packages.add: included |= {name}; excluded -= included
+            included.add(stripped)
+            excluded.discard(stripped)
+        if first:  # after one line, Packages.add leaves the two disjoint; they stay so, line by line
+            excluded.difference_update(included)
+
+    def flush(self) -> None:
+        if self._sets is not None:
+            included, excluded = self._sets
+            self.handler.packages.packageList = sorted(included)
+            self.handler.packages.excludedList = sorted(excluded)
+            self._sets = None
+
+    def finalize(self) -> None:
+        self.flush()
+        super().finalize()
+
+
 class _CollectingParser(KickstartParser):
     def __init__(self, handler: Any, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self.problems: list[KsMessage] = []
         self.command_warnings: list[tuple[warnings.WarningMessage, int]] = []
+
+    def setupSections(self) -> None:
+        super().setupSections()
+        self._packages_section = _LinearPackageSection(self.handler)
+        self.registerSection(self._packages_section)
+
+    def _readSection(self, lineIter: Any, lineno: int) -> Any:
+        try:
+            return super()._readSection(lineIter, lineno)
+        finally:  # a section cut short by an error keeps what it read, as pykickstart's own does
+            self._packages_section.flush()
 
     def handleCommand(self, lineno: int, args: Any) -> Any:
         # Some deprecation warnings do not say their line: catch them per command, where the line is known.
