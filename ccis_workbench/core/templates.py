@@ -10,24 +10,43 @@ line's marker, an included template carries its own name.
 
 from __future__ import annotations
 
+import inspect
 import re
 import traceback
-from collections.abc import Iterator, Mapping
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import update_wrapper
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.ext import Extension
 from jinja2.lexer import Token, TokenStream
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.runtime import markup_join, str_join
+from jinja2.sandbox import (
+    ImmutableSandboxedEnvironment,
+    SandboxedEscapeFormatter,
+    SandboxedFormatter,
+    SecurityError,
+)
+from jinja2.utils import _PassArg, generate_lorem_ipsum
+from markupsafe import Markup
 
 from ccis_workbench.core.errors import TemplateError, WorkbenchError
-from ccis_workbench.core.textfile import read_text
+from ccis_workbench.core.render_limits import Clock, LimitExceeded, Meter, RenderLimits, too_large
+from ccis_workbench.core.textfile import read_text, require_regular
 
 _MARK_OPEN = "\x1e"
 _MARK_CLOSE = "\x1f"
 _MARK_RX = re.compile("\x1e(\\d+):(\\d+)\x1f")
+
+
+def _last_mark(text: str) -> re.Match[str] | None:
+    start = text.rfind(_MARK_OPEN)
+    return _MARK_RX.match(text, start) if start >= 0 else None
 
 
 @dataclass(frozen=True)
@@ -63,6 +82,7 @@ class _CatalogLoader(jinja2.BaseLoader):
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.filenames: set[str] = set()  # what tracebacks name: a failure is located in these, never elsewhere
 
     def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Any]:
         path = (self.root / template).resolve()
@@ -70,20 +90,223 @@ class _CatalogLoader(jinja2.BaseLoader):
             path.relative_to(self.root.resolve())
         except ValueError:
             raise jinja2.TemplateNotFound(template) from None
+        require_regular(path, what="template")  # a FIFO or a device: refused by name, never opened
         if not path.is_file():
             raise jinja2.TemplateNotFound(template)
         text = read_text(path, what="template")
         mtime = path.stat().st_mtime
+        self.filenames.add(str(path))
         return text, str(path), lambda: path.exists() and path.stat().st_mtime == mtime
+
+
+class _BoundedCodeGenerator(CodeGenerator):
+    """Jinja2's code generator, except that `a ~ b` asks the environment before joining (it cannot be
+    intercepted like the other operators)."""
+
+    @optimizeconst
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        if frame.eval_ctx.volatile:
+            markup = "context.eval_ctx.volatile"
+        else:
+            markup = "True" if frame.eval_ctx.autoescape else "False"
+        self.write("environment.bounded_concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write(f"), {markup})")
+
+
+class _BoundedFormatter(SandboxedFormatter):
+    """str.format in the sandbox, refusing a field width or a total over the size limit."""
+
+    def __init__(self, env: _BoundedEnvironment, **kwargs: Any) -> None:
+        super().__init__(env, **kwargs)
+        self.meter = env.meter
+        self.total = 0
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        self.meter.format_field(format_spec)
+        self.total += self.meter.size(value)
+        self.meter.check(self.total, "str.format")
+        return super().format_field(value, format_spec)
+
+
+class _BoundedEscapeFormatter(_BoundedFormatter, SandboxedEscapeFormatter):
+    pass
+
+
+#: Filters whose result can be much larger than their input: checked before they run (the arguments are bound
+#: to the filter's own signature). Every other filter's result is checked after it runs.
+_FILTER_CHECKS: dict[str, Callable[[Meter, dict[str, Any]], None]] = {
+    "center": lambda m, a: m.check(a["width"] if isinstance(a["width"], int) else 0, "center"),
+    "indent": lambda m, a: m.check(
+        m.size(a["s"])
+        + (str(a["s"]).count("\n") + 1) * (len(a["width"]) if isinstance(a["width"], str) else max(int(a["width"]), 0)),
+        "indent",
+    ),
+    "wordwrap": lambda m, a: m.check(m.size(a["s"]) * (1 + len(a["wrapstring"] or "\n")), "wordwrap"),
+    "format": lambda m, a: m.check(m.printf(str(a["value"]), a["kwargs"] or a["args"]), "format"),
+    "replace": lambda m, a: m.check(m.replaced(str(a["s"]), a["old"], a["new"], a["count"]), "replace"),
+    "batch": lambda m, a: m.count(a["linecount"], "batch") if a["fill_with"] is not None else None,
+    "slice": lambda m, a: m.count(a["slices"], "slice"),
+    "tojson": lambda m, a: m.check(
+        m.size(a["value"])
+        * (
+            6
+            + m.nesting(a["value"])
+            * (len(a["indent"]) if isinstance(a["indent"], str) else max(int(a["indent"] or 0), 0))
+        ),
+        "tojson",
+    ),
+    "urlize": lambda m, a: m.check(
+        m.size(a["value"]) + (m.size(a["value"]) // 4 + 1) * (m.size(a["target"]) + m.size(a["rel"]) + 40), "urlize"
+    ),
+}
+
+
+def _bounded_filter(meter: Meter, clock: Clock, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    signature = inspect.signature(func)
+    # A filter that Jinja2 passes a context, eval context or environment takes it first; an async variant's
+    # signature (that of its sync function) may not show it, and it is then set aside for binding.
+    first = next(iter(signature.parameters), "")
+    passed = _PassArg.from_obj(func) is not None
+    skip = 1 if passed and first not in ("context", "eval_ctx", "environment", "env") else 0
+    check = _FILTER_CHECKS.get(name)
+    materialise = {"join": "value", "sum": "iterable"}.get(name)
+
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        clock.tick()
+        if check is not None or materialise is not None:
+            try:
+                bound = signature.bind(*args[skip:], **kwargs)
+            except TypeError:
+                return func(*args, **kwargs)  # the filter's own error message
+            bound.apply_defaults()
+            a = bound.arguments
+            if check is not None:
+                check(meter, a)
+            if materialise is not None and not (name == "sum" and isinstance(a["start"], (int, float))):
+                sep = meter.size(a.get("d", ""))
+                a[materialise] = meter.collect(a[materialise], name, sep)
+                if name == "sum":
+                    meter.check(meter.size(a[materialise]) + meter.size(a["start"]), name)
+            result = func(*args[:skip], *bound.args, **bound.kwargs)
+        else:
+            result = func(*args, **kwargs)
+        meter.check_value(result, f"the filter {name}")
+        return result
+
+    return update_wrapper(bounded, func)  # keeps jinja_pass_arg (context, eval_ctx, environment)
+
+
+class _BoundedEnvironment(ImmutableSandboxedEnvironment):
+    """Jinja2's immutable sandbox, bounded in size and time (see render_limits.py for what is checked where)."""
+
+    code_generator_class = _BoundedCodeGenerator
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+
+    def __init__(self, limits: RenderLimits, **kwargs: Any) -> None:
+        self.limits = limits
+        self.meter = Meter(limits)
+        self.clock = Clock(limits)  # per thread
+        super().__init__(finalize=self._finalize, **kwargs)
+        self.filters = {name: _bounded_filter(self.meter, self.clock, name, f) for name, f in self.filters.items()}
+        self.globals["lipsum"] = self._lipsum
+
+    def _lipsum(self, n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
+        self.meter.check(max * n * 16 if isinstance(n, int) and isinstance(max, int) else 0, "lipsum")
+        return generate_lorem_ipsum(n, html, min, max)
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        """Every `{% for %}` iterates through bounded_iter, which checks the clock (a nest of empty loops
+        calls nothing else that would)."""
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            where = [nodes.Const(name or "<string>"), nodes.Const(loop.lineno)]
+            loop.iter = nodes.Call(
+                nodes.EnvironmentAttribute("bounded_iter"), [loop.iter, *where], [], None, None, lineno=loop.lineno
+            )
+        return tree
+
+    def bounded_iter(self, iterable: Iterable[Any], name: str, line: int) -> Iterator[Any]:
+        clock = self.clock
+        for i, item in enumerate(iterable):
+            if not i & 63:
+                clock.tick()
+                clock.loop = (name, line)  # where the output grows when data lines repeat (see _collect)
+            yield item
+
+    def bounded_concat(self, items: tuple[Any, ...], markup: bool) -> str:
+        self.clock.tick()
+        self.meter.concat(items)
+        return markup_join(items) if markup else str_join(items)
+
+    def _finalize(self, value: Any) -> Any:
+        self.clock.tick()
+        self.meter.check_value(value, "an expression")
+        return value
+
+    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
+        self.clock.tick()
+        self.meter.binop(operator, left, right)
+        return super().call_binop(context, operator, left, right)
+
+    def call(self, context: jinja2.runtime.Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.clock.tick()
+        if isinstance(obj, types.BuiltinMethodType) and isinstance(getattr(obj, "__self__", None), str):
+            if obj.__name__ == "join" and args:
+                args = (self.meter.collect(args[0], "str.join", len(obj.__self__)), *args[1:])
+            else:
+                self.meter.str_method(obj.__self__, obj.__name__, args, kwargs)
+        result = super().call(context, obj, *args, **kwargs)
+        self.meter.check_value(result, "a call")
+        return result
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        self.clock.tick()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        self.clock.tick()
+        return super().getitem(obj, argument)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """str.format and str.format_map, through a formatter that checks widths and the total size."""
+        if (
+            not isinstance(value, (types.MethodType, types.BuiltinMethodType))
+            or value.__name__ not in ("format", "format_map")
+            or not isinstance(value.__self__, str)
+        ):
+            return None
+        f_self: str = value.__self__
+        is_format_map = value.__name__ == "format_map"
+        env = self
+
+        def wrapper(*args: Any, **kwargs: Any) -> str:
+            if is_format_map:
+                if kwargs or len(args) != 1:
+                    raise TypeError("format_map() takes exactly one argument and no keyword arguments")
+                kwargs, args = args[0], ()
+            if isinstance(f_self, Markup):
+                formatter: _BoundedFormatter = _BoundedEscapeFormatter(env, escape=f_self.escape)
+            else:
+                formatter = _BoundedFormatter(env)
+            env.meter.check(len(f_self), "str.format")
+            return type(f_self)(formatter.vformat(f_self, args, kwargs))
+
+        return update_wrapper(wrapper, value)
 
 
 class FragmentRenderer:
     """Renders catalog fragments; one instance per catalog root (templates are compiled once and cached)."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, limits: RenderLimits | None = None) -> None:
         self.root = Path(root)
-        self.env = SandboxedEnvironment(
-            loader=_CatalogLoader(self.root),
+        self.limits = limits or RenderLimits()
+        self._loader = _CatalogLoader(self.root)
+        self.env = _BoundedEnvironment(
+            self.limits,
+            loader=self._loader,
             undefined=jinja2.StrictUndefined,
             extensions=[_LineMarker],
             autoescape=False,
@@ -102,26 +325,65 @@ class FragmentRenderer:
         return self._ids[name]
 
     def render(self, name: str, context: Mapping[str, Any]) -> list[SourceLine]:
-        """Render template *name* (relative to the root) and return its lines with their sources."""
+        """Render template *name* (relative to the root) and return its lines with their sources.
+
+        Bounded: the output, and any value built on the way, is at most `limits.max_output` characters, and the
+        render takes at most `limits.max_seconds` (a TemplateError naming the file and line otherwise).
+        """
+        clock = self.env.clock
+        clock.start()
         try:
             template = self.env.get_template(name)
-            text = template.render(**context)
+            text = self._collect(template.generate(**context))
+        except LimitExceeded as exc:
+            file, line = self._locate(exc, name)
+            raise TemplateError(exc.title, exc.message, file=file, line=line, hint=exc.hint) from None
+        except RecursionError as exc:
+            file, line = self._locate(exc, name)
+            raise TemplateError(
+                "Template too deep",
+                "macros or includes call themselves too deeply",
+                file=file,
+                line=line,
+                hint="a fragment needs no recursion; look for a macro or include that calls itself",
+            ) from None
+        except MemoryError:
+            raise TemplateError(
+                "Template too large",
+                "rendering ran out of memory",
+                file=self._display(name),
+                hint="a fragment renders a few kilobytes of kickstart; remove the repetition",
+            ) from None
         except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError("Template syntax error", exc.message or "invalid template syntax",
-                                file=self._display(exc.name or name), line=exc.lineno,
-                                hint="see https://jinja.palletsprojects.com/templates/") from None
+            raise TemplateError(
+                "Template syntax error",
+                exc.message or "invalid template syntax",
+                file=self._display(exc.name or name),
+                line=exc.lineno,
+                hint="see https://jinja.palletsprojects.com/templates/",
+            ) from None
         except jinja2.TemplateNotFound as exc:
-            raise TemplateError("Template not found", f"{exc.name} does not exist under {self.root}",
-                                file=self._display(name)) from None
+            raise TemplateError(
+                "Template not found", f"{exc.name} does not exist under {self.root}", file=self._display(name)
+            ) from None
         except jinja2.UndefinedError as exc:
             file, line = self._locate(exc, name)
-            raise TemplateError("Undefined template variable", str(exc), file=file, line=line,
-                                hint="use a variable the catalog defines (see README, 'Template variables')"
-                                ) from None
+            raise TemplateError(
+                "Undefined template variable",
+                str(exc),
+                file=file,
+                line=line,
+                hint="use a variable the catalog defines (see README, 'Template variables')",
+            ) from None
         except SecurityError as exc:
             file, line = self._locate(exc, name)
-            raise TemplateError("Unsafe template", f"the sandbox refused: {exc}", file=file, line=line,
-                                hint="templates may only use plain values and filters") from None
+            raise TemplateError(
+                "Unsafe template",
+                f"the sandbox refused: {exc}",
+                file=file,
+                line=line,
+                hint="templates may only use plain values and filters",
+            ) from None
         except WorkbenchError as exc:  # e.g. an included file that is binary or too large
             if exc.location is not None:
                 exc.location.file = self._display(exc.location.file)
@@ -129,7 +391,33 @@ class FragmentRenderer:
         except Exception as exc:  # noqa: BLE001 - any other failure inside a template is the template's
             file, line = self._locate(exc, name)
             raise TemplateError("Template error", f"{type(exc).__name__}: {exc}", file=file, line=line) from None
+        finally:
+            clock.stop()
         return self._split(text)
+
+    def _collect(self, chunks: Iterator[str]) -> str:
+        """Join the rendered chunks, stopping at the size limit (located by the line markers near the cut)."""
+        parts: list[str] = []
+        total = 0
+        cap = self.limits.max_output
+        for chunk in chunks:
+            total += len(chunk)
+            if total > cap:
+                mark = _MARK_RX.search(chunk, max(0, len(chunk) - (total - cap)))
+                for _, later in zip(range(16), chunks, strict=False):  # an expression's line: the next marker
+                    mark = mark or _MARK_RX.search(later)
+                loop = self.env.clock.loop
+                if mark is None and loop is None:
+                    for part in reversed(parts):
+                        mark = mark or _last_mark(part)
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
+                file, line = (self._names[int(mark.group(1))], int(mark.group(2))) if mark else loop or ("", 0)
+                err = too_large(self.limits, "the rendered layer")
+                raise TemplateError(err.title, err.message, file=file or None, line=line, hint=err.hint)
+            parts.append(chunk)
+        return "".join(parts)
 
     def _display(self, name: str) -> str:
         p = Path(name)
@@ -143,9 +431,8 @@ class FragmentRenderer:
     def _locate(self, exc: BaseException, name: str) -> tuple[str, int]:
         """Find the innermost template frame of a rendering failure (Jinja2 rewrites frames to templates)."""
         file, line = name, 0
-        root = str(self.root.resolve())
         for frame in traceback.extract_tb(exc.__traceback__):
-            if frame.filename.startswith(root) or frame.filename == name:
+            if frame.filename in self._loader.filenames or frame.filename == name:
                 file, line = self._display(frame.filename), frame.lineno or 0
         return file, line
 

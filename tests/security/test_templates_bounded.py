@@ -1,0 +1,228 @@
+"""Bounded templates (issue 14): a contributor's fragment cannot take the memory, the time or the machine.
+
+Each CLI test writes a hostile fragment into a private catalog (tmp_path) and runs the real CLI in a subprocess
+under an address-space limit and a timeout: one clear message naming the fragment's file and line, exit status 2,
+no traceback, and nothing written (no output file, no file changed in the catalog or next to it, nothing in a
+private HOME). Without the bounds, the reproducers of the issue grew to 14.5 GB or allocated 3 GB.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ccis_workbench.core.errors import TemplateError
+from ccis_workbench.core.render_limits import RenderLimits
+from ccis_workbench.core.templates import FragmentRenderer
+
+MEMORY_LIMIT = 1024 * 1024 * 1024  # 1 GiB: the CLI needs about 150 MB; the reproducers asked for 3 to 14.5 GB
+TIME_LIMIT = 20  # seconds: a refusal takes well under one; the reproducers ran until killed
+FRAGMENT = "kickstarts/overlays/alpha.ks.j2"  # the overlay the mini catalog's profile p uses
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def _tree(root: Path) -> dict[str, float]:
+    return {str(p.relative_to(root)): p.lstat().st_mtime for p in root.rglob("*")}
+
+
+def refuse_fragment(tmp_path: Path, catalog: Path, fragment: str, line: int, *words: str) -> str:
+    """Write *fragment* as the overlay's template, run `render p -o OUT` bounded in time and memory, expect
+    exit 2 with FRAGMENT:line and *words* in the first line, and nothing written anywhere. Returns stderr."""
+    (catalog / FRAGMENT).write_text(fragment)
+    out_dir = tmp_path / "out"
+    home = tmp_path / "home"
+    out_dir.mkdir(exist_ok=True)
+    home.mkdir(exist_ok=True)
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_DATA_HOME": str(home / ".local/share"),
+    }
+    before = _tree(tmp_path)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ccis_workbench",
+            "--catalog",
+            str(catalog),
+            "render",
+            "p",
+            "-o",
+            str(out_dir / "out.ks"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=catalog,
+        env=env,
+        timeout=TIME_LIMIT,
+        preexec_fn=_limit_memory,
+        check=False,
+    )
+    assert res.returncode == 2, (res.returncode, res.stdout[-2000:], res.stderr[-2000:])
+    assert "Traceback" not in res.stderr, res.stderr
+    first = res.stderr.splitlines()[0]
+    assert f"{FRAGMENT}:{line}:" in first, res.stderr
+    for w in words:
+        assert w.lower() in res.stderr.lower(), res.stderr
+    assert _tree(tmp_path) == before, "nothing may be written on bad input"
+    return res.stderr
+
+
+# -- item 1: the issue's three reproducers, and the other ways a size multiplies --------------------------------
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        '{{ "a" * 10000000000 }}',
+        '{{ "a".ljust(3000000000) | length }}',
+        '{{ "x" | center(3000000000) }}',
+    ],
+    ids=["mul", "ljust", "center"],
+)
+def test_issue_reproducers_end_with_a_clear_error(tmp_path: Path, mini_catalog: Path, expr: str) -> None:
+    refuse_fragment(tmp_path, mini_catalog, f"lang en_US\n{expr}\n", 2, "template output over 1 MiB")
+
+
+# Each of these asks for gigabytes (or runs for ever) when unbounded; each is refused before it allocates.
+SIZE_BOMBS = {
+    "list-mul": "{{ ([0] * 3000000000) | length }}",
+    "rmul": "{{ 3000000000 * 'ab' }}",
+    "pow": "{{ 2 ** 10000000000 }}",
+    "int-square": "{% set ns = namespace(n=2) %}{% for i in range(40) %}{% set ns.n = ns.n * ns.n %}{% endfor %}"
+    "{{ ns.n > 0 }}",
+    "plus-doubling": "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}"
+    "{% endfor %}{{ ns.s | length }}",
+    "tilde-doubling": "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}"
+    "{% endfor %}{{ ns.s | length }}",
+    "rjust": "{{ 'x'.rjust(3000000000) | length }}",
+    "zfill": "{{ '1'.zfill(3000000000) | length }}",
+    "str-center": "{{ 'x'.center(3000000000) | length }}",
+    "expandtabs": "{{ ('\\t' * 1000).expandtabs(3000000) | length }}",
+    "str-format-width": "{{ '{:>3000000000}'.format('x') | length }}",
+    "str-format-nested": "{{ '{:>{}}'.format('x', 3000000000) | length }}",
+    "str-format-repeat": "{{ ('{0}' * 100000).format('a' * 100000) | length }}",
+    "format-map": "{{ '{a:>3000000000}'.format_map({'a': 'x'}) | length }}",
+    "percent": "{{ ('%3000000000s' % 'x') | length }}",
+    "percent-star": "{{ ('%*s' % (3000000000, 'x')) | length }}",
+    "format-filter": "{{ '%3000000000s' | format('x') | length }}",
+    "str-join": "{{ ('a' * 1000000).join(['b'] * 100000) | length }}",
+    "join-filter": "{{ (['a' * 1000000] * 1000) | join | length }}",
+    "join-separator": "{{ (['b'] * 100000) | join('a' * 1000000) | length }}",
+    "str-replace": "{{ ('a' * 1000000).replace('', 'bb') | length }}",
+    "replace-filter": "{{ ('a' * 1000000) | replace('a', 'b' * 1000) | length }}",
+    "translate": "{{ ('a' * 1000000).translate({97: 'b' * 1000}) | length }}",
+    "indent": "{{ ('a\\n' * 1000) | indent(3000000) | length }}",
+    "indent-string": "{{ ('a\\n' * 100000) | indent('b' * 100000) | length }}",
+    "wordwrap": "{{ ('a ' * 100000) | wordwrap(1, wrapstring='x' * 1000) | length }}",
+    "batch": "{{ [1] | batch(1000000000, 0) | list | length }}",
+    "slice": "{{ [1] | slice(1000000000) | list | length }}",
+    "tojson-indent": "{{ [[[[1]]]] | tojson(1000000000) | length }}",
+    "urlize-target": "{{ ('www.a.io ' * 10000) | urlize(target='x' * 100000) | length }}",
+    "sum-lists": "{{ ([['a' * 1000] * 1000] * 1000) | sum(start=[]) | length }}",
+    "lipsum": "{{ lipsum(100000, False, 10000, 10000) | length }}",
+    "data-loop": "{% for a in range(100000) %}{% for b in range(100000) %}xxxxxxxxxxxxxxxx{% endfor %}{% endfor %}",
+    "expression-loop": "{% for a in range(100000) %}{% for b in range(100000) %}"
+    "{{ a ~ ' - 40 characters of output per step -' }}{% endfor %}{% endfor %}",
+    "macro-output": "{% macro f() %}{% for a in range(100000) %}{{ 'x' * 1000 }}{% endfor %}{% endmacro %}{{ f() }}",
+    "forceescape": "{{ ('&' * 1000000) | forceescape | forceescape | forceescape | length }}",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SIZE_BOMBS))
+def test_size_bombs_are_refused_in_process(tmp_path: Path, name: str) -> None:
+    (tmp_path / "f.ks.j2").write_text(f"lang en_US\n{SIZE_BOMBS[name]}\nlast\n")
+    with pytest.raises(TemplateError) as err:
+        FragmentRenderer(tmp_path).render("f.ks.j2", {})
+    assert err.value.location is not None and err.value.location.file == "f.ks.j2"
+    assert err.value.location.line == 2, err.value
+    assert err.value.title == "Template too large", err.value
+
+
+@pytest.mark.parametrize(
+    "name", ["pow", "str-format-nested", "percent-star", "str-join", "indent", "lipsum", "data-loop", "expression-loop"]
+)
+def test_size_bombs_through_the_cli(tmp_path: Path, mini_catalog: Path, name: str) -> None:
+    refuse_fragment(tmp_path, mini_catalog, f"lang en_US\n{SIZE_BOMBS[name]}\n", 2, "Template too large")
+
+
+@pytest.mark.parametrize(
+    "loop",
+    [
+        "{% set r = range(100000) | list %}{% for a in r %}{% for b in r %}{% for c in r %}{% endfor %}{% endfor %}"
+        "{% endfor %}",
+        "{% for a in range(100000) %}{% for b in range(100000) %}{% if a < 0 %}x{% endif %}{% endfor %}{% endfor %}",
+        "{% for a in range(100000) %}{% for b in range(100000) %}{% set c = a * b %}{% endfor %}{% endfor %}",
+    ],
+    ids=["empty-nest", "if-nest", "set-nest"],
+)
+def test_endless_loops_end_at_the_time_limit(tmp_path: Path, loop: str) -> None:
+    (tmp_path / "f.ks.j2").write_text(f"lang en_US\n{loop}\n")
+    with pytest.raises(TemplateError) as err:
+        FragmentRenderer(tmp_path, RenderLimits(max_seconds=0.3)).render("f.ks.j2", {})
+    assert err.value.title == "Template too slow"
+    assert "template took over 0.3 s" in err.value.message
+    assert (err.value.location.file, err.value.location.line) == ("f.ks.j2", 2), err.value
+
+
+def test_endless_loop_through_the_cli(tmp_path: Path, mini_catalog: Path) -> None:
+    loop = (
+        "{% set r = range(100000) | list %}{% for a in r %}{% for b in r %}{% for c in r %}{% endfor %}"
+        "{% endfor %}{% endfor %}"
+    )
+    refuse_fragment(tmp_path, mini_catalog, f"lang en_US\n\n{loop}\n", 3, "template took over 2 s")
+
+
+def test_recursion_is_a_clear_error(tmp_path: Path, mini_catalog: Path) -> None:
+    refuse_fragment(
+        tmp_path,
+        mini_catalog,
+        "lang en_US\n{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}\n{{ f(0) }}\n",
+        2,
+        "Template too deep",
+    )
+
+
+def test_include_of_a_bomb_names_the_included_file(tmp_path: Path) -> None:
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared/bomb.ks.j2").write_text("ok\n\n{{ 'a' * 10000000000 }}\n")
+    (tmp_path / "f.ks.j2").write_text("lang en_US\n{% include 'shared/bomb.ks.j2' %}\n")
+    with pytest.raises(TemplateError) as err:
+        FragmentRenderer(tmp_path).render("f.ks.j2", {})
+    assert (err.value.location.file, err.value.location.line) == ("shared/bomb.ks.j2", 3), err.value
+
+
+def test_layer_output_cap_is_the_limit(tmp_path: Path) -> None:
+    """Just under the limit renders; just over it is refused (the limit is what the README states)."""
+    limits = RenderLimits(max_output=10_000)
+    (tmp_path / "under.ks.j2").write_text("{% for i in range(90) %}\n{{ 'x' * 100 }}\n{% endfor %}\n")
+    lines = FragmentRenderer(tmp_path, limits).render("under.ks.j2", {})
+    assert len(lines) == 90 and lines[0].text == "x" * 100 and lines[0].line == 2
+    (tmp_path / "over.ks.j2").write_text("{% for i in range(200) %}\n{{ 'x' * 100 }}\n{% endfor %}\n")
+    with pytest.raises(TemplateError) as err:
+        FragmentRenderer(tmp_path, limits).render("over.ks.j2", {})
+    assert err.value.title == "Template too large" and "template output over 10,000 characters" in err.value.message
+    assert (err.value.location.file, err.value.location.line) == ("over.ks.j2", 2), err.value
+
+
+def test_ordinary_templates_still_render(tmp_path: Path) -> None:
+    """The bounds do not change what a well-behaved fragment renders (loops, loop.length, joins, formats, ~)."""
+    (tmp_path / "f.ks.j2").write_text(
+        "{% for p in pkgs %}{{ p }}{{ ',' if not loop.last }}{% endfor %} of {{ pkgs | length }}\n"
+        "{{ pkgs | join(' ') }} {{ '%s-%02d' % ('a', 3) }} {{ '{}={}'.format('k', 'v') }} {{ 'x' ~ 1 }}\n"
+        "{{ 'a b'.replace(' ', '_') }} {{ 'ab' | center(6) }}| {{ [1, [2]] | tojson }} {{ 2 ** 10 }}\n"
+        "{% set ns = namespace(n=0) %}{% for i in range(5) %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}\n"
+    )
+    lines = FragmentRenderer(tmp_path).render("f.ks.j2", {"pkgs": ["vim", "tar"]})
+    assert [sl.text for sl in lines] == ["vim,tar of 2", "vim tar a-03 k=v x1", "a_b   ab  | [1, [2]] 1024", "10"]
