@@ -161,6 +161,9 @@ def preview_evidence(composer: Any, comp: Any, *, artifacts: str | None, tag: st
                                     verify_signature=signature_check())
     proposal = prop.build_proposal(comp, evidence, tag=prop.check_tag(tag or prop.default_tag()),
                                    branch=branch or None)
+    root = getattr(getattr(composer, "catalog", None), "root", None)
+    if root is not None:  # the catalog's own paths (no repository prefix here)
+        _trust_labels(proposal, Path(root), Path(), list(proposal.layer_files), None)
     return evidence, proposal
 
 
@@ -179,8 +182,10 @@ def require_evidence(draft: ProposalDraft, *, allow_missing: bool, allow_rehears
     if unmet and not allow_missing:
         names = "; ".join(f"{i.title} {i.status}" for i in unmet)
         raise WorkbenchError("Evidence missing or stale", f"{names}; nothing was written",
-                             hint="build and boot-test this exact kickstart and pass --artifacts DIR, or propose "
-                                  "anyway with --allow-missing (the pull-request text will say what is missing)")
+                             hint="build and boot-test this exact kickstart and pass --artifacts DIR (the folder the "
+                                  "build wrote: unverified evidence does not cross-check with its manifest, CHECKSUM "
+                                  "and signature), or propose anyway with --allow-missing (the pull-request text will "
+                                  "say what is missing)")
 
 
 def commit_proposal(draft: ProposalDraft, request: ProposeRequest) -> dict[str, Any]:

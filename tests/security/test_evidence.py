@@ -18,11 +18,14 @@ import json
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
 from ccis_workbench.cli.main import main
@@ -736,3 +739,208 @@ def test_boot_test_prints_branch_checks_and_needs_trust_outside_a_vm(contributor
     report = json.loads((out / "report.json").read_text())
     assert {c["id"]: c["status"] for c in report["checks"]}["evil.probe"] == "passed"
     assert not Path("/probe").exists(), "the check ran in the container, not on the host"
+
+
+# -- a real build's evidence (real libvirtd + qemu TCG, the rehearsal tree, a throwaway signing key) -------------
+
+REAL = "evidreal"  # the profile name: every domain and volume of this build carries it
+
+
+def _remove_mine(uri: str) -> None:
+    """Remove the domains and ccis-workbench volumes of this test's build, whatever happened (only those: other
+    sessions build at the same time)."""
+    for name in subprocess.run(
+        ["virsh", "-c", uri, "list", "--all", "--name"], capture_output=True, text=True, check=False
+    ).stdout.split():
+        if REAL in name:
+            subprocess.run(["virsh", "-c", uri, "destroy", name], capture_output=True, check=False)
+            subprocess.run(["virsh", "-c", uri, "undefine", name, "--nvram"], capture_output=True, check=False)
+    for vol in subprocess.run(
+        ["virsh", "-c", uri, "vol-list", "ccis-workbench"], capture_output=True, text=True, check=False
+    ).stdout.split():
+        if REAL in vol:
+            subprocess.run(
+                ["virsh", "-c", uri, "vol-delete", vol, "--pool", "ccis-workbench"], capture_output=True, check=False
+            )
+
+
+@pytest.mark.libvirt
+@pytest.mark.slow
+def test_a_real_signed_build_is_verified_and_a_tampered_copy_is_not(
+    work: Path, tmp_path: Path, rehearsal_tree: Path, libvirt_uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ccis_workbench.core.report import BootTestResult, write_reports
+    from tests.fixtures_libvirt import left_behind
+
+    (work / f"profiles/{REAL}.yaml").write_text(f"name: {REAL}\nrelease: centos-stream-9\ntarget: openstack\n")
+    git(work, "add", f"profiles/{REAL}.yaml")
+    git(work, "commit", "-q", "-m", "a profile to build")
+    fpr, keyring = make_key(tmp_path / "gnupg", "CCIS Evidence Signer <signer@example.org>")
+    _, other = make_key(tmp_path / "other", "Someone Else <else@example.org>")
+    env = dict(os.environ, GNUPGHOME=str(tmp_path / "gnupg"), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ccis_workbench",
+                "--catalog",
+                str(work),
+                "build",
+                REAL,
+                "--tree",
+                str(rehearsal_tree),
+                "--uri",
+                libvirt_uri,
+                "--accel",
+                "tcg",
+                "--disk-size",
+                "96M",
+                "--memory",
+                "512",
+                "--format",
+                "qcow2",
+                "--output",
+                str(tmp_path / "builds"),
+                "--sign-key",
+                fpr,
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=900,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    finally:
+        _remove_mine(libvirt_uri)
+    assert not [n for n in left_behind(libvirt_uri, "ccis-") if REAL in n]
+    (art,) = list((tmp_path / "builds").iterdir())
+    assert (art / "CHECKSUM.asc").is_file()
+    image = next(art.glob("*.qcow2"))
+    # the report a boot test of this image writes beside it (core.report's own writer; nothing boots here)
+    result = BootTestResult(
+        run_id="r1",
+        label=REAL,
+        image=str(image),
+        started="2026-12-05T10:00:00",
+        uri=libvirt_uri,
+        domain=f"ccis-boottest-{REAL}",
+        domain_type="qemu",
+        seed="nocloud",
+        user="ccis-x",
+        ending="completed",
+        rehearsal=True,
+    )
+    write_reports(result, art / "boot-test-r1")
+
+    def propose(folder: Path, keys: Path, out: str) -> tuple[int, str, str]:
+        rc = main(
+            [
+                "--catalog",
+                str(work),
+                "propose",
+                REAL,
+                "--tag",
+                TAG,
+                "--artifacts",
+                str(folder),
+                "--keyring",
+                str(keys),
+                "--allow-rehearsal",
+                "--output",
+                str(tmp_path / out),
+                "--branch",
+                f"propose/{out}",
+            ]
+        )
+        printed = capsys.readouterr()
+        return rc, printed.out, printed.err
+
+    rc, out, err = propose(art, keyring, "good")
+    assert rc == 0, err
+    rows = {r[0]: r for r in tables(render((tmp_path / "good/PULL_REQUEST.md").read_text()))[1][1:]}
+    for title in ("Build manifest", "Artifact checksums (CHECKSUM)", "Boot-test report"):
+        assert rows[title][1].startswith("ok"), rows[title]
+    assert (
+        "signature good" in rows["Build manifest"][4]
+        and "every sha256 verified here" in rows["Artifact checksums (CHECKSUM)"][4]
+    )
+    assert f"tested image {image.name}" in rows["Boot-test report"][4]
+    tree = git(work, "ls-tree", "-r", "--name-only", "propose/good")
+    assert f"proposals/{REAL}/manifest.json" in tree and f"proposals/{REAL}/boot-test.json" in tree
+
+    # signed by someone else's key: unverified, refused without --allow-missing, nothing written
+    rc, out, err = propose(art, other, "otherkey")
+    assert rc == 2 and "Build manifest unverified" in err and "BAD or unknown signature" in out
+    assert not (tmp_path / "otherkey").exists()
+
+    # a copy with one byte of the image flipped: unverified, refused
+    copy = tmp_path / "tampered"
+    shutil.copytree(art, copy, symlinks=True)
+    (copy / "boot-test-r1/report.json").write_text(
+        (copy / "boot-test-r1/report.json").read_text().replace(str(art), str(copy))
+    )
+    tampered = copy / image.name
+    with tampered.open("r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    rc, out, err = propose(copy, keyring, "flipped")
+    assert rc == 2 and "Artifact checksums (CHECKSUM) unverified" in err
+    assert f"{image.name}: sha256" in out and not (tmp_path / "flipped").exists()
+
+
+# -- property-based: the escaping holds for any text ------------------------------------------------------------
+
+#: Text rich in what Markdown and HTML give a meaning to.
+TOKENS = [
+    *"`~*_[]()<>!#|\\-=+.:&;/\"' \n\tab1",
+    "<!--",
+    "-->",
+    "</details>",
+    "```",
+    "http://",
+    "www.",
+    "\x1b",
+    "\x00",
+    "\r",
+    "\u202e",
+]
+MARKUP = st.lists(st.sampled_from(TOKENS), max_size=30).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(MARKUP, MARKUP)
+def test_escaped_text_is_one_literal_cell(a: str, b: str) -> None:
+    """Two escaped values in a table row: always one row of exactly two cells, whose text is the value (control
+    characters and newlines as escapes), with no HTML, link, image or emphasis made of it."""
+    md = "| x | y |\n|---|---|\n" + f"| {prop.md_inline(a)} | {prop.md_code(b, in_table=True)} |\n"
+    html = render(md)
+    (table,) = tables(html)
+    assert len(table) == 2 and len(table[1]) == 2, (md, html)
+    for tag in ("<a ", "<img", "<em>", "<strong>", "<!--", "<details", "<h"):
+        assert tag not in html.split("<tbody>", 1)[1], (md, html)
+    unescape = {"&lt;": "<", "&gt;": ">", "&quot;": '"', "&amp;": "&"}
+    cell = table[1][0]
+    for k, v in unescape.items():
+        cell = cell.replace(k, v)
+    assert cell == prop.visible(a).strip(), (md, html)
+
+
+@settings(max_examples=300, deadline=None)
+@given(MARKUP)
+def test_a_fenced_block_holds_any_text(text: str) -> None:
+    """md_block: one code block, then the document goes on; its content is the text as written (escapes shown)."""
+    md = "\n".join(["before", "", *prop.md_block(text), "", "# after", ""])
+    html = render(md)
+    assert html.count("<pre>") == 1 and html.endswith("<h1>after</h1>\n"), (md, html)
+    body = re.search(r"<pre><code class=\"language-text\">(.*?)</code></pre>", html, re.S)
+    assert body, html
+    shown = body.group(1)
+    for k, v in {"&lt;": "<", "&gt;": ">", "&quot;": '"', "&amp;": "&"}.items():
+        shown = shown.replace(k, v)
+    assert shown.rstrip("\n") == prop.visible(text, keep_newlines=True).rstrip("\n")
