@@ -368,7 +368,12 @@ def _matches(ev: Evidence, got: Any) -> str | None:
 
 
 def _stale_detail(got: Any) -> str:
-    return f"made from kickstart sha256 {got}, not this one" if got else f"has no {KICKSTART_SHA_KEY} field"
+    if not got:
+        return f"has no {KICKSTART_SHA_KEY} field"
+    if not (isinstance(got, str) and re.fullmatch(r"[0-9a-f]{64}", got)):  # a value from a file: shown, bounded
+        text = repr(got)
+        return f"its {KICKSTART_SHA_KEY} is not a sha256: {text[:80] + '…' if len(text) > 80 else text}"
+    return f"made from kickstart sha256 {got}, not this one"
 
 
 def refuse_rehearsal(ev: Evidence, allow_rehearsal: bool = False) -> None:

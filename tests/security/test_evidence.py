@@ -944,3 +944,14 @@ def test_a_fenced_block_holds_any_text(text: str) -> None:
     for k, v in {"&lt;": "<", "&gt;": ">", "&quot;": '"', "&amp;": "&"}.items():
         shown = shown.replace(k, v)
     assert shown.rstrip("\n") == prop.visible(text, keep_newlines=True).rstrip("\n")
+
+
+def test_a_hostile_kickstart_sha256_field_is_shown_bounded_and_escaped(tmp_path: Path) -> None:
+    folder = build_folder(tmp_path / "b", KS)
+    (folder / "boot-test.json").write_text(
+        json.dumps({"kickstart_sha256": "\x1b[2J| fake | row |\n" * 10000, "image": "disk.qcow2", "passed": True})
+    )
+    ev = evidence_for(folder, KS)
+    boot = ev.items[2]
+    assert boot.status == "stale" and len(boot.detail) < 200 and "\x1b" not in boot.detail
+    assert "is not a sha256" in boot.detail and "boot-test.json" not in ev.files
