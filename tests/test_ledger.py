@@ -26,7 +26,9 @@ DATA = REPO / "tests" / "data" / "lint"
 CHECKED = [
     ("openstack-stream9", "cloud-kvm-stream9.ks"),
     ("openstack-stream10", "cloud-kvm-stream10.ks"),
+    ("aws-stream9", None),
     ("aws-stream10", None),
+    ("vagrant-stream9", None),
     ("vagrant-stream10", None),
     ("docker-stream9", None),
     ("overlay-minimal-docker-stream10", None),
