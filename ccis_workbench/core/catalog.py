@@ -34,7 +34,7 @@ from ccis_workbench.core.model import (
     Target,
     VariableSpec,
 )
-from ccis_workbench.core.schema import Field, validate
+from ccis_workbench.core.schema import Field, compile_catalog_regex, validate
 from ccis_workbench.core.textfile import file_kind, find_control, is_lexically_within, read_text, require_within
 from ccis_workbench.core.values import VARIABLES, Rule
 from ccis_workbench.core.yamlfile import LineDict, LineList, load_yaml_file, load_yaml_text
@@ -154,11 +154,7 @@ def default_root() -> Path:
 def make_check(c: dict[str, Any], origin: Origin) -> Check:
     """A Check from its validated CHECK_SCHEMA fields; a bad `output` expression is an error at *origin*."""
     if c["output"] is not None:
-        try:
-            re.compile(c["output"])
-        except re.error as exc:
-            raise CatalogError("Invalid value", f"check {c['id']}: output is not a regular expression: {exc}",
-                               file=origin.file, line=origin.line) from None
+        compile_catalog_regex(c["output"], f"check {c['id']}: output", origin.file, origin.line)
     if c.get("runs_in") == []:
         raise CatalogError("Invalid value", f"check {c['id']}: runs_in is empty, so it would never run",
                            file=origin.file, line=origin.line, hint=f"give one or more of: {', '.join(CONTEXTS)}")
@@ -335,6 +331,9 @@ class Catalog:
                 raise CatalogError("Invalid value", f"variable {vname!r} is a profile variable already", file=rel,
                                    line=line, hint="give the overlay's variable its own name")
             v = validate(vdef, VARIABLE_SCHEMA, rel, what="variable")
+            if v["pattern"] is not None:  # compiled here: an invalid or backtracking pattern is the file's error
+                compile_catalog_regex(v["pattern"], f"variable {vname}: pattern", rel,
+                                      vdef.line_of("pattern") if isinstance(vdef, LineDict) else line)
             variables[vname] = VariableSpec(vname, v["type"], v["default"], v["pattern"], v["description"])
         if d["targets"] is not None and d["exclude_targets"]:
             raise CatalogError("Conflicting keys", "give targets or exclude_targets, not both", file=rel,

@@ -20,7 +20,7 @@ from typing import Any
 from ccis_workbench.core.catalog import CHECK_SCHEMA, make_check
 from ccis_workbench.core.errors import CatalogError
 from ccis_workbench.core.model import AGENTS, CONTEXTS, Check, Origin
-from ccis_workbench.core.schema import Field, validate
+from ccis_workbench.core.schema import Field, compile_catalog_regex, validate
 from ccis_workbench.core.yamlfile import LineDict, LineList, load_yaml_file
 
 #: Where the spec lives, relative to the catalog root.
@@ -195,11 +195,7 @@ def parse_spec(raw: Any, rel: str) -> TestSpec:
 
 
 def _compile(pattern: str, what: str, rel: str, line: int) -> None:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise CatalogError("Invalid value", f"{what}: output is not a regular expression: {exc}", file=rel,
-                           line=line) from None
+    compile_catalog_regex(pattern, f"{what}: output", rel, line)  # invalid or backtracking: an error at rel:line
 
 
 # -- selecting --------------------------------------------------------------------------------------------------

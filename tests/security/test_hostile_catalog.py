@@ -21,6 +21,7 @@ from pykickstart.version import makeVersion, stringToVersion
 
 from ccis_workbench.core.errors import CatalogError
 from ccis_workbench.core.ksparse import parse_text
+from ccis_workbench.core.schema import compile_catalog_regex
 from ccis_workbench.core.textfile import MAX_TEXT_BYTES
 from ccis_workbench.core.yamlfile import MAX_YAML_ALIASES, load_yaml_text
 
@@ -377,3 +378,61 @@ def test_fifty_thousand_packages_render_within_the_time_limit(mini_catalog: Path
     assert expected <= rendered
     if where == "fragment":
         assert "-pkg00007" in rendered and "pkg00007" not in rendered
+
+
+# -- 6. catalog regular expressions: invalid or backtracking ---------------------------------------------------
+
+
+def _overlay_with_variable(root: Path, pattern: str) -> Path:
+    path = root / "kickstarts/overlays/beta.yaml"
+    path.write_text(f"name: beta\ntitle: Beta\nvariables:\n  motd:\n    type: str\n    pattern: '{pattern}'\n")
+    return path
+
+
+def test_backtracking_variable_pattern_is_refused_before_it_runs(mini_catalog: Path) -> None:
+    """`(a+)+$` against 'aaa...a!' ran for ever when a profile set the variable."""
+    _overlay_with_variable(mini_catalog, "(a+)+$")
+    _profile(mini_catalog, "overlays: [beta]\nvariables:\n  motd: " + "a" * 40 + "!\n")
+    expect_refusal(mini_catalog, "kickstarts/overlays/beta.yaml", 6, "exponential time")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "words"),
+    [("([a-z", "not a regular expression"), ("(x)\\1", "back reference"), ("a" * 1001, "over 1000 characters")],
+    ids=["invalid", "backreference", "too-long"],
+)
+def test_bad_variable_pattern_is_a_clear_error(mini_catalog: Path, pattern: str, words: str) -> None:
+    _overlay_with_variable(mini_catalog, pattern)
+    _profile(mini_catalog, "overlays: [beta]\nvariables:\n  motd: x\n")
+    expect_refusal(mini_catalog, "kickstarts/overlays/beta.yaml", 6, words)
+
+
+def test_backtracking_check_output_is_refused(mini_catalog: Path) -> None:
+    (mini_catalog / "kickstarts/overlays/beta.yaml").write_text(
+        "name: beta\ntitle: Beta\nchecks:\n  - id: slow\n    description: slow\n    command: 'echo'\n"
+        "    output: '^(\\w+\\s?)*$'\n"
+    )
+    expect_refusal(mini_catalog, "kickstarts/overlays/beta.yaml", 4, "exponential time", "list", "overlays")
+
+
+@pytest.mark.parametrize("pattern", ["(a+)+$", "(a|aa)*$", "(.*x){9}", "(x+x+)+y", "(a?)+b", "a*a*a*b", "(\\d+)*:"])
+def test_backtracking_shapes_are_refused(pattern: str) -> None:
+    with pytest.raises(CatalogError, match="time") as err:
+        compile_catalog_regex(pattern, "check c: output", "f.yaml", 7)
+    assert (err.value.location.file, err.value.location.line) == ("f.yaml", 7)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "(DEFAULT:NO-SHA1|FUTURE)(:[A-Z0-9-]+)*",
+        "^datasource_list:\\s*\\[\\s*x\\s*\\]",
+        "(?s)(?=.*a b)(?=.*c d)",
+        "[0-9a-fA-F.:]+(/[0-9]{1,3})?",
+        "^(enabled|static|indirect)$",
+        "( [A-Za-z0-9@._+:/=-]+)*",
+        "(?i)^x y",
+    ],
+)
+def test_safe_shapes_are_kept(pattern: str) -> None:
+    assert compile_catalog_regex(pattern, "check c: output", "f.yaml", 1).pattern == pattern
