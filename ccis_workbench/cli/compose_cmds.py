@@ -237,8 +237,12 @@ def cmd_list_rules_or_lint(args: argparse.Namespace) -> int:
             raise WorkbenchError("Bad argument", "give --file or a profile, not both")
         text = read_text(args.file, what="kickstart")
         version = args.ks_version or lint.detect_version(text)
-        if version is None and args.release:
-            version = load_catalog(args).releases[args.release].pykickstart
+        if args.release:  # an unknown release is bad input even when the file names its version
+            releases = load_catalog(args).releases
+            if args.release not in releases:
+                raise WorkbenchError("Unknown release", f"--release {args.release!r} is not a release of the catalog",
+                                     hint=f"known releases: {', '.join(releases)}")
+            version = version or releases[args.release].pykickstart
         findings = lint.lint_text(text, version or "RHEL9", filename=args.file, backend=backend)
         label = args.file
     else:

@@ -246,6 +246,14 @@ class Catalog:
         rel = self.rel(path)
         raw = load_yaml_file(str(path), what="release file", within=self.root)
         d = validate(raw, RELEASE_SCHEMA, rel, what="release")
+        repos_raw = raw.get("repos")
+        urls = [("tree", d["tree"], raw.line_of("tree"))] + [
+            (f"repos[{i}] url", r["url"], repos_raw.line_of(i) if isinstance(repos_raw, LineList) else 0)
+            for i, r in enumerate(d["repos"])]
+        for key, url, line in urls:  # filled in by plain replacement (model.expand_arch), never str.format
+            if "{" in url.replace("{arch}", "") or "}" in url.replace("{arch}", ""):
+                raise CatalogError("Invalid value", f"{key}: braces may only hold the placeholder {{arch}}", file=rel,
+                                   line=line, hint="write the URL out, or use {arch} for the architecture")
         if d["name"] != path.stem:
             raise CatalogError("Name mismatch", f"name {d['name']!r} differs from the file name {path.stem!r}",
                                file=rel, line=raw.line_of("name"))

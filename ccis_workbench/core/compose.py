@@ -31,7 +31,7 @@ from ccis_workbench import __version__
 from ccis_workbench.core.catalog import Catalog
 from ccis_workbench.core.errors import CatalogError, KickstartSyntaxError
 from ccis_workbench.core.ksparse import make_handler, parse_text, pin_version, unique_commands, write_order
-from ccis_workbench.core.model import LayerSpec, Origin, Overlay, Profile, Release, Target
+from ccis_workbench.core.model import LayerSpec, Origin, Overlay, Profile, Release, Target, expand_arch
 from ccis_workbench.core.templates import FragmentRenderer, SourceLine
 from ccis_workbench.core.values import resolve_variables
 
@@ -235,7 +235,7 @@ class Composer:
                 "name": release.name, "title": release.title, "major": int(release.name.rsplit("-", 1)[1]),
                 "pykickstart": release.pykickstart, "eol": release.eol, "vault": release.vault,
                 "tree_url": release.tree_url(arch), "stage2": release.stage2,
-                "repos": [{"name": r.name, "url": r.url.format(arch=arch)} for r in release.repos],
+                "repos": [{"name": r.name, "url": expand_arch(r.url, arch)} for r in release.repos],
                 "kernel_args": list(release.kernel_args),
             },
             "target": {"name": target.name, "title": target.title, "agent": agent,

@@ -22,6 +22,7 @@ from typing import Any
 
 from ccis_workbench import __version__
 from ccis_workbench.core.errors import WorkbenchError
+from ccis_workbench.core.model import expand_arch
 from ccis_workbench.core.propose import check_tag, default_tag, kickstart_name, release_major, sha256_text
 
 #: Workbench output format -> koji image-build format name (the client's list in handle_image_build:
@@ -237,7 +238,7 @@ def repo_urls(comp: Any) -> tuple[list[str], list[str]]:
     repo_list = list(handler.repo.repoList) if handler is not None else []
     if handler is None:
         arch = str(comp.variables.get("arch", "x86_64"))
-        urls = [r.url.format(arch=arch) for r in comp.release.repos]
+        urls = [expand_arch(r.url, arch) for r in comp.release.repos]
     for r in repo_list:
         url = (getattr(r, "baseurl", None) or "").strip("\"'")
         if url:

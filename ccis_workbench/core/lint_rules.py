@@ -34,7 +34,7 @@ from pykickstart.constants import (
 )
 
 from ccis_workbench.core.ksparse import KsMessage
-from ccis_workbench.core.model import BACKEND_FINAL_COMMAND, Origin
+from ccis_workbench.core.model import BACKEND_FINAL_COMMAND, Origin, expand_arch
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -857,7 +857,7 @@ def _repos(ctx: LintContext) -> Iterator[Hit]:
     if ctx.release is None:
         return
     arch = ctx.arch or "x86_64"
-    known = {_norm_url(r.url.format(arch=arch)): r for r in ctx.release.repos}
+    known = {_norm_url(expand_arch(r.url, arch)): r for r in ctx.release.repos}
     tree = _norm_url(ctx.release.tree_url(arch))
     for r in ctx.handler.repo.repoList:
         url = _repo_url(r)

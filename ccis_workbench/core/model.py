@@ -77,7 +77,13 @@ class Release:
     fidelity: list[Any] = field(default_factory=list)
 
     def tree_url(self, arch: str) -> str:
-        return self.tree.format(arch=arch)
+        return expand_arch(self.tree, arch)
+
+
+def expand_arch(url: str, arch: str) -> str:
+    """A catalog URL with its `{arch}` placeholder filled in: plain replacement, never str.format (a catalog's
+    `{arch.__class__}` would be evaluated); the catalog refuses any other brace when it loads."""
+    return url.replace("{arch}", arch)
 
 
 @dataclass

@@ -363,8 +363,9 @@ class FragmentRenderer:
                 hint="see https://jinja.palletsprojects.com/templates/",
             ) from None
         except jinja2.TemplateNotFound as exc:
+            file, line = self._locate(exc, name)  # an {% include %} of a missing file: the include's line
             raise TemplateError(
-                "Template not found", f"{exc.name} does not exist under {self.root}", file=self._display(name)
+                "Template not found", f"{exc.name} does not exist in the catalog", file=file, line=line
             ) from None
         except jinja2.UndefinedError as exc:
             file, line = self._locate(exc, name)

@@ -436,3 +436,54 @@ def test_backtracking_shapes_are_refused(pattern: str) -> None:
 )
 def test_safe_shapes_are_kept(pattern: str) -> None:
     assert compile_catalog_regex(pattern, "check c: output", "f.yaml", 1).pattern == pattern
+
+
+# -- 7. low: tracebacks that must be messages ------------------------------------------------------------------
+
+
+def test_huge_integer_in_yaml_is_refused_at_its_line(mini_catalog: Path) -> None:
+    _profile(mini_catalog, "variables:\n  disk_size: " + "9" * 5000 + "\n")
+    expect_refusal(mini_catalog, "profiles/p.yaml", 5, "too large")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("BaseOS/{arch}/os/", "BaseOS/{arch.__class__.__mro__}/os/", "tree"),
+        ("BaseOS/{arch}/os/", "BaseOS/{0}/os/", "tree"),
+        ("BaseOS/{arch}/os/", "BaseOS/{arch}}/os/", "tree"),
+    ],
+    ids=["attribute", "positional", "stray-brace"],
+)
+def test_format_fields_in_a_tree_url_are_refused(mini_catalog: Path, old: str, new: str, key: str) -> None:
+    release = mini_catalog / "kickstarts/releases/centos-stream-9.yaml"
+    text = release.read_text()
+    assert old in text
+    release.write_text(text.replace(old, new, 1))
+    line = next(i for i, ln in enumerate(release.read_text().splitlines(), 1) if ln.startswith(f"{key}:"))
+    err = expect_refusal(mini_catalog, "kickstarts/releases/centos-stream-9.yaml", line, "{arch}", "plan", "p")
+    assert "<class" not in err and "mro" not in err.replace(new, "")
+
+
+def test_repo_url_format_fields_are_refused(mini_catalog: Path) -> None:
+    release = mini_catalog / "kickstarts/releases/centos-stream-9.yaml"
+    lines = release.read_text().splitlines()
+    index = next(i for i, ln in enumerate(lines) if "url:" in ln)
+    lines[index] = lines[index].replace("{arch}", "{arch.__init__.__globals__}")
+    assert "__globals__" in lines[index]
+    release.write_text("\n".join(lines) + "\n")
+    expect_refusal(mini_catalog, "kickstarts/releases/centos-stream-9.yaml", None, "{arch}", "render", "p")
+
+
+def test_lint_file_with_an_unknown_release_is_bad_input(mini_catalog: Path, tmp_path: Path) -> None:
+    ks = tmp_path / "x.ks"
+    ks.write_text("text\n")
+    res = run_cli(mini_catalog, "lint", "--file", str(ks), "--release", "centos-6")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert "Unknown release" in res.stderr and "centos-stream-9" in res.stderr, res.stderr
+
+
+def test_include_of_a_missing_template_names_the_line(mini_catalog: Path) -> None:
+    frag = mini_catalog / "kickstarts/overlays/alpha.ks.j2"
+    frag.write_text('timezone UTC\n\n{% include "kickstarts/overlays/nothere.ks.j2" %}\n')
+    expect_refusal(mini_catalog, "kickstarts/overlays/alpha.ks.j2", 3, "nothere.ks.j2 does not exist")
