@@ -440,11 +440,12 @@ class Workbench:
         return path, text
 
     def save_profile(self, path: Path, text: str) -> None:
-        """Write the profile atomically (the caller asked before overwriting)."""
+        """Write the profile atomically (the caller asked before overwriting), through a temporary file made
+        exclusively under a random name: a link planted at `profiles/.NAME.yaml.tmp` was followed."""
+        from ccis_workbench.core.files import write_text_atomic
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomic(path, text, mode=0o644)
 
 
 class _ProfileDumper(yaml.SafeDumper):

@@ -487,3 +487,27 @@ def test_include_of_a_missing_template_names_the_line(mini_catalog: Path) -> Non
     frag = mini_catalog / "kickstarts/overlays/alpha.ks.j2"
     frag.write_text('timezone UTC\n\n{% include "kickstarts/overlays/nothere.ks.j2" %}\n')
     expect_refusal(mini_catalog, "kickstarts/overlays/alpha.ks.j2", 3, "nothere.ks.j2 does not exist")
+
+
+# -- 8. saving a profile never follows a planted link ----------------------------------------------------------
+
+
+def test_saving_a_profile_does_not_follow_a_planted_temporary_link(mini_catalog: Path, tmp_path: Path) -> None:
+    from ccis_workbench.ui.engine import Workbench
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    profiles = mini_catalog / "profiles"
+    (profiles / ".q.yaml.tmp").symlink_to(victim)  # the name the save used to write through
+    (profiles / "r.yaml").symlink_to(victim)  # a link at the profile's own name
+    text = (profiles / "p.yaml").read_text().replace("name: p\n", "")
+    wb = Workbench(mini_catalog)
+    for name in ("q", "r"):
+        wb.save_profile(profiles / f"{name}.yaml", text)
+        saved = profiles / f"{name}.yaml"
+        assert not saved.is_symlink() and saved.read_text() == text
+        assert saved.stat().st_mode & 0o777 == 0o644
+    assert victim.read_text() == "precious\n"
+    assert (profiles / ".q.yaml.tmp").is_symlink(), "the planted link is left alone, not written through"
+    assert sorted(p.name for p in profiles.iterdir() if p.name.startswith(".")) == [".q.yaml.tmp"]
+    assert wb.catalog.load_profile("q").release == "centos-stream-9"
