@@ -253,11 +253,12 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
 
     def call(self, context: jinja2.runtime.Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         self.clock.tick()
-        if isinstance(obj, types.BuiltinMethodType) and isinstance(getattr(obj, "__self__", None), str):
+        owner = getattr(obj, "__self__", None) if isinstance(obj, types.BuiltinMethodType) else None
+        if isinstance(owner, str):
             if obj.__name__ == "join" and args:
-                args = (self.meter.collect(args[0], "str.join", len(obj.__self__)), *args[1:])
+                args = (self.meter.collect(args[0], "str.join", len(owner)), *args[1:])
             else:
-                self.meter.str_method(obj.__self__, obj.__name__, args, kwargs)
+                self.meter.str_method(owner, obj.__name__, args, kwargs)
         result = super().call(context, obj, *args, **kwargs)
         self.meter.check_value(result, "a call")
         return result
@@ -347,11 +348,13 @@ class FragmentRenderer:
                 line=line,
                 hint="a fragment needs no recursion; look for a macro or include that calls itself",
             ) from None
-        except MemoryError:
+        except MemoryError as exc:
+            file, line = self._locate(exc, name)
             raise TemplateError(
                 "Template too large",
                 "rendering ran out of memory",
-                file=self._display(name),
+                file=file,
+                line=line,
                 hint="a fragment renders a few kilobytes of kickstart; remove the repetition",
             ) from None
         except jinja2.TemplateSyntaxError as exc:

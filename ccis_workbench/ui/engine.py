@@ -22,6 +22,7 @@ from ccis_workbench.core.compose import Composer, Composition, choice
 from ccis_workbench.core.errors import CatalogError, WorkbenchError
 from ccis_workbench.core.model import Profile
 from ccis_workbench.core.values import VARIABLES
+from ccis_workbench.flows.isolated import IsolatedComposer
 
 #: Diff modes, in the order the "cycle" key walks them: (key, title).
 DIFF_MODES: tuple[tuple[str, str], ...] = (
@@ -152,7 +153,8 @@ class Workbench:
         self.catalog = Catalog.load(root)
         self.root = self.catalog.root
         self.composer = Composer(self.catalog)
-        self._review_composer: Composer | None = None
+        # review composes every cell of a (possibly contributed, untrusted) catalog: in a worker with limits
+        self._review_composer: IsolatedComposer | None = None
         self._cache: dict[tuple[Any, ...], Composition] = {}
 
     def clear_cache(self) -> None:
@@ -318,7 +320,7 @@ class Workbench:
     def review(self, overlay: str) -> Iterator[ReviewCell]:
         """Every release x target cell for *overlay* (with the overlays it requires listed first)."""
         if self._review_composer is None:
-            self._review_composer = Composer(self.catalog)
+            self._review_composer = IsolatedComposer(self.root)
         comp = self._review_composer
         from ccis_workbench.core import diff, lint
 
@@ -366,7 +368,7 @@ class Workbench:
         """Every release x target composed with the catalog at *rev* and as it is now: which cells the change
         to *path* affects (and by how many lines), which it breaks, and the lint status of the new result."""
         if self._review_composer is None:
-            self._review_composer = Composer(self.catalog)
+            self._review_composer = IsolatedComposer(self.root)
         now = self._review_composer
         from ccis_workbench.core import lint
 
@@ -375,7 +377,7 @@ class Workbench:
             overlay = None
         wanted = _with_requires(self.catalog, overlay) if overlay else []
         with tempfile.TemporaryDirectory(prefix="ccis-review-") as tmp:
-            before = _catalog_at(self.root, rev, Path(tmp))
+            before = _catalog_at(self.root, rev, Path(tmp))  # its worker ends with this generator
             for release in self.catalog.releases:
                 for target in sorted(self.catalog.targets):
                     cell = ReviewCell(release, target, False, overlays=wanted)
@@ -488,7 +490,7 @@ def _body(text: str) -> str:
     return text.split("\n", 2)[2] if text.count("\n") >= 2 else text
 
 
-def _catalog_at(root: Path, rev: str, dest: Path) -> Composer | None:
+def _catalog_at(root: Path, rev: str, dest: Path) -> IsolatedComposer | None:
     """A composer over the catalog (kickstarts/) as it was at git revision *rev*, or None when there is none."""
     try:
         res = subprocess.run(["git", "archive", "--format=tar", rev, "--", "kickstarts"], cwd=root,
@@ -500,7 +502,8 @@ def _catalog_at(root: Path, rev: str, dest: Path) -> Composer | None:
     with tarfile.open(fileobj=io.BytesIO(res.stdout)) as tar:
         tar.extractall(dest, filter="data")
     try:
-        return Composer(Catalog.load(dest))
+        Catalog.load(dest)
+        return IsolatedComposer(dest)
     except WorkbenchError:
         return None
 

@@ -226,3 +226,157 @@ def test_ordinary_templates_still_render(tmp_path: Path) -> None:
     )
     lines = FragmentRenderer(tmp_path).render("f.ks.j2", {"pkgs": ["vim", "tar"]})
     assert [sl.text for sl in lines] == ["vim,tar of 2", "vim tar a-03 k=v x1", "a_b   ab  | [1, [2]] 1024", "10"]
+
+
+# -- item 2: composing untrusted content in a worker process with resource limits -------------------------------
+
+# Each cell's string is allowed (10 kB), the list of them is only measured once made: it gets past the in-process
+# checks with about 1.5 GB, and only the worker's address-space limit stops it.
+PAST_THE_CHECKS = "{% set r = range(100000) | list %}{{ r | map('string') | map('center', 10000) | list | length }}"
+ENDLESS = "{% set r = range(100000) | list %}{% for a in r %}{% for b in r %}{% endfor %}{% endfor %}"
+
+
+def _bomb_overlay(catalog: Path, fragment: str) -> None:
+    ov = catalog / "kickstarts/overlays"
+    (ov / "bomb.yaml").write_text("name: bomb\ntitle: Bomb\n")
+    (ov / "bomb.ks.j2").write_text(f"lang en_US\n{fragment}\n")
+
+
+def test_isolated_composition_is_the_same_composition(catalog, repo_root: Path) -> None:
+    from ccis_workbench.core import lint
+    from ccis_workbench.core.compose import Composer
+    from ccis_workbench.core.diff import diff_compositions
+    from ccis_workbench.flows.isolated import IsolatedComposer
+
+    local = Composer(catalog)
+    names = ["openstack-stream9", "aws-stream9", "docker-stream9"]
+    with IsolatedComposer(repo_root) as isolated:
+        for name in names:
+            profile = catalog.load_profile(name)
+            a, b = local.compose(profile), isolated.compose(profile)
+            assert b.text == a.text
+            assert [ln.origins for ln in b.lines] == [ln.origins for ln in a.lines]
+            assert b.overrides == a.overrides
+            assert [(f.rule, f.line, f.severity) for f in lint.lint_composition(b)] == [
+                (f.rule, f.line, f.severity) for f in lint.lint_composition(a)
+            ]
+            base = local.compose_baseline(a.release.name, a.variables)
+            assert diff_compositions(base, b).unified == diff_compositions(base, a).unified
+
+
+def test_allocation_past_the_checks_ends_in_the_worker(mini_catalog: Path) -> None:
+    from ccis_workbench.core.compose import choice
+    from ccis_workbench.core.errors import WorkbenchError
+    from ccis_workbench.flows.isolated import IsolatedComposer, WorkerLimits
+
+    _bomb_overlay(mini_catalog, PAST_THE_CHECKS)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with IsolatedComposer(mini_catalog, WorkerLimits(memory_mib=512)) as composer:
+        with pytest.raises(WorkbenchError) as err:
+            composer.compose(choice("centos-stream-9", "openstack", ["bomb"]))
+        assert str(err.value).startswith("kickstarts/overlays/bomb.ks.j2:2: "), err.value
+        assert "out of memory" in err.value.message
+        # the parent is unharmed and the same composer goes on composing
+        assert "lang en_US" in composer.compose(choice("centos-stream-9", "openstack", [])).text
+    grew_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grew_kib < 200 * 1024, f"the parent's peak memory grew by {grew_kib} KiB"
+
+
+def test_cpu_limit_ends_a_loop_at_its_line(mini_catalog: Path) -> None:
+    from ccis_workbench.core.compose import choice
+    from ccis_workbench.core.errors import WorkbenchError
+    from ccis_workbench.flows.isolated import IsolatedComposer, WorkerLimits
+
+    _bomb_overlay(mini_catalog, ENDLESS)  # the render clock would stop it at 2 s; the CPU limit comes first
+    with IsolatedComposer(mini_catalog, WorkerLimits(cpu_seconds=1)) as composer:
+        with pytest.raises(WorkbenchError) as err:
+            composer.compose(choice("centos-stream-9", "openstack", ["bomb"]))
+        assert str(err.value).startswith("kickstarts/overlays/bomb.ks.j2:2: "), err.value
+        assert "took over 1 s of CPU time" in err.value.message
+        assert "lang en_US" in composer.compose(choice("centos-stream-9", "openstack", [])).text
+
+
+def test_worker_that_does_not_answer_is_stopped_and_replaced(mini_catalog: Path) -> None:
+    from ccis_workbench.core.compose import choice
+    from ccis_workbench.core.errors import WorkbenchError
+    from ccis_workbench.flows.isolated import IsolatedComposer, WorkerLimits
+
+    _bomb_overlay(mini_catalog, ENDLESS)  # renders for 2 s at least (the render clock), waited for 1 s only
+    composer = IsolatedComposer(mini_catalog, WorkerLimits(cpu_seconds=30, wall_seconds=1))
+    try:
+        with pytest.raises(WorkbenchError) as err:
+            composer.compose(choice("centos-stream-9", "openstack", ["bomb"]))
+        assert err.value.location is not None and err.value.location.file == "kickstarts/overlays/bomb.ks.j2"
+        assert "did not finish in 1 s" in err.value.message
+    finally:
+        composer.close()
+    with IsolatedComposer(mini_catalog) as fresh:
+        assert "lang en_US" in fresh.compose(choice("centos-stream-9", "openstack", [])).text
+
+
+def test_worker_that_cannot_start_is_a_clear_error(mini_catalog: Path) -> None:
+    from ccis_workbench.core.errors import WorkbenchError
+    from ccis_workbench.flows.isolated import WorkerLimits, compose_isolated
+
+    profile_path = mini_catalog / "profiles/p.yaml"
+    from ccis_workbench.core.catalog import Catalog
+
+    profile = Catalog.load(mini_catalog).load_profile(str(profile_path))
+    with pytest.raises(WorkbenchError) as err:  # 8 MiB: Python itself cannot start
+        compose_isolated(mini_catalog, profile, WorkerLimits(memory_mib=8))
+    assert err.value.title == "Composition failed" and "composing p failed" in err.value.message
+
+
+def test_the_worker_never_imports_code_from_the_catalog(mini_catalog: Path) -> None:
+    """A contributor's checkout of this repository has a ccis_workbench/ of its own: the worker runs in isolated
+    mode from /, with this installation's package first, so the planted one never runs."""
+    from ccis_workbench.core.compose import choice
+    from ccis_workbench.flows.isolated import compose_isolated
+
+    marker = mini_catalog / "PLANTED-CODE-RAN"
+    for pkg in ("ccis_workbench", "ccis_workbench/flows", "ccis_workbench/core"):
+        (mini_catalog / pkg).mkdir(exist_ok=True)
+        (mini_catalog / pkg / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    (mini_catalog / "ccis_workbench/flows/isolated.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    comp = compose_isolated(mini_catalog, choice("centos-stream-9", "openstack", []))
+    assert "lang en_US" in comp.text
+    assert not marker.exists()
+
+
+def test_results_from_the_worker_are_data_only() -> None:
+    """The parent unpickles what the worker sends with an allow-list: no function, no dotted name."""
+    import io
+    import pickle
+
+    from ccis_workbench.core import textfile
+    from ccis_workbench.core.catalog import Catalog
+    from ccis_workbench.core.model import Origin
+    from ccis_workbench.flows.isolated import _ResultUnpickler
+
+    class Evil:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (os.system, ("touch /tmp/ccis-pwned",))
+
+    ok = pickle.dumps(("ok", [Origin("layer", "f", 1), {1, 2}, Path("x")]))
+    assert _ResultUnpickler(io.BytesIO(ok)).load()[1][0] == Origin("layer", "f", 1)
+    for hostile in (
+        pickle.dumps(Evil()),
+        pickle.dumps(print),
+        pickle.dumps(subprocess.Popen),
+        pickle.dumps(textfile.read_text),
+        pickle.dumps(Catalog.load),
+    ):
+        with pytest.raises(pickle.UnpicklingError, match="not data"):
+            _ResultUnpickler(io.BytesIO(hostile)).load()
+
+
+def test_review_of_a_hostile_overlay_keeps_the_workbench_up(mini_catalog: Path) -> None:
+    """The review screen's matrix (engine.review) composes in the worker: the cell says why, the app goes on."""
+    from ccis_workbench.ui.engine import Workbench
+
+    _bomb_overlay(mini_catalog, "{{ 'a' * 10000000000 }}")
+    wb = Workbench(mini_catalog)
+    cells = list(wb.review("bomb"))
+    assert [c.applicable for c in cells] == [False]
+    assert "too large" in cells[0].reason.lower() or "1 mib" in cells[0].reason.lower(), cells[0].reason
+    assert [c.applicable for c in wb.review("beta")] == [True]
