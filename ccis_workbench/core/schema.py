@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import builtins
 import difflib
+import functools
 import re
 
 try:  # the parser re itself uses; its public alias sre_parse is deprecated
@@ -200,19 +201,28 @@ def compile_catalog_regex(pattern: str, what: str, file: str, line: int) -> re.P
     if len(pattern) > MAX_REGEX_CHARS:
         raise CatalogError("Invalid value", f"{what}: the regular expression is over {MAX_REGEX_CHARS} characters",
                            file=file, line=line, hint="a check or a variable needs a short pattern")
-    try:
-        compiled = re.compile(pattern)
-        tree = _sre_parse.parse(pattern)
-    except (re.error, RecursionError, OverflowError) as exc:
-        raise CatalogError("Invalid value", f"{what}: not a regular expression: {exc}", file=file, line=line,
-                           hint="see https://docs.python.org/3/library/re.html") from None
-    problem = _backtracking_problem(tree)
+    compiled, invalid, problem = _analyse_regex(pattern)
+    if invalid:
+        raise CatalogError("Invalid value", f"{what}: not a regular expression: {invalid}", file=file, line=line,
+                           hint="see https://docs.python.org/3/library/re.html")
     if problem:
         raise CatalogError("Invalid value", f"{what}: the regular expression has {problem}, which can take "
                            "exponential time on some input", file=file, line=line,
                            hint="make each repeated part start with a character the rest of it cannot match, "
                                 "e.g. (:[A-Z0-9-]+)* rather than ([A-Z0-9:-]+)*")
+    assert compiled is not None
     return compiled
+
+
+@functools.lru_cache(maxsize=1024)
+def _analyse_regex(pattern: str) -> tuple[re.Pattern[str] | None, str | None, str | None]:
+    """(compiled, why it is invalid, why it could backtrack): each pattern is analysed once per process."""
+    try:
+        compiled = re.compile(pattern)
+        tree = _sre_parse.parse(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        return None, str(exc), None
+    return compiled, None, _backtracking_problem(tree)
 
 
 def _type_ok(value: Any, expected: type) -> bool:

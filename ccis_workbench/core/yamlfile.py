@@ -110,24 +110,27 @@ def _children(node: yaml.Node) -> list[tuple[yaml.Node, int]]:
 
 def check_node_budget(root: yaml.Node, filename: str) -> None:
     """Refuse a composed YAML node graph that is recursive, too deep, uses too many aliases, expands beyond
-    MAX_YAML_EXPANDED, or holds a whole number too long to convert; every error names *filename*:line.
+    MAX_YAML_EXPANDED, or holds a whole number too long to convert or a control character; every error names
+    *filename*:line.
 
     Iterative (no recursion limit to hit) and linear in the number of distinct nodes plus aliases."""
     size: dict[int, int] = {}  # id(node) -> expanded size, for nodes already finished
     open_nodes: set[int] = set()  # nodes whose children are being walked (an alias to one is a cycle)
     aliases = 0
-    stack: list[tuple[yaml.Node, int, int, bool]] = [(root, 1, root.start_mark.line + 1, False)]
+    # (node, depth, line an alias to it would be on, its children once they are being walked)
+    stack: list[tuple[yaml.Node, int, int, list[tuple[yaml.Node, int]] | None]] = [
+        (root, 1, root.start_mark.line + 1, None)]
     while stack:
-        node, depth, ref_line, finished = stack.pop()
+        node, depth, ref_line, children = stack.pop()
         key = id(node)
-        line = node.start_mark.line + 1
-        if finished:
+        if children is not None:  # all its children are done
             open_nodes.discard(key)
-            total = 1 + sum(size[id(child)] for child, _ in _children(node))
+            total = 1 + sum(size[id(child)] for child, _ in children)
             if total > MAX_YAML_EXPANDED:
                 raise CatalogError("YAML too large", f"with its aliases expanded this value would be over "
                                    f"{MAX_YAML_EXPANDED // (1024 * 1024)} million nodes and characters",
-                                   file=filename, line=line, hint="write the values out instead of nesting aliases")
+                                   file=filename, line=node.start_mark.line + 1,
+                                   hint="write the values out instead of nesting aliases")
             size[key] = total
             continue
         if key in open_nodes:
@@ -141,23 +144,31 @@ def check_node_budget(root: yaml.Node, filename: str) -> None:
             continue
         if depth > MAX_YAML_DEPTH:
             raise CatalogError("YAML too deep", f"mappings and lists are nested over {MAX_YAML_DEPTH} levels deep",
-                               file=filename, line=line, hint="catalog files need a few levels at most")
+                               file=filename, line=node.start_mark.line + 1,
+                               hint="catalog files need a few levels at most")
         if isinstance(node, yaml.ScalarNode):
-            if node.tag == _INT_TAG and len(node.value) > MAX_YAML_INT_CHARS:
-                raise CatalogError("Invalid value", f"a whole number of {len(node.value)} characters is too large",
-                                   file=filename, line=line, hint="no catalog value needs more than a few digits")
-            found = find_control(node.value)  # also what "\x1e" or "\e" escapes in a quoted string make
-            if found is not None:
-                literal = node.style == "|"  # its lines are the file's; in other styles, escapes and folding
-                raise CatalogError("Control character", f"a value contains the control character "
-                                   f"{describe_char(found[2])}; only tab and newline are allowed", file=filename,
-                                   line=line + found[0] if literal else line, hint="remove the character")
+            _check_scalar_node(node, filename)
             size[key] = 1 + len(node.value)
             continue
         open_nodes.add(key)
-        stack.append((node, depth, ref_line, True))
-        for child, child_line in reversed(_children(node)):
-            stack.append((child, depth + 1, child_line, False))
+        children = _children(node)
+        stack.append((node, depth, ref_line, children))
+        stack.extend((child, depth + 1, child_line, None) for child, child_line in reversed(children))
+
+
+def _check_scalar_node(node: yaml.ScalarNode, filename: str) -> None:
+    value = node.value
+    if node.tag == _INT_TAG and len(value) > MAX_YAML_INT_CHARS:
+        raise CatalogError("Invalid value", f"a whole number of {len(value)} characters is too large",
+                           file=filename, line=node.start_mark.line + 1,
+                           hint="no catalog value needs more than a few digits")
+    found = find_control(value)  # also what "\x1e" or "\e" escapes in a quoted string make
+    if found is not None:
+        line = node.start_mark.line + 1
+        literal = node.style == "|"  # its lines are the file's; in other styles, escapes and folding
+        raise CatalogError("Control character", f"a value contains the control character "
+                           f"{describe_char(found[2])}; only tab and newline are allowed", file=filename,
+                           line=line + found[0] if literal else line, hint="remove the character")
 
 
 def load_yaml_text(text: str, filename: str) -> Any:
