@@ -135,7 +135,11 @@ class _Merge:
     data: dict[str, list[tuple[Any, Origin]]] = field(default_factory=dict)
     services_on: dict[str, Origin] = field(default_factory=dict)
     services_off: dict[str, Origin] = field(default_factory=dict)
-    kargs: list[tuple[str, Origin]] = field(default_factory=list)
+    # kernel arguments in order: a number that keeps an argument's place -> (argument, origin); karg_keys indexes
+    # them by key (console, quiet, ...) so that adding or removing one never scans them all (linear merges)
+    kargs: dict[int, tuple[str, Origin]] = field(default_factory=dict)
+    karg_keys: dict[str, list[int]] = field(default_factory=dict)
+    karg_next: int = 0
     pkgs: dict[str, Origin] = field(default_factory=dict)  # "name", "@group", "@^env"
     pkg_excl: dict[str, Origin] = field(default_factory=dict)  # "name", "@group"
     groups: dict[str, Any] = field(default_factory=dict)  # name -> Group
@@ -391,26 +395,36 @@ class Composer:
         mine.setdefault(name, origin)
 
     def _karg(self, m: _Merge, arg: str, origin: Origin) -> None:
-        if arg.startswith("-"):
+        if arg.startswith("-"):  # `-key` removes every argument with that key, `-key=value` that exact one
             gone = arg[1:]
             exact = "=" in gone
-            keep = []
-            for a, o in m.kargs:
-                if (a == gone) if exact else (_karg_key(a) == gone):
-                    m.overrides.append(Override(f"kernel argument {_karg_key(a)}", o, origin, a, "(removed)"))
-                else:
-                    keep.append((a, o))
-            m.kargs = keep
+            key = _karg_key(gone)
+            seqs = m.karg_keys.get(key, [])
+            kept = []
+            for seq in seqs:  # in the order they were added, as the overrides report them
+                a, o = m.kargs[seq]
+                if exact and a != gone:
+                    kept.append(seq)
+                    continue
+                m.overrides.append(Override(f"kernel argument {key}", o, origin, a, "(removed)"))
+                del m.kargs[seq]
+            if kept:
+                m.karg_keys[key] = kept
+            else:
+                m.karg_keys.pop(key, None)
             return
         key = _karg_key(arg)
-        for i, (a, o) in enumerate(m.kargs):
-            if a == arg:
-                return
-            if key == _karg_key(a) and key not in MULTI_KARGS:
-                m.overrides.append(Override(f"kernel argument {key}", o, origin, a, arg))
-                m.kargs[i] = (arg, origin)
-                return
-        m.kargs.append((arg, origin))
+        seqs = m.karg_keys.setdefault(key, [])
+        if any(m.kargs[seq][0] == arg for seq in seqs):  # one seq unless the key repeats (console=)
+            return
+        if seqs and key not in MULTI_KARGS:  # a key that does not repeat has one argument: replaced in place
+            a, o = m.kargs[seqs[0]]
+            m.overrides.append(Override(f"kernel argument {key}", o, origin, a, arg))
+            m.kargs[seqs[0]] = (arg, origin)
+            return
+        m.kargs[m.karg_next] = (arg, origin)
+        seqs.append(m.karg_next)
+        m.karg_next += 1
 
     def _merge(self, m: _Merge, layer: Layer, h: Any) -> None:
         src = layer.lines
@@ -560,7 +574,7 @@ class Composer:
                 cmd.__dict__.update(state)
             elif name in m.data:
                 cmd.dataList()[:] = [d for d, _ in m.data[name]]
-        kargs = [a for a, _ in m.kargs]
+        kargs = [a for a, _ in m.kargs.values()]
         boot = h.commands["bootloader"]
         if kargs and not getattr(boot, "disabled", False):
             boot.appendLine = " ".join(kargs)
@@ -590,7 +604,7 @@ class Composer:
                     add(t, (by_text.get(t, first),))
             elif name in m.single or (name == "bootloader" and kargs):
                 base = (m.single[name][1],) if name in m.single else ()
-                extra = tuple(o for _, o in m.kargs) if name == "bootloader" else ()
+                extra = tuple(o for _, o in m.kargs.values()) if name == "bootloader" else ()
                 for t in chunk:
                     add(t, base + extra if t.startswith("bootloader") else base or extra[:1])
             else:
