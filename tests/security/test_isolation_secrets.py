@@ -16,6 +16,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ from ccis_workbench.core.seed import (
     make_credentials,
     remove_stale_credentials,
 )
+from tests.fixtures_libvirt import left_behind
 from tests.rootfs import BUSYBOX, busybox_root
 
 REPO = Path(__file__).resolve().parents[2]
@@ -388,3 +390,159 @@ def test_gc_command_removes_a_killed_runs_credentials(tmp_path: Path) -> None:
         assert not d.exists()
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+# -- a real boot test (rehearsal image, real libvirtd + qemu TCG): where the credentials go -----------------
+
+
+@pytest.fixture(scope="module")
+def rehearsal_artifact(tmp_path_factory: pytest.TempPathFactory, libvirt_uri: str) -> Path:
+    out = tmp_path_factory.mktemp("rehearsal-artifacts")
+    res = subprocess.run(
+        [sys.executable, "-m", "ccis_workbench", "build", "openstack-stream9", "--tree", "rehearsal", "--accel", "tcg",
+         "--disk-size", "256M", "--format", "qcow2", "--output", str(out), "--quiet"],
+        capture_output=True, text=True, timeout=900, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (art,) = [d for d in out.iterdir() if (d / "manifest.json").exists()]
+    return art
+
+
+def _cleanup_guest(uri: str, prefix: str) -> None:
+    for name in left_behind(uri, prefix):
+        subprocess.run(["virsh", "-c", uri, "destroy", name], capture_output=True, check=False)
+        subprocess.run(["virsh", "-c", uri, "vol-delete", "--pool", "ccis-workbench", name], capture_output=True,
+                       check=False)  # fmt: skip
+
+
+def _unique_secrets(creds: object) -> list[str]:
+    """The password and the private key's lines but the first (the same for every unencrypted OpenSSH key)."""
+    return [creds.password, *creds.secrets()[2:]]  # type: ignore[attr-defined]
+
+
+def _secrets_on_the_host(needles: list[bytes], own: set[int]) -> list[str]:
+    """Processes (other than this test's own) whose argv or environment holds one of *needles*."""
+    hits = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit() or int(p.name) in own:
+            continue
+        for what in ("cmdline", "environ"):
+            try:
+                data = (p / what).read_bytes()
+            except OSError:
+                continue
+            if any(n in data for n in needles):
+                hits.append(f"{p.name} {what}: {data[:200]!r}")
+    return hits
+
+
+@pytest.mark.libvirt
+@pytest.mark.slow
+def test_boot_test_credentials_reach_no_argv_environment_report_log_or_artifact(
+    rehearsal_artifact: Path, libvirt_uri: str, tmp_path: Path
+) -> None:
+    """A real boot test of the rehearsal image with a check that prints the seed (the password in clear): while it
+    runs, no process on the host has the password or the private key in its argv or environment; the key is
+    0600 in a 0700 directory; afterwards the directory is gone and neither the reports, the console log, what
+    the monitor streamed, nor the artifact holds the password or a line of the key."""
+    from ccis_workbench.backends.boottest import BootTest, BootTestOptions
+    from ccis_workbench.core.catalog import Catalog
+    from ccis_workbench.core.compose import Composer
+    from ccis_workbench.core.testspec import SelectedCheck, load_spec, select_checks
+
+    cat = Catalog.load(REPO)
+    plan = select_checks(load_spec(REPO), Composer(cat).compose(cat.load_profile("openstack-stream9")), rehearsal=True)
+    leak = Check("leak.seed", "prints the seed's user-data, password included",
+                 "cat /run/rehearsal-seed/user-data", output="^password: ", timeout=30)  # fmt: skip
+    plan.selected.append(SelectedCheck(leak, "profile"))
+    image = next(rehearsal_artifact.glob("*.qcow2"))
+    mon = RecordingMonitor()
+    bt = BootTest(image, plan, BootTestOptions(uri=libvirt_uri, accel="tcg", seed="nocloud", rehearsal=True), mon,
+                  label="secrets")  # fmt: skip
+    seen: dict[str, object] = {"hits": [], "scans": 0}
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            creds = bt.creds
+            if creds is not None:
+                if "dir" not in seen:
+                    seen["dir"] = creds.workdir
+                    seen["modes"] = (stat.S_IMODE(creds.workdir.stat().st_mode),
+                                     stat.S_IMODE(creds.private_key.stat().st_mode))  # fmt: skip
+                needles = [s.encode() for s in _unique_secrets(creds)]
+                seen["hits"] += _secrets_on_the_host(needles, {os.getpid()})  # type: ignore[operator]
+                seen["scans"] += 1  # type: ignore[operator]
+            stop.wait(0.2)
+
+    th = threading.Thread(target=watch)
+    th.start()
+    try:
+        result = bt.run()
+    finally:
+        stop.set()
+        th.join()
+        _cleanup_guest(libvirt_uri, bt.name)
+    secrets = _unique_secrets(bt.creds)
+    assert result.ending == "completed", result.ending_message
+    got = {c.id: c for c in result.checks}
+    assert got["leak.seed"].status == "passed" and "password: [redacted]" in got["leak.seed"].output
+    assert seen["scans"] and seen["hits"] == [], seen["hits"]
+    assert seen["modes"] == (0o700, 0o600)
+    assert not Path(seen["dir"]).exists()  # type: ignore[arg-type]
+    paths = write_reports(result, tmp_path / "report")
+    streamed = "".join(str(a) for _, _, a in mon.events)
+    texts = {str(p): p.read_text() for p in paths.values()}
+    texts["monitor"] = streamed
+    for where, text in texts.items():
+        assert not [s for s in secrets if s in text], where
+    for f in rehearsal_artifact.iterdir():
+        data = f.read_bytes()
+        assert not [s for s in secrets if s.encode() in data], f
+    assert left_behind(libvirt_uri, bt.name) == []
+
+
+_KILLED_BOOT_TEST = (
+    "import sys; from ccis_workbench.backends.boottest import BootTestOptions, run_boot_test; "
+    "from ccis_workbench.core.model import Check; "
+    "run_boot_test(sys.argv[1], [Check('t', 'true', 'true')], BootTestOptions(uri=sys.argv[2], accel='tcg', "
+    "seed='nocloud', rehearsal=True, run_id=sys.argv[3]), label='secrets-killed')"
+)
+
+
+@pytest.mark.libvirt
+@pytest.mark.slow
+def test_a_sigkilled_boot_test_leaves_credentials_that_gc_removes(rehearsal_artifact: Path, libvirt_uri: str) -> None:
+    """A boot test killed with SIGKILL while its guest boots: nothing of it could clean up; the credentials
+    directory it left is found (its run is gone) and removed by gc's credentials sweep."""
+    from ccis_workbench.core.plan import new_build_id
+
+    run_id = new_build_id()
+    domain = f"ccis-boottest-secrets-killed-{run_id}"
+    image = next(rehearsal_artifact.glob("*.qcow2"))
+    before = {c.path for c in credential_dirs()}
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_BOOT_TEST, str(image), libvirt_uri, run_id], cwd=REPO)
+    mine: list[Path] = []
+    try:
+        # until its credentials and its guest exist (a poll, not a timing assertion): once the domain is there,
+        # every volume was made before it, so nothing of the killed run is still on its way to libvirtd
+        for _ in range(1200):
+            mine = [c.path for c in credential_dirs() if c.path not in before and c.live]
+            if (mine and domain in left_behind(libvirt_uri, domain)) or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert mine and proc.poll() is None, "the boot test made no credentials directory"
+        assert domain in left_behind(libvirt_uri, domain), "its guest is not running"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    try:
+        assert mine and all(d.exists() for d in mine)  # SIGKILL: it could not remove them
+        found = {c.path: c for c in remove_stale_credentials()}
+        assert all(found[d].removed and not found[d].live for d in mine)
+        assert not any(d.exists() for d in mine)
+    finally:
+        for d in mine:
+            shutil.rmtree(d, ignore_errors=True)
+        _cleanup_guest(libvirt_uri, domain)
+    assert left_behind(libvirt_uri, domain) == []
