@@ -41,6 +41,9 @@ LAYOUT = ("autopart", "part", "logvol", "volgroup", "raid", "reqpart", "btrfs")
 RUN_LAST = "# ccis: run-last"
 #: Kernel arguments that legitimately repeat (several consoles).
 MULTI_KARGS = ("console",)
+#: Lines of one repeating command (repo, user, network, ...) in one layer, and items of one in the merged result:
+#: pykickstart checks each new item against every earlier one (quadratic), and no image needs more than a few.
+MAX_REPEATED_ITEMS = 500
 _PKG_OPTIONS = ("default", "excludeDocs", "addBase", "nocore", "handleMissing", "handleBroken", "instLangs",
                 "multiLib", "excludeWeakdeps", "timeout", "retries")
 
@@ -314,6 +317,7 @@ class Composer:
                 raise KickstartSyntaxError("Include in a layer", "%include/%ksappend are not allowed in layers",
                                            file=sl.file, line=sl.line,
                                            hint='use a Jinja2 {% include "..." %} so provenance is kept')
+        _refuse_repeated_commands(layer.lines)
         try:
             handler, problems = parse_text(text, version, fatal=True)
         except KickstartError as exc:
@@ -468,6 +472,10 @@ class Composer:
                             break
                     else:
                         merged.append((d, o))
+                        if len(merged) > MAX_REPEATED_ITEMS:
+                            raise KickstartSyntaxError("Too many lines", f"the layers set over {MAX_REPEATED_ITEMS} "
+                                                       f"{name} items together", file=o.file, line=o.line,
+                                                       hint="an image needs a few of each; generate fewer")
                 continue
             if not cmd.seen:
                 continue
@@ -665,6 +673,27 @@ class Composer:
                                        f"line {p.line} of the merged kickstart: {p.message}",
                                        file=o.file if o else comp.profile.source, line=o.line if o else 0,
                                        hint="the layers combine into something pykickstart refuses")
+
+
+def _refuse_repeated_commands(lines: list[SourceLine]) -> None:
+    """Refuse a layer with more than MAX_REPEATED_ITEMS lines of one command (outside sections), at the first
+    line over, before pykickstart spends quadratic time on them."""
+    counts: dict[str, int] = {}
+    inside = False
+    for sl in lines:
+        t = sl.text.strip()
+        if not t or t.startswith("#"):
+            continue
+        if t.startswith("%"):
+            inside = not t.startswith("%end")
+            continue
+        if inside:
+            continue
+        word = t.split(None, 1)[0]
+        counts[word] = counts.get(word, 0) + 1
+        if counts[word] > MAX_REPEATED_ITEMS:
+            raise KickstartSyntaxError("Too many lines", f"over {MAX_REPEATED_ITEMS} {word} lines in one layer",
+                                       file=sl.file, line=sl.line, hint="an image needs a few of each; generate fewer")
 
 
 def _runs_last(script: Any) -> bool:

@@ -595,3 +595,19 @@ def test_thirty_thousand_kernel_arguments_render_within_the_time_limit(mini_cata
     assert res.returncode == 0, res.stderr[-2000:]
     boot = next(ln for ln in out.read_text().splitlines() if ln.startswith("bootloader"))
     assert "karg29999=1" in boot and " karg7=1" not in boot
+
+
+def test_thousands_of_repeated_command_lines_are_refused(mini_catalog: Path) -> None:
+    """pykickstart compares each user/repo/network line with every earlier one: 5,000 took 20 s."""
+    (mini_catalog / "kickstarts/overlays/alpha.ks.j2").write_text("".join(f"user --name=u{i}\n" for i in range(5000)))
+    expect_refusal(mini_catalog, "kickstarts/overlays/alpha.ks.j2", 501, "over 500 user lines")
+
+
+def test_repeated_items_are_bounded_across_layers(mini_catalog: Path) -> None:
+    ov = mini_catalog / "kickstarts/overlays"
+    (ov / "alpha.ks.j2").write_text("".join(f"repo --name=a{i} --baseurl=http://a.example/{i}\n" for i in range(300)))
+    (ov / "gamma.yaml").write_text("name: gamma\ntitle: Gamma\n")
+    (ov / "gamma.ks.j2").write_text("".join(f"repo --name=g{i} --baseurl=http://g.example/{i}\n" for i in range(300)))
+    _profile(mini_catalog, "overlays: [alpha, gamma]\n")
+    err = expect_refusal(mini_catalog, "kickstarts/overlays/gamma.ks.j2", None, "over 500 repo items")
+    assert "gamma.ks.j2:" in err.splitlines()[0]
