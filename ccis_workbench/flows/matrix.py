@@ -193,10 +193,12 @@ def run_matrix(catalog: Any, composer: Any, cells: list[Cell], req: MatrixReques
     lock = threading.Lock()
     settings = _settings_of(req)
     started = time.monotonic()
-    # the cache key: kickstart + tree + settings (the tree resolved once; building the rehearsal tree is cached)
+    # the cache key: kickstart + tree + settings (the tree resolved once; building the rehearsal tree is cached).
+    # A URL tree is really read here (a plan alone fetches nothing): its .treeinfo is part of the key, and its
+    # kernel and initrd land in the cache the cells' builds reuse.
     tree_identity: dict[str, Any] = {}
     source = resolve_source(composer.compose(catalog.load_profile(cells[0].profile)), req.build, monitor,
-                            download=False)
+                            download=True)
     tree_identity = {"location": getattr(source, "location", ""), **source.treeinfo.identity()}
     todo: list[Cell] = []
     for cell in cells:
