@@ -598,7 +598,7 @@ def test_thirty_thousand_kernel_arguments_render_within_the_time_limit(mini_cata
 
 
 def test_thousands_of_repeated_command_lines_are_refused(mini_catalog: Path) -> None:
-    """pykickstart compares each user/repo/network line with every earlier one: 5,000 took 20 s."""
+    """pykickstart compares each user/repo/network line with every earlier one: 5,000 took 6 s (quadratic)."""
     (mini_catalog / "kickstarts/overlays/alpha.ks.j2").write_text("".join(f"user --name=u{i}\n" for i in range(5000)))
     expect_refusal(mini_catalog, "kickstarts/overlays/alpha.ks.j2", 501, "over 500 user lines")
 
