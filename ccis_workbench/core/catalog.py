@@ -36,7 +36,7 @@ from ccis_workbench.core.model import (
 )
 from ccis_workbench.core.schema import Field, compile_catalog_regex, validate
 from ccis_workbench.core.textfile import file_kind, find_control, is_lexically_within, read_text, require_within
-from ccis_workbench.core.values import VARIABLES, Rule
+from ccis_workbench.core.values import VARIABLES, Rule, check_value
 from ccis_workbench.core.yamlfile import LineDict, LineList, load_yaml_file, load_yaml_text
 
 NAME = r"[a-z0-9][a-z0-9-]*"
@@ -342,6 +342,9 @@ class Catalog:
             if v["pattern"] is not None:  # compiled here: an invalid or backtracking pattern is the file's error
                 compile_catalog_regex(v["pattern"], f"variable {vname}: pattern", rel,
                                       vdef.line_of("pattern") if isinstance(vdef, LineDict) else line)
+            if v["default"] not in (None, ""):  # a default reaches the templates like any value: checked the same way
+                check_value(vname, v["default"], Rule(v["type"], None, v["pattern"], v["description"] or v["type"]),
+                            rel, vdef.line_of("default") if isinstance(vdef, LineDict) else line)
             variables[vname] = VariableSpec(vname, v["type"], v["default"], v["pattern"], v["description"])
         if d["targets"] is not None and d["exclude_targets"]:
             raise CatalogError("Conflicting keys", "give targets or exclude_targets, not both", file=rel,

@@ -33,7 +33,7 @@ from ccis_workbench.core.errors import CatalogError, KickstartSyntaxError
 from ccis_workbench.core.ksparse import make_handler, parse_text, pin_version, unique_commands, write_order
 from ccis_workbench.core.model import LayerSpec, Origin, Overlay, Profile, Release, Target, expand_arch
 from ccis_workbench.core.templates import FragmentRenderer, SourceLine
-from ccis_workbench.core.values import resolve_variables
+from ccis_workbench.core.values import check_context, key_line_finder, resolve_variables
 
 #: Commands that together describe the disk layout; a layer that sets one replaces all of them.
 LAYOUT = ("autopart", "part", "logvol", "volgroup", "raid", "reqpart", "btrfs")
@@ -237,7 +237,7 @@ class Composer:
         """The values templates see (documented in the README, 'Template variables')."""
         arch = variables["arch"]
         agent = next((o.agent for o in overlays if o.agent), target.agent if target else "none")
-        return {
+        ctx: dict[str, Any] = {
             "release": {
                 "name": release.name, "title": release.title, "major": int(release.name.rsplit("-", 1)[1]),
                 "pykickstart": release.pykickstart, "eol": release.eol, "vault": release.vault,
@@ -254,6 +254,10 @@ class Composer:
             "vars": dict(variables),
             "arch": arch,
         }
+        # every catalog string a template sees is one line of plain text (values.py), wherever it came from
+        check_context(ctx, {"release": release.source, "target": target.source if target else None},
+                      key_line_finder(self.catalog.root))
+        return ctx
 
     # -- composing -------------------------------------------------------------------------------------------
 

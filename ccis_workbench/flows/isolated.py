@@ -22,6 +22,7 @@ import dataclasses
 import enum
 import importlib
 import io
+import math
 import os
 import pickle
 import re
@@ -55,6 +56,8 @@ class WorkerLimits:
     cpu_seconds: int = 10
     #: wall-clock seconds the parent waits for one composition before it kills the worker
     wall_seconds: float = 60.0
+    #: wall-clock seconds per rendered layer inside the worker (core.render_limits.RenderLimits.max_seconds)
+    render_seconds: float = 2.0
 
 
 class IsolatedComposer:
@@ -119,7 +122,15 @@ class IsolatedComposer:
             "worker_main; worker_main()"
         )
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", code, str(self.limits.memory_mib), str(self.limits.cpu_seconds)],
+            [
+                sys.executable,
+                "-I",
+                "-c",
+                code,
+                str(self.limits.memory_mib),
+                str(self.limits.cpu_seconds),
+                repr(float(self.limits.render_seconds)),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -318,8 +329,9 @@ def _read_request(stream: BinaryIO) -> Any:
 def worker_main() -> None:
     """The worker process: limits itself, then composes what the parent asks, one request at a time.
 
-    argv: memory (MiB) and CPU seconds per composition. Results go to the original stdout; anything a library
-    prints goes to stderr (discarded by the parent), so it cannot corrupt the frames.
+    argv: memory (MiB), CPU seconds per composition and wall-clock seconds per rendered layer. Results go to
+    the original stdout; anything a library prints goes to stderr (discarded by the parent), so it cannot corrupt
+    the frames.
     """
     import resource
 
@@ -332,8 +344,10 @@ def worker_main() -> None:
 
     from ccis_workbench.core.catalog import Catalog
     from ccis_workbench.core.compose import Composer
-    from ccis_workbench.core.render_limits import LimitExceeded
+    from ccis_workbench.core.render_limits import LimitExceeded, RenderLimits
     from ccis_workbench.core.templates import FragmentRenderer
+
+    render_limits = RenderLimits(max_seconds=float(sys.argv[3]))
 
     class ReportingRenderer(FragmentRenderer):
         """Tells the parent which fragment it starts, so that a worker that dies is reported at that file."""
@@ -361,13 +375,13 @@ def worker_main() -> None:
         _, root, profile = request
         usage = resource.getrusage(resource.RUSAGE_SELF)
         _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-        soft = int(usage.ru_utime + usage.ru_stime) + 1 + cpu
+        soft = math.ceil(usage.ru_utime + usage.ru_stime) + cpu
         resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
         try:
             composer = composers.get(root)
             if composer is None:
                 composer = Composer(Catalog.load(root))
-                composer.renderer = ReportingRenderer(composer.catalog.root)
+                composer.renderer = ReportingRenderer(composer.catalog.root, render_limits)
                 composers[root] = composer
             comp = composer.compose(profile)
             _write_frame(out, ("ok", dataclasses.replace(comp, handler=None, parsed=None)))

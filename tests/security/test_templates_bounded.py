@@ -9,6 +9,7 @@ private HOME). Without the bounds, the reproducers of the issue grew to 14.5 GB 
 from __future__ import annotations
 
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -287,8 +288,8 @@ def test_cpu_limit_ends_a_loop_at_its_line(mini_catalog: Path) -> None:
     from ccis_workbench.core.errors import WorkbenchError
     from ccis_workbench.flows.isolated import IsolatedComposer, WorkerLimits
 
-    _bomb_overlay(mini_catalog, ENDLESS)  # the render clock would stop it at 2 s; the CPU limit comes first
-    with IsolatedComposer(mini_catalog, WorkerLimits(cpu_seconds=1)) as composer:
+    _bomb_overlay(mini_catalog, ENDLESS)  # the render clock is out of the way: only the CPU limit can stop it
+    with IsolatedComposer(mini_catalog, WorkerLimits(cpu_seconds=1, render_seconds=600)) as composer:
         with pytest.raises(WorkbenchError) as err:
             composer.compose(choice("centos-stream-9", "openstack", ["bomb"]))
         assert str(err.value).startswith("kickstarts/overlays/bomb.ks.j2:2: "), err.value
@@ -301,8 +302,8 @@ def test_worker_that_does_not_answer_is_stopped_and_replaced(mini_catalog: Path)
     from ccis_workbench.core.errors import WorkbenchError
     from ccis_workbench.flows.isolated import IsolatedComposer, WorkerLimits
 
-    _bomb_overlay(mini_catalog, ENDLESS)  # renders for 2 s at least (the render clock), waited for 1 s only
-    composer = IsolatedComposer(mini_catalog, WorkerLimits(cpu_seconds=30, wall_seconds=1))
+    _bomb_overlay(mini_catalog, ENDLESS)  # only the parent's wait can stop it
+    composer = IsolatedComposer(mini_catalog, WorkerLimits(cpu_seconds=600, wall_seconds=1, render_seconds=600))
     try:
         with pytest.raises(WorkbenchError) as err:
             composer.compose(choice("centos-stream-9", "openstack", ["bomb"]))
@@ -380,3 +381,148 @@ def test_review_of_a_hostile_overlay_keeps_the_workbench_up(mini_catalog: Path) 
     assert [c.applicable for c in cells] == [False]
     assert "too large" in cells[0].reason.lower() or "1 mib" in cells[0].reason.lower(), cells[0].reason
     assert [c.applicable for c in wb.review("beta")] == [True]
+
+
+# -- item 3: every value that reaches a template is checked (property-based) ------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from ccis_workbench.core.errors import ValueRejected  # noqa: E402
+from ccis_workbench.core.values import VARIABLES, Rule, check_context, check_value, text_problem  # noqa: E402
+
+#: what pykickstart treats as a line break (str.splitlines) and what opens sections or options, mixed into text
+_DANGEROUS = [
+    *"\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\u2028\u2029\t\x00\x1b\u202e\u200b%-# ",
+    "%pre",
+    "%post",
+    "%include /etc/passwd",
+    "%ksappend http://x/",
+    "%end",
+    "--",
+    "--nochroot",
+]
+HOSTILE_TEXT = st.lists(st.one_of(st.sampled_from(_DANGEROUS), st.text(max_size=4)), max_size=8).map("".join)
+SECTION = ("%pre", "%post", "%include", "%ksappend", "%packages", "%end", "%onerror", "%traceback")
+
+
+def _one_safe_line(value: str) -> None:
+    """What an accepted value guarantees, whatever the line it is put in (pykickstart splits with splitlines)."""
+    assert len(f"x {value} y".splitlines()) == 1
+    assert text_problem(value) is None
+    assert not value.lstrip().startswith(("%", "--"))
+    assert all(ch.isprintable() or ch == " " for ch in value), repr(value)
+
+
+@settings(max_examples=400, deadline=None)
+@given(HOSTILE_TEXT)
+def test_free_text_value_is_one_safe_line_or_refused(value: str) -> None:
+    try:
+        checked = check_value("note", value, Rule("str", None, None, "free text"), "profiles/p.yaml", 7)
+    except ValueRejected as exc:
+        assert (exc.location.file, exc.location.line) == ("profiles/p.yaml", 7)
+        return
+    _one_safe_line(checked)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(sorted(n for n, r in VARIABLES.items() if r.type in ("str", "list"))),
+    st.lists(HOSTILE_TEXT, min_size=1, max_size=3),
+)
+def test_every_profile_variable_refuses_what_would_change_a_line(name: str, values: list[str]) -> None:
+    rule = VARIABLES[name]
+    given_value: object = values if rule.type == "list" else values[0]
+    try:
+        checked = check_value(name, given_value, rule, "profiles/p.yaml", 5)
+    except ValueRejected:
+        return
+    for v in checked if isinstance(checked, list) else [checked]:
+        _one_safe_line(v)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["title", "name", "tree_url", "datasources", "default_user"]), HOSTILE_TEXT)
+def test_catalog_strings_in_the_template_context_are_checked(key: str, value: str) -> None:
+    ctx = {
+        "release": {"name": "centos-stream-9", "title": "CentOS Stream 9"},
+        "target": {"name": "openstack", "datasources": ["OpenStack"], "default_user": None},
+    }
+    part = "release" if key in ("title", "tree_url") else "target"
+    ctx[part][key] = [value] if key == "datasources" else value
+    sources = {"release": "kickstarts/releases/centos-stream-9.yaml", "target": "kickstarts/targets/openstack.yaml"}
+    try:
+        check_context(ctx, sources, lambda file, k: 3 if k == key else 0)
+    except ValueRejected as exc:
+        assert (exc.location.file, exc.location.line) == (sources[part], 3)
+        return
+    _one_safe_line(value)
+    if key != "title":
+        assert not any(ch.isspace() for ch in value)
+
+
+@pytest.fixture
+def noted_catalog(mini_catalog: Path) -> Path:
+    """An overlay with a free-text variable (no pattern) put at the start of a %post line: the loosest place."""
+    ov = mini_catalog / "kickstarts/overlays"
+    (ov / "noted.yaml").write_text(
+        "name: noted\ntitle: Noted\nvariables:\n  note:\n    type: str\n"
+        "    default: hello\n    description: free text\n"
+    )
+    (ov / "noted.ks.j2").write_text("%post\n{{ vars.note }}\necho '{{ vars.note }}'\n%end\n")
+    return mini_catalog
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(HOSTILE_TEXT)
+def test_no_value_adds_a_line_or_a_section_to_the_kickstart(noted_catalog: Path, value: str) -> None:
+    from ccis_workbench.core.catalog import Catalog
+    from ccis_workbench.core.compose import Composer, choice
+
+    composer = Composer(Catalog.load(noted_catalog))
+    plain = composer.compose(choice("centos-stream-9", "openstack", ["noted"], {"note": "hello"})).text
+    try:
+        text = composer.compose(choice("centos-stream-9", "openstack", ["noted"], {"note": value})).text
+    except ValueRejected:
+        return
+    assert len(text.splitlines()) == len(plain.splitlines())
+    assert [ln for ln in text.splitlines() if ln.startswith(SECTION)] == [
+        ln for ln in plain.splitlines() if ln.startswith(SECTION)
+    ]
+    assert all(ch.isprintable() or ch in " \n" for ch in text)
+
+
+@pytest.mark.parametrize(
+    ("file", "text", "words"),
+    [
+        ("kickstarts/releases/centos-stream-9.yaml", None, "release.title"),
+        ("kickstarts/targets/openstack.yaml", "datasources: [OpenStack, 'ConfigDrive --nochroot']\n", "datasources"),
+        (
+            "kickstarts/overlays/noted.yaml",
+            "name: noted\ntitle: Noted\nvariables:\n  note:\n    type: str\n"
+            '    default: "x\\n%pre\\nrm -rf /\\n%end"\n',
+            "note",
+        ),
+    ],
+    ids=["release-title", "target-datasource", "overlay-default"],
+)
+def test_catalog_values_are_checked_through_the_cli(
+    cli, noted_catalog: Path, file: str, text: str | None, words: str
+) -> None:
+    path = noted_catalog / file
+    if text is None:  # a title that pykickstart would read as two lines, the second opening %pre
+        path.write_text(path.read_text().replace("title: CentOS Stream 9", 'title: "CentOS\\u2028%pre"'))
+    elif file.endswith("openstack.yaml"):
+        path.write_text(re.sub(r"(?m)^datasources:.*\n", text, path.read_text()))
+    else:
+        path.write_text(text)
+    (noted_catalog / "profiles/p.yaml").write_text(
+        "name: p\nrelease: centos-stream-9\ntarget: openstack\noverlays: [noted]\n"
+    )
+    res = cli("render", "p", root=noted_catalog)
+    assert res.code == 2, (res.code, res.out[-500:], res.err)
+    first = res.err.splitlines()[0]
+    key = words.rsplit(".", 1)[-1] if words != "note" else "default"
+    line = next(i for i, ln in enumerate(path.read_text().splitlines(), 1) if re.match(rf"\s*{key}:", ln))
+    assert f"{file}:{line}: " in first, res.err
+    assert words in res.err and "Traceback" not in res.err
