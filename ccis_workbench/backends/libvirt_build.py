@@ -555,9 +555,12 @@ class Build:
         d = cache_root() / "logs" / self.plan.build_id
         try:
             d.mkdir(parents=True, exist_ok=True)
+            d.chmod(0o700)  # private: the kickstart (and the installer's echo of it) is not for other local users
             (d / "console.log").write_text("".join(self.console))
             (d / "installer.log").write_text("".join(self.installer_log))
-            (d / "kickstart.ks").write_text(self.plan.kickstart)
+            fd = os.open(d / "kickstart.ks", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(self.plan.kickstart)
         except OSError:
             return None
         return str(d)

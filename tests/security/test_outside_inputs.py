@@ -598,3 +598,41 @@ def test_remote_checksum_naming_files_outside_is_refused_before_any_fetch(tmp_pa
         first = first_error_line(proc)
         assert first == f"error: {srv.url}/pub/CHECKSUM:2: Bad CHECKSUM file", proc.stderr
         assert "/etc/passwd" not in srv.requests and "/pub/image.qcow2" not in srv.requests, srv.requests
+
+
+@pytest.mark.libvirt
+@pytest.mark.slow
+def test_failed_build_keeps_its_kickstart_privately(
+    no_leftovers: str, tree_server: str, mini_catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build whose %post fails keeps its logs and kickstart in the cache: a 0700 folder, a 0600 kickstart."""
+    from ccis_workbench.backends.libvirt_build import Build, BuildFailed
+    from ccis_workbench.core.catalog import Catalog
+    from ccis_workbench.core.compose import Composer
+    from ccis_workbench.core.monitor import RecordingMonitor
+    from ccis_workbench.core.plan import PlanOptions, make_plan
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    cat = Catalog.load(mini_catalog)
+    prof = cat.parse_profile_text(
+        "name: fails\nrelease: centos-stream-9\ntarget: openstack\noverlays: []\nvariables:\n  disk_size: 2\n"
+        "kickstart: |\n  %post --erroronfail\n  exit 1\n  %end\n",
+        "profiles/fails.yaml",
+    )
+    src = installsource.from_url(tree_server, cache=tmp_path / "cache")
+    opts = PlanOptions(
+        accel="tcg",
+        disk_size_mb=96,
+        memory_mb=512,
+        output_dir=str(tmp_path / "out"),
+        inactivity_timeout=60.0,
+        total_timeout=240.0,
+    )
+    plan = make_plan(Composer(cat).compose(prof), prof.name, src, opts)
+    with pytest.raises(BuildFailed) as ei:
+        Build(plan, RecordingMonitor()).run()
+    logs = Path(ei.value.result.logs_dir or "")
+    assert logs.is_relative_to(tmp_path / "xdg"), logs
+    assert logs.stat().st_mode & 0o777 == 0o700
+    assert (logs / "kickstart.ks").stat().st_mode & 0o777 == 0o600
+    assert (logs / "kickstart.ks").read_text() == plan.kickstart
