@@ -211,11 +211,18 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         self.clock = Clock(limits)  # per thread
         super().__init__(finalize=self._finalize, **kwargs)
         self.filters = {name: _bounded_filter(self.meter, self.clock, name, f) for name, f in self.filters.items()}
-        self.globals["lipsum"] = self._lipsum
+        meter = self.meter
 
-    def _lipsum(self, n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
-        self.meter.check(max * n * 16 if isinstance(n, int) and isinstance(max, int) else 0, "lipsum")
-        return generate_lorem_ipsum(n, html, min, max)
+        def lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:  # Jinja2's names
+            meter.check(max * n * 16 if isinstance(n, int) and isinstance(max, int) else 0, "lipsum")
+            return generate_lorem_ipsum(n, html, min, max)
+
+        self.globals["lipsum"] = lipsum  # a plain function: its text shows nothing of the environment
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
+        """Refuse an unsafe attribute at once. Jinja2 returns an undefined value that fails only when printed;
+        inside a list (`[x] | map(attribute='__class__') | list`) it would print as "Undefined" instead."""
+        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe.")
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         """Every `{% for %}` iterates through bounded_iter, which checks the clock (a nest of empty loops

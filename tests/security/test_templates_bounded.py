@@ -526,3 +526,69 @@ def test_catalog_values_are_checked_through_the_cli(
     line = next(i for i, ln in enumerate(path.read_text().splitlines(), 1) if re.match(rf"\s*{key}:", ln))
     assert f"{file}:{line}: " in first, res.err
     assert words in res.err and "Traceback" not in res.err
+
+
+# -- item 4: sandbox escapes (Jinja2's sandbox documentation and the public advisories) --------------------------
+
+UNSAFE = "sandbox refused"
+UNDEFINED = "Undefined template variable"
+NOT_FOUND = "Template not found"
+ESCAPES = {
+    # Jinja2 docs, "Sandbox": attributes starting with an underscore and Python internals are unsafe
+    "class-mro-subclasses": ("{{ ''.__class__.__mro__[1].__subclasses__() }}", UNSAFE),
+    "int-base-subclasses": ("{{ (1).__class__.__base__.__subclasses__() }}", UNSAFE),
+    "template-reference-context": ("{{ self._TemplateReference__context }}", UNSAFE),
+    "self-init-globals": ("{{ self.__init__.__globals__ }}", UNSAFE),
+    "self-dict": ("{{ self.__dict__ }}", UNSAFE),
+    "lipsum-globals-os": ("{{ lipsum.__globals__['os'].popen('id').read() }}", UNSAFE),
+    "cycler-globals-os": ("{{ cycler.__init__.__globals__.os.popen('id').read() }}", UNSAFE),
+    "cycler-builtins-open": ("{{ cycler.__init__.__globals__.__builtins__.open('/etc/passwd').read() }}", UNSAFE),
+    "joiner-globals": ("{{ joiner.__init__.__globals__ }}", UNSAFE),
+    "namespace-globals": ("{{ namespace.__init__.__globals__ }}", UNSAFE),
+    "namespace-class": ("{% set ns = namespace() %}{{ ns.__class__ }}", UNSAFE),
+    "range-globals": ("{{ range.__globals__ }}", UNSAFE),
+    "loop-cycle-globals": ("{% for x in [1] %}{{ loop.cycle.__globals__ }}{% endfor %}", UNSAFE),
+    "type-mro": ("{{ dict.mro() }}", UNSAFE),
+    "generator-frame": ("{{ (range(3) | map('string')).gi_frame }}", UNSAFE),
+    # CVE-2016-10745 (str.format) and CVE-2019-10906 (str.format_map)
+    "str-format": ('{{ "{0.__class__}".format(1) }}', UNSAFE),
+    "str-format-globals": ('{{ "{0.__init__.__globals__}".format(lipsum) }}', UNSAFE),
+    "str-format-map": ('{{ "{x.__class__.__mro__}".format_map({"x": 1}) }}', UNSAFE),
+    "markup-format": ('{{ ("{0.__class__}" | safe).format(1) }}', UNSAFE),
+    "format-nested-spec": ("{{ \"{0:{1}}\".format(''.__class__, 1) }}", UNSAFE),
+    # CVE-2024-56326: str.format reached without calling it directly (stored, mapped, in a cycler)
+    "format-stored": ('{% set f = "{0.__class__}".format %}{{ f(1) }}', UNSAFE),
+    "format-in-dict": ('{% set d = {"f": "{0.__class__}".format} %}{{ d.f(1) }}', UNSAFE),
+    "format-mapped": ('{{ (["{0.__class__}"] | map(attribute="format") | first)(1) }}', UNSAFE),
+    "format-cycler": ('{{ cycler("{0.__class__}".format).next()(1) }}', UNSAFE),
+    # CVE-2025-27516: the attr filter reaching str.format
+    "attr-format": ('{{ ("{0.__class__}" | attr("format"))(1) }}', UNSAFE),
+    "attr-format-map": ('{{ ("{x.__class__}" | attr("format_map"))({"x": 1}) }}', UNSAFE),
+    # the attr filter and map(attribute=) go through the sandbox too
+    "attr-class": ("{{ '' | attr('__class__') }}", UNSAFE),
+    "map-attribute": ("{{ [''] | map(attribute='__class__') | list }}", UNSAFE),
+    "map-attr-filter": ("{{ [1] | map('attr', '__class__') | list }}", UNSAFE),
+    # escapes in the attribute name: the string is the same once parsed
+    "hex-escaped-name": ("{{ ''['\\x5f\\x5fclass\\x5f\\x5f'] }}", UNSAFE),
+    "unicode-escaped-name": ("{{ ''['\\u005f\\u005fclass\\u005f\\u005f'] }}", UNSAFE),
+    "attr-escaped-name": ("{{ '' | attr('\\x5f\\x5fclass\\x5f\\x5f') }}", UNSAFE),
+    # the immutable sandbox: no list or dict is changed in place
+    "list-append": ("{{ [].append(1) }}", UNSAFE),
+    "dict-update": ("{{ {}.update(a=1) }}", UNSAFE),
+    # request-like globals of web frameworks do not exist here
+    "flask-request": ("{{ request.application.__globals__ }}", UNDEFINED),
+    "flask-config": ("{{ config.items() }}", UNDEFINED),
+    "python2-func-globals": ("{{ lipsum.func_globals }}", UNDEFINED),
+    # templates come from the catalog only
+    "include-traversal": ("{% include '../../../../../../etc/passwd' %}", NOT_FOUND),
+    "include-absolute": ("{% include '/etc/passwd' %}", NOT_FOUND),
+    "import-absolute": ("{% import '/etc/hostname' as h %}", NOT_FOUND),
+    "extends-absolute": ("{% extends '/etc/hostname' %}", NOT_FOUND),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ESCAPES))
+def test_sandbox_escape_is_refused(tmp_path: Path, mini_catalog: Path, name: str) -> None:
+    fragment, words = ESCAPES[name]
+    err = refuse_fragment(tmp_path, mini_catalog, f"lang en_US\n{fragment}\n", 2, words)
+    assert "root:x:0:0" not in err and "uid=" not in err, "no content from outside the catalog"
