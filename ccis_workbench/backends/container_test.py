@@ -473,10 +473,15 @@ class _Chroot:
                                  hint="give --workdir an existing, writable directory") from None
         self.root = self.dir / "root"
         self.root.mkdir()
-        if self.as_root:
-            for d in (self.dir, self.root):
-                os.chown(d, self.host_id, self.host_id)
         self._probe()
+        if self.as_root:
+            try:
+                for d in (self.dir, self.root):
+                    os.chown(d, self.host_id, self.host_id)
+            except OSError as exc:
+                raise WorkbenchError("The chroot runner cannot isolate the checks here",
+                                     f"the unpacked tree cannot be given to host id {self.host_id}: "
+                                     f"{exc.strerror or exc}", file=str(self.dir)) from None
         with open(info.path, "rb") as fh:
             magic = fh.read(8)
         flag = [f for m, f in _COMPRESSIONS if magic.startswith(m)]

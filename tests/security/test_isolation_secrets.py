@@ -546,3 +546,31 @@ def test_a_sigkilled_boot_test_leaves_credentials_that_gc_removes(rehearsal_arti
             shutil.rmtree(d, ignore_errors=True)
         _cleanup_guest(libvirt_uri, domain)
     assert left_behind(libvirt_uri, domain) == []
+
+
+_IN_A_USERNS = (
+    "import sys; from ccis_workbench.backends.container_test import ContainerTestOptions, run_container_test; "
+    "from ccis_workbench.core.model import Check; "
+    "r = run_container_test(sys.argv[1], [Check('u', 'never runs', 'echo RAN')], "
+    "ContainerTestOptions(runner='chroot', workdir=sys.argv[2])); "
+    "print(r.ending); print(r.ending_message); print([(c.status, c.output) for c in r.checks])"
+)
+
+
+@needs_busybox
+def test_chroot_runner_refuses_and_says_why_when_it_cannot_isolate(hostile_rootfs: Path, tmp_path: Path) -> None:
+    """The workbench is root, but only of a user namespace that maps no other id: the chroot runner cannot give the
+    checks an unprivileged id of their own, so it refuses with the reason; no check runs, nothing is left."""
+    work = tmp_path / "work"
+    work.mkdir()
+    os.chmod(tmp_path, 0o755)
+    proc = subprocess.run(
+        ["unshare", "--user", "--map-root-user", sys.executable, "-c", _IN_A_USERNS, str(hostile_rootfs), str(work)],
+        capture_output=True, text=True, timeout=120, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    ending, message, checks = proc.stdout.splitlines()[:3]
+    assert ending == "error"
+    assert message.startswith("The chroot runner cannot isolate the checks here: "), message
+    assert "RAN" not in checks and "'error'" in checks
+    assert list(work.iterdir()) == []
