@@ -146,15 +146,19 @@ def _backtracking_problem(sub: Any) -> str | None:
     """Why matching *sub* could take exponential time, or None. A repetition (of more than one) may hold another
     repetition or an alternation only when each round starts with a character the inner parts cannot match
     (`(:[A-Z0-9-]+)*` is fine, `(a+)+`, `(a|aa)*` and `(.*x){9}` are not); alternatives of a repeated alternation
-    must start with different characters. Three unbounded repetitions in a row that can match the same
-    characters (`a*a*a*b`) are refused too (polynomial: n cubed)."""
-    chain: list[frozenset[int] | None] = []  # the run of unbounded repetitions now being read
+    must start with different characters. Two unbounded repetitions in a row where the first can match what
+    the second starts with (`a*a*b`, `\\s*.*`) are refused too: polynomial, n squared on a long value."""
+    chain: list[frozenset[int] | None] = []  # the characters of the unbounded repetitions read since a separator
     for op, av in sub:
         if op in _REPEATS and av[1] == _sre.MAXREPEAT:
+            first = _first_char(av[2])
+            if any(not _disjoint(c, first) for c in chain):
+                return "two repetitions in a row that can match the same characters"
             chars = _chars_of(av[2])
-            chain = [c for c in chain if not _disjoint(c, chars)] + [chars]
-            if len(chain) >= 3:
-                return "three or more repetitions in a row that can match the same characters"
+            if av[0] >= 1 and all(_disjoint(c, chars) for c in chain):
+                chain = [chars]  # at least one character none of the earlier ones can match: a separator
+            else:
+                chain.append(chars)
         elif not (op is _sre.AT or (op in _REPEATS and av[0] == 0)):
             chain = []
     for op, av in sub:
@@ -207,7 +211,7 @@ def compile_catalog_regex(pattern: str, what: str, file: str, line: int) -> re.P
                            hint="see https://docs.python.org/3/library/re.html")
     if problem:
         raise CatalogError("Invalid value", f"{what}: the regular expression has {problem}, which can take "
-                           "exponential time on some input", file=file, line=line,
+                           "exponential or polynomial time on some input", file=file, line=line,
                            hint="make each repeated part start with a character the rest of it cannot match, "
                                 "e.g. (:[A-Z0-9-]+)* rather than ([A-Z0-9:-]+)*")
     assert compiled is not None
