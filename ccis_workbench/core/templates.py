@@ -174,8 +174,14 @@ def _bounded_filter(meter: Meter, clock: Clock, name: str, func: Callable[..., A
     check = _FILTER_CHECKS.get(name)
     materialise = {"join": "value", "sum": "iterable"}.get(name)
 
+    value_at = 1 if passed else 0  # where the filtered value is in the call (after what Jinja2 passes)
+
     def bounded(*args: Any, **kwargs: Any) -> Any:
         clock.tick()
+        if len(args) > value_at and isinstance(args[value_at], Iterator):
+            # a lazy chain (`map`, `select`...) is made here, measured as it grows: `r | map(...) | list` can
+            # no longer build gigabytes from items that are each allowed
+            args = (*args[:value_at], meter.collect(args[value_at], f"the filter {name}"), *args[value_at + 1 :])
         if check is not None or materialise is not None:
             try:
                 bound = signature.bind(*args[skip:], **kwargs)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import enum
+import gc
 import importlib
 import io
 import math
@@ -368,7 +369,11 @@ def worker_main() -> None:
 
     signal.signal(signal.SIGXCPU, over_cpu)
     composers: dict[str, Composer] = {}
+    failed = False
     while True:
+        if failed:
+            gc.collect()  # what the failed composition left in reference cycles (a MemoryError's frames: gigabytes)
+        failed = True
         request = _read_request(requests)
         if request is None:
             return
@@ -385,9 +390,11 @@ def worker_main() -> None:
                 composers[root] = composer
             comp = composer.compose(profile)
             _write_frame(out, ("ok", dataclasses.replace(comp, handler=None, parsed=None)))
+            failed = False
         except WorkbenchError as exc:
             # a worker interrupted by SIGXCPU is not reused (it may have stopped anywhere): the parent starts
-            # another. A MemoryError is an ordinary exception: what it interrupted is freed, the worker goes on.
+            # another. A MemoryError is an ordinary exception: the worker goes on once what it interrupted is
+            # freed (the failed render's frames are in reference cycles with its traceback: collected below).
             fatal = exc.title == "Composition too slow"
             _write_frame(out, ("error", _error_dict(exc, fatal=fatal)))
             if fatal:

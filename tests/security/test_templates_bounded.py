@@ -137,6 +137,7 @@ SIZE_BOMBS = {
     "expression-loop": "{% for a in range(100000) %}{% for b in range(100000) %}"
     "{{ a ~ ' - 40 characters of output per step -' }}{% endfor %}{% endfor %}",
     "macro-output": "{% macro f() %}{% for a in range(100000) %}{{ 'x' * 1000 }}{% endfor %}{% endmacro %}{{ f() }}",
+    "map-list": "{{ range(100000) | map('string') | map('center', 20000) | list | length }}",
     "forceescape": "{{ ('&' * 1000000) | forceescape | forceescape | forceescape | length }}",
 }
 
@@ -231,9 +232,9 @@ def test_ordinary_templates_still_render(tmp_path: Path) -> None:
 
 # -- item 2: composing untrusted content in a worker process with resource limits -------------------------------
 
-# Each cell's string is allowed (10 kB), the list of them is only measured once made: it gets past the in-process
-# checks with about 1.5 GB, and only the worker's address-space limit stops it.
-PAST_THE_CHECKS = "{% set r = range(100000) | list %}{{ r | map('string') | map('center', 10000) | list | length }}"
+# Each value is allowed (1 MB), and each is kept in a variable of its own: 3000 of them get past the in-process
+# checks with 3 GB, and only the worker's address-space limit stops them.
+PAST_THE_CHECKS = "{% set s = 'x' * 1000000 %}" + "".join(f"{{% set a{i} = s | upper %}}" for i in range(3000))
 ENDLESS = "{% set r = range(100000) | list %}{% for a in r %}{% for b in r %}{% endfor %}{% endfor %}"
 
 
@@ -592,3 +593,37 @@ def test_sandbox_escape_is_refused(tmp_path: Path, mini_catalog: Path, name: str
     fragment, words = ESCAPES[name]
     err = refuse_fragment(tmp_path, mini_catalog, f"lang en_US\n{fragment}\n", 2, words)
     assert "root:x:0:0" not in err and "uid=" not in err, "no content from outside the catalog"
+
+
+def test_review_screen_with_an_allocating_overlay_stays_up(tmp_path: Path) -> None:
+    """The TUI's review matrix of an overlay whose fragment allocates past the in-process checks: every cell says
+    why, the app's own memory does not grow with the fragment's, and the screen goes on to the next overlay."""
+    from ccis_workbench.ui.screens.review import ReviewScreen
+    from tests.test_ui_support import make_app, make_catalog, settle, sync
+
+    root = make_catalog(tmp_path)
+    _bomb_overlay(root, PAST_THE_CHECKS)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    @sync
+    async def run() -> None:
+        app = make_app(root)
+        async with app.run_test(size=(120, 36)) as pilot:
+            await settle(pilot)
+            app.screen.query_one("#kickstart").focus()
+            await pilot.press("r")
+            await settle(pilot)
+            review = app.screen
+            assert isinstance(review, ReviewScreen)
+            review.query_one("#review-overlay").value = "bomb"
+            await settle(pilot)
+            assert review.overlay == "bomb" and review.done and review.cells
+            for cell in review.cells.values():
+                assert not cell.applicable and "memory" in cell.reason, cell.reason
+            review.query_one("#review-overlay").value = "ui-alpha"
+            await settle(pilot)
+            assert review.overlay == "ui-alpha" and all(c.applicable for c in review.cells.values())
+
+    run()
+    grew_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grew_kib < 300 * 1024, f"the app's peak memory grew by {grew_kib} KiB"
