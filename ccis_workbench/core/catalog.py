@@ -393,7 +393,11 @@ class Catalog:
         # never quotes it (a key, a value); the title, line and hint say what is wrong
         text = read_text(path, what="profile")
         try:
-            return self.parse_profile_text(text, str(path))
+            profile = self.parse_profile_text(text, str(path))
+            from ccis_workbench.core.compose import Composer  # lazy: compose imports this module
+
+            Composer(self).resolve(profile)  # names and values, checked here where the messages are redacted
+            return profile
         except WorkbenchError as exc:
             raise CatalogError(exc.title, "(the file is outside the catalog, so its content is not quoted)",
                                file=str(path), line=exc.location.line if exc.location else 0, hint=exc.hint) from None

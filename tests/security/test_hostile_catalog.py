@@ -621,3 +621,21 @@ def test_repeated_items_are_bounded_across_layers(mini_catalog: Path) -> None:
     _profile(mini_catalog, "overlays: [alpha, gamma]\n")
     err = expect_refusal(mini_catalog, "kickstarts/overlays/gamma.ks.j2", None, "over 500 repo items")
     assert "gamma.ks.j2:" in err.splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        f"name: p\nrelease: {SECRET}\ntarget: openstack\n",
+        f"name: p\nrelease: centos-stream-9\ntarget: openstack\noverlays: [{SECRET}]\n",
+        f"name: p\nrelease: centos-stream-9\ntarget: openstack\nvariables:\n  hostname: {SECRET}_x\n",
+    ],
+    ids=["release", "overlay", "value"],
+)
+def test_a_profile_outside_the_catalog_is_never_quoted_later_either(
+    mini_catalog: Path, tmp_path: Path, body: str
+) -> None:
+    outside = tmp_path / "elsewhere.yaml"
+    outside.write_text(body)
+    err = expect_refusal(mini_catalog, str(outside), None, "outside the catalog", "render", str(outside))
+    assert SECRET not in err
