@@ -225,6 +225,13 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
 
         self.globals["lipsum"] = lipsum  # a plain function: its text shows nothing of the environment
 
+        def bounded_range(*args: int) -> range:
+            rng = range(*args)
+            meter.count(len(rng), "range")  # the sandbox's own cap is the same, with a less clear message
+            return rng
+
+        self.globals["range"] = bounded_range
+
     def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
         """Refuse an unsafe attribute at once. Jinja2 returns an undefined value that fails only when printed;
         inside a list (`[x] | map(attribute='__class__') | list`) it would print as "Undefined" instead."""

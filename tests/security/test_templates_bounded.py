@@ -137,6 +137,7 @@ SIZE_BOMBS = {
     "expression-loop": "{% for a in range(100000) %}{% for b in range(100000) %}"
     "{{ a ~ ' - 40 characters of output per step -' }}{% endfor %}{% endfor %}",
     "macro-output": "{% macro f() %}{% for a in range(100000) %}{{ 'x' * 1000 }}{% endfor %}{% endmacro %}{{ f() }}",
+    "range": "{% for i in range(1000000000) %}x{% endfor %}",
     "map-list": "{{ range(100000) | map('string') | map('center', 20000) | list | length }}",
     "forceescape": "{{ ('&' * 1000000) | forceescape | forceescape | forceescape | length }}",
 }
