@@ -628,3 +628,28 @@ def test_review_screen_with_an_allocating_overlay_stays_up(tmp_path: Path) -> No
     run()
     grew_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grew_kib < 300 * 1024, f"the app's peak memory grew by {grew_kib} KiB"
+
+
+def test_review_of_a_changed_fragment_that_allocates(tmp_path: Path) -> None:
+    """A contributor's change to a target fragment, reviewed as a change (HEAD against now): both sides compose in
+    workers; every cell the change breaks is named as broken, with the reason, and the workbench goes on."""
+    from ccis_workbench.ui.engine import Workbench
+    from tests.test_ui_support import make_catalog
+
+    root = make_catalog(tmp_path)
+    for args in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "catalog"],
+    ):
+        subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+    frag = root / "kickstarts/targets/openstack.ks.j2"
+    frag.write_text(frag.read_text() + PAST_THE_CHECKS + "\n")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    wb = Workbench(root)
+    cells = {(c.release, c.target): c for c in wb.review_change("kickstarts/targets/openstack.ks.j2")}
+    broken = cells[("centos-stream-9", "openstack")]
+    assert broken.broken and "memory" in broken.reason, broken
+    assert cells[("centos-stream-9", "ui-box")].applicable
+    grew_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grew_kib < 200 * 1024, f"the workbench's peak memory grew by {grew_kib} KiB"
