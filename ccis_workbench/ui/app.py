@@ -11,6 +11,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,16 @@ from ccis_workbench.ui.capabilities import Capabilities, HostStatus, LocalCapabi
 from ccis_workbench.ui.messages import HostChecked
 from ccis_workbench.ui.modals import ConfirmationModal, HelpScreen
 from ccis_workbench.ui.screens.compose import ComposeScreen
+
+
+@dataclass(frozen=True)
+class Runners:
+    """What the build and boot-test screens run; None: the real backends (libvirt through the flows). A
+    presenter's or a test's stand-ins are passed here, never switched on inside the screens."""
+
+    build: Callable[..., Any] | None = None
+    boot_test: Callable[..., Any] | None = None
+    leftovers: Callable[[str, str, str], list[str]] | None = None
 
 
 class WorkbenchApp(App[int]):
@@ -47,8 +58,11 @@ class WorkbenchApp(App[int]):
     def __init__(self, catalog_root: str | Path | None = None, *, capabilities: Capabilities | None = None,
                  profile: str | None = None, theme: str | None = None,
                  on_first_frame: Callable[[WorkbenchApp], bool] | None = None,
-                 on_preview_ready: Callable[[WorkbenchApp], None] | None = None) -> None:
+                 on_preview_ready: Callable[[WorkbenchApp], None] | None = None,
+                 runners: Runners | None = None) -> None:
         super().__init__()
+        #: what the build and boot-test screens run (default: the libvirt backends through the flows)
+        self.runners = runners or Runners()
         self.catalog_root = catalog_root
         #: called after the first frame; returning True ends the app there (benchmarks/bench_tui.py)
         self.on_first_frame = on_first_frame
@@ -245,7 +259,8 @@ class WorkbenchApp(App[int]):
         if got is not None:
             from ccis_workbench.ui.screens.build import BuildScreen
 
-            self.push_screen(BuildScreen(got[0], got[1], self.host_status.uri, self.build_settings))
+            self.push_screen(BuildScreen(got[0], got[1], self.host_status.uri, self.build_settings,
+                                         runner=self.runners.build, leftovers=self.runners.leftovers))
 
     def open_boot_test(self) -> None:
         """Show the boot-test screen (the last build's artifact preselected)."""
@@ -258,7 +273,8 @@ class WorkbenchApp(App[int]):
             from ccis_workbench.ui.screens.boottest import BootTestScreen
 
             self.push_screen(BootTestScreen(got[0], got[1], self.host_status.uri, self.boot_test_settings,
-                                            artifact=self.last_artifact_dir))
+                                            artifact=self.last_artifact_dir,
+                                            runner=self.runners.boot_test, leftovers=self.runners.leftovers))
 
     def action_open_propose(self) -> None:
         """Show the propose screen for the current profile."""

@@ -1,0 +1,180 @@
+"""The monkey test: hypothesis drives the real app through random sequences of its keys, tab switches, list
+selections, typing (valid, invalid and pasted multi-line text) into whatever field has the focus, resizes between
+80x24 and 120x36, and every screen and modal (compose, review, build, boot test, propose, help, palette, open and
+save dialogs), with stand-in runners for build and boot test (no guest starts).
+
+Invariants after every step: no unhandled exception (Textual re-raises it at the end of `run_test`, and the app
+would have stopped), the app is running, the title names what the compose screen has chosen and, once composed,
+the preview's header names the same release, target and overlays, and no top-level widget or footer key lies
+outside the screen.
+
+CI runs a fixed, seeded number of examples (`CCIS_MONKEY_EXAMPLES`, default 20). A longer exploration:
+
+    CCIS_MONKEY_EXAMPLES=500 CCIS_MONKEY_SHRINK=1 ./run.sh test tests/test_ui_monkey.py -q
+
+A crash it finds is shrunk by hypothesis to a short key sequence; add that sequence as a named regression test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from textual import events
+from textual.widgets import Input
+from textual.widgets._footer import FooterKey
+
+from ccis_workbench.core.errors import WorkbenchError
+from ccis_workbench.ui.app import Runners
+from ccis_workbench.ui.capabilities import FixedCapabilities, HostStatus
+from ccis_workbench.ui.screens.build import BuildSettings
+from ccis_workbench.ui.screens.compose import ComposeScreen
+from tests.test_ui_support import REPO, make_catalog, settle
+
+EXAMPLES = int(os.environ.get("CCIS_MONKEY_EXAMPLES", "20"))
+#: Shrinking a failure to its shortest sequence can take many minutes: on for a long exploration
+#: (`CCIS_MONKEY_SHRINK=1`), off in CI, where the failing sequence is printed as found.
+PHASES = [Phase.explicit, Phase.generate] + ([Phase.shrink] if os.environ.get("CCIS_MONKEY_SHRINK") else [])
+
+#: The app's keys (every screen's), movement, and the keys that open and close things. `q` and `ctrl+q` are
+#: left out: quitting ends the exploration (test_ui_rough_edges covers them).
+KEYS = ["tab", "shift+tab", "space", "enter", "up", "down", "left", "right", "pageup", "pagedown", "home", "end",
+        "escape", "p", "d", "l", "y", "v", "m", "f", "n", "o", "s", "r", "b", "x", "u", "question_mark", "ctrl+p",
+        "ctrl+t", "ctrl+r", "f2", "f5", "c", "a", "1", "/"]
+TEXTS = ["20", "abc", "Europe/Brussels", "web01.example.com", "%post", "--nope", "foo bar", "tmux, -rsync",
+         "-1", "99999999999", "de-nodeadkeys", "ü", ""]
+PASTES = ["line one\nline two", "%pre\nrm -rf /\n%end", "\x1b[31mred\x1b[0m", "a" * 300]
+
+step = st.one_of(
+    st.tuples(st.just("key"), st.sampled_from(KEYS)),
+    st.tuples(st.just("type"), st.sampled_from(TEXTS)),
+    st.tuples(st.just("paste"), st.sampled_from(PASTES)),
+    st.tuples(st.just("resize"), st.sampled_from([(80, 24), (120, 36), (100, 30)])),
+    st.tuples(st.just("click"), st.tuples(st.integers(0, 119), st.integers(0, 35))),
+)
+
+_CATALOG: Path | None = None
+
+
+def catalog() -> Path:
+    """One private catalog for every example (hypothesis runs many examples per test function)."""
+    global _CATALOG  # noqa: PLW0603 - a per-process cache
+    if _CATALOG is None:
+        root = make_catalog(Path(tempfile.mkdtemp(prefix="ccis-monkey-")))
+        shutil.copy(REPO / "kickstarts/testspec.yaml", root / "kickstarts/testspec.yaml")
+        _CATALOG = root
+    return _CATALOG
+
+
+def stand_in_build(plan: Any, monitor: Any) -> Path:
+    """Reports like the backend, then ends as a failed build (nothing real runs)."""
+    monitor.stage("install", "stand-in build")
+    monitor.output("console", "stand-in console line\n")
+    raise WorkbenchError("Build failed", "the monkey test's stand-in build ends here")
+
+
+def stand_in_boot_test(setup: Any, request: Any, monitor: Any) -> Any:
+    raise WorkbenchError("Boot test failed", "the monkey test's stand-in boot test ends here")
+
+
+def make_monkey_app() -> Any:
+    from ccis_workbench.ui.app import WorkbenchApp
+
+    app = WorkbenchApp(catalog(), capabilities=FixedCapabilities(HostStatus("qemu:///system", True, "libvirt 9",
+                                                                            "tcg")),
+                       profile=None, theme="textual-dark",
+                       runners=Runners(build=stand_in_build, boot_test=stand_in_boot_test,
+                                       leftovers=lambda uri, kind, ident: []))
+    # a URL tree nobody serves: the plan is shown, a build stops at once (no download, no guest)
+    app.build_settings = BuildSettings(tree="url", location="http://127.0.0.1:9/no-tree/")
+    app.screenshot_dir = Path(tempfile.mkdtemp(prefix="ccis-monkey-shots-"))
+    return app
+
+
+def check_invariants(app: Any, trail: list[Any]) -> None:
+    assert app.is_running, f"the app stopped after {trail}"
+    assert app._exception is None, f"{app._exception!r} after {trail}"
+    width, height = app.size
+    screen = app.screen
+    for widget in list(screen.children) + list(screen.query(FooterKey)):
+        if widget.display and widget.region.area:
+            r = widget.region
+            assert r.x >= 0 and r.y >= 0 and r.right <= width and r.bottom <= height, \
+                f"{widget!r} at {r} is outside the {width}x{height} screen after {trail}"
+    compose = next((s for s in app.screen_stack if isinstance(s, ComposeScreen)), None)
+    if compose is None or compose.choice is None or compose.workbench is None:
+        return
+    ch = compose.choice
+    assert f"{ch.release} · {ch.target}" in compose.sub_title, f"title {compose.sub_title!r} vs {ch} after {trail}"
+    for name in ch.overlays:
+        assert name in compose.sub_title
+    a = compose.analysis
+    if a is not None and a.key == ch.key() and a.composition is not None and a.error is None:
+        header = a.composition.lines[1].text
+        overlays = ", ".join(ch.overlays) or "none"
+        assert f"release {ch.release}, target {ch.target}, overlays: {overlays}" in header, \
+            f"preview header {header!r} vs {ch} after {trail}"
+
+
+async def explore(steps: list[tuple[str, Any]]) -> None:
+    app = make_monkey_app()
+    trail: list[Any] = []
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        check_invariants(app, trail)
+        for kind, arg in steps:
+            trail.append((kind, arg))
+            if kind == "key":
+                await pilot.press(arg)
+            elif kind == "type":
+                if isinstance(app.focused, Input):
+                    app.focused.value = ""
+                    await pilot.press(*arg) if arg else None
+            elif kind == "paste":
+                if app.focused is not None:
+                    app.focused.post_message(events.Paste(arg))
+            elif kind == "resize":
+                await pilot.resize_terminal(*arg)
+            else:
+                x, y = arg
+                width, height = app.size
+                await pilot.click(offset=(min(x, width - 1), min(y, height - 1)))
+            await settle(pilot, rounds=2)
+            check_invariants(app, trail)
+        # Let whatever the last step started finish; the invariants must still hold.
+        deadline = time.monotonic() + 30
+        while app.workers._workers and time.monotonic() < deadline:
+            await settle(pilot)
+        check_invariants(app, trail)
+        app.cancel_running_work()
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, phases=PHASES,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(step, min_size=4, max_size=24))
+def test_no_key_sequence_crashes_the_app_or_breaks_its_invariants(steps: list[tuple[str, Any]]) -> None:
+    asyncio.run(explore(steps))
+
+
+def test_the_issue_s_own_sequence_keeps_two_overlays_and_their_inputs() -> None:
+    """From launch, `Tab Tab Space Down Space` (it crashed the app): both overlays chosen, the app running."""
+
+    async def go() -> None:
+        app = make_monkey_app()
+        async with app.run_test(size=(120, 36)) as pilot:
+            await settle(pilot)
+            for key in ("tab", "tab", "space", "down", "space"):
+                await pilot.press(key)
+                await pilot.pause()
+            await settle(pilot)
+            check_invariants(app, ["tab", "tab", "space", "down", "space"])
+            assert len(app.compose_screen.choice.overlays) == 2
+
+    asyncio.run(go())
