@@ -65,7 +65,7 @@ _CATALOG: Path | None = None
 
 def catalog() -> Path:
     """One private catalog for every example (hypothesis runs many examples per test function)."""
-    global _CATALOG  # noqa: PLW0603 - a per-process cache
+    global _CATALOG  # a per-process cache
     if _CATALOG is None:
         root = make_catalog(Path(tempfile.mkdtemp(prefix="ccis-monkey-")))
         shutil.copy(REPO / "kickstarts/testspec.yaml", root / "kickstarts/testspec.yaml")
