@@ -416,7 +416,7 @@ def _one_safe_line(value: str) -> None:
     assert all(ch.isprintable() or ch == " " for ch in value), repr(value)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, database=None)
 @given(HOSTILE_TEXT)
 def test_free_text_value_is_one_safe_line_or_refused(value: str) -> None:
     try:
@@ -427,7 +427,7 @@ def test_free_text_value_is_one_safe_line_or_refused(value: str) -> None:
     _one_safe_line(checked)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(
     st.sampled_from(sorted(n for n, r in VARIABLES.items() if r.type in ("str", "list"))),
     st.lists(HOSTILE_TEXT, min_size=1, max_size=3),
@@ -443,7 +443,7 @@ def test_every_profile_variable_refuses_what_would_change_a_line(name: str, valu
         _one_safe_line(v)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(st.sampled_from(["title", "name", "tree_url", "datasources", "default_user"]), HOSTILE_TEXT)
 def test_catalog_strings_in_the_template_context_are_checked(key: str, value: str) -> None:
     ctx = {
@@ -475,7 +475,7 @@ def noted_catalog(mini_catalog: Path) -> Path:
     return mini_catalog
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(HOSTILE_TEXT)
 def test_no_value_adds_a_line_or_a_section_to_the_kickstart(noted_catalog: Path, value: str) -> None:
     from ccis_workbench.core.catalog import Catalog
