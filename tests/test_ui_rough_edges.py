@@ -164,3 +164,19 @@ async def test_regression_monkey_the_diff_tab_s_footer_fits_80_columns(tmp_path:
         assert {"m", "f", "q"} <= set(keys)
         for key in keys.values():
             assert key.region.right <= 80, f"{key.key} is cut"
+
+
+@sync
+async def test_notifications_show_catalog_text_as_written(tmp_path: Path) -> None:
+    """Messages carry file names and catalog values: `[`...`]` in them is text, not Textual markup (a closing
+    tag with no opening one would fail to render)."""
+    app = make_app(make_catalog(tmp_path), profile="openstack-stream9")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        app.compose_screen.notify("profiles/[/bad].yaml: [b]not bold[/b]", title="Value [refused]")
+        await settle(pilot)
+        assert app.is_running
+        await pilot.pause(0.2)
+        (note,) = [n for n in app._notifications if "bad" in n.message]
+        assert note.message == "profiles/[/bad].yaml: [b]not bold[/b]" and note.markup is False
+

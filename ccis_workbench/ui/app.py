@@ -125,6 +125,12 @@ class WorkbenchApp(App[int]):
             if monitor is not None and hasattr(monitor, "cancel_event"):
                 monitor.cancel_event.set()
 
+    def notify(self, message: str, *, title: str = "", severity: Any = "information", timeout: float | None = None,
+               markup: bool = True) -> None:
+        """Notifications show their text as written: messages carry file names, values and catalog text, and
+        Textual markup in them (`[`...`]`) would be taken as styling, or fail to render."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
+
     #: Where the palette's "Screenshot" saves (default: the working directory; the folder is created).
     screenshot_dir: Path | None = None
 

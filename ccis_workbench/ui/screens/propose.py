@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from ccis_workbench.core.errors import WorkbenchError
     from ccis_workbench.ui.engine import Choice, Workbench
 
-STATUS_STYLE = {"ok": "green", "failing": "bold red", "stale": "bold yellow", "missing": "yellow"}
+STATUS_STYLE = {"ok": "green", "failing": "bold red", "stale": "bold yellow", "missing": "yellow",
+                "unverified": "bold yellow"}
 
 
 def saved_profile_name(ch: Choice) -> str | None:
@@ -180,12 +181,13 @@ class ProposeScreen(Screen[None]):
             return
         ev, p = message.evidence, message.proposal
         for i in ev.items:
-            table.add_row(i.title, Text(i.status, style=STATUS_STYLE.get(i.status, "")), i.detail,
-                          (i.sha256 or "")[:16], key=i.kind)
+            # Text, never str: a DataTable renders a str cell as markup, and details carry paths and JSON values
+            table.add_row(Text(i.title), Text(i.status, style=STATUS_STYLE.get(i.status, "")), Text(i.detail),
+                          Text((i.sha256 or "")[:16]), key=i.kind)
         unmet = ev.unmet()
         head.update(Text.assemble(
             (f"{p.folder}/{p.kickstart_name}", "bold"), f"  kickstart sha256 {ev.kickstart_sha256[:16]}…  ",
-            (f"{len(unmet)} item(s) missing or stale: the pull request will say so" if unmet else
+            (f"{len(unmet)} item(s) missing, stale or unverified: the pull request will say so" if unmet else
              "all evidence matches this kickstart", "yellow" if unmet else "green")))
         self.query_one("#propose-text", Static).update(Text(p.pr_description()))
         if self.profile is None:
@@ -330,7 +332,7 @@ class ProposeScreen(Screen[None]):
         self.query_one("#propose-text", Static).update(text)
 
     def _status(self, text: str) -> None:
-        self.query_one("#propose-status", Static).update(text)
+        self.query_one("#propose-status", Static).update(Text(text))  # branch and tag are typed: no markup
 
     def action_close(self) -> None:
         self.app.pop_screen()
