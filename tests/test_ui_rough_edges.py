@@ -180,3 +180,34 @@ async def test_notifications_show_catalog_text_as_written(tmp_path: Path) -> Non
         (note,) = [n for n in app._notifications if "bad" in n.message]
         assert note.message == "profiles/[/bad].yaml: [b]not bold[/b]" and note.markup is False
 
+
+
+@sync
+async def test_at_80x24_f4_gives_the_build_console_the_screen_and_escape_gives_it_back(tmp_path: Path) -> None:
+    from textual.widgets import Log
+
+    from ccis_workbench.ui.capabilities import HostStatus
+    from ccis_workbench.ui.screens.build import BuildScreen, BuildSettings
+
+    app = make_app(make_catalog(tmp_path), HostStatus("qemu:///system", True, "libvirt 9", "tcg"),
+                   profile="openstack-stream9")
+    app.build_settings = BuildSettings(tree="url", location="http://127.0.0.1:9/no-tree/")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("escape", "b")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, BuildScreen)
+        console = screen.query_one("#build-console", Log)
+        assert console.region.width < 60  # beside the plan: the issue measured 38x9
+        for key in screen.query(FooterKey):
+            assert key.region.right <= 80, f"{key.key} is cut"
+        await pilot.press("f4")
+        await settle(pilot)
+        assert screen.maximized is console and console.region.width >= 78 and console.region.height >= 18
+        await pilot.press("escape")
+        await settle(pilot)
+        assert app.screen is screen and screen.maximized is None
+        await pilot.press("escape")
+        await settle(pilot)
+        assert not isinstance(app.screen, BuildScreen)

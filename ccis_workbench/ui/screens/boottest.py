@@ -39,7 +39,7 @@ from ccis_workbench.ui.messages import (
 )
 from ccis_workbench.ui.paths import in_catalog, relative_hint
 from ccis_workbench.ui.screens.build import ACCELS, CONSOLE_LINES, SEVERITY_STYLE, UIMonitor, elapsed_text
-from ccis_workbench.ui.widgets.panels import WorkbenchFooter, error_text
+from ccis_workbench.ui.widgets.panels import WorkbenchFooter, error_text, toggle_maximized
 
 if TYPE_CHECKING:
     from ccis_workbench.core.errors import WorkbenchError
@@ -91,6 +91,7 @@ class BootTestScreen(Screen[None]):
     """Boot an artifact with the seed its target expects; the checks fill in live; a summary at the end."""
 
     BINDINGS = [
+        Binding("f4", "console", "Console", tooltip="Give the console the whole screen (f4 again: back)"),
         Binding("escape", "close", "Back", tooltip="Back to the compose view (cancel a running test first)"),
         Binding("ctrl+s,f2", "start", "Start", tooltip="Run the boot test", id="boottest.start"),
         Binding("ctrl+x,f3", "cancel", "Cancel", tooltip="Cancel: destroy the guest, remove its volumes",
@@ -278,6 +279,9 @@ class BootTestScreen(Screen[None]):
             return text
         return in_catalog(self.workbench.root, text)
 
+    def action_console(self) -> None:
+        toggle_maximized(self, self.query_one("#boot-console", Log))
+
     def action_cancel(self) -> None:
         if not self.running or self.monitor is None or self.monitor.cancel_event.is_set():
             return
@@ -439,6 +443,9 @@ class BootTestScreen(Screen[None]):
         return True
 
     def action_close(self) -> None:
+        if self.maximized is not None:  # escape first gives the screen back
+            self.minimize()
+            return
         if self.running:
             self.notify("a boot test is running: cancel it first (ctrl+x / f3)", title="Boot test running",
                         severity="warning")

@@ -47,7 +47,7 @@ from ccis_workbench.ui.messages import (
     RunStage,
 )
 from ccis_workbench.ui.paths import in_catalog, relative_hint
-from ccis_workbench.ui.widgets.panels import WorkbenchFooter, error_text
+from ccis_workbench.ui.widgets.panels import WorkbenchFooter, error_text, toggle_maximized
 
 if TYPE_CHECKING:
     from ccis_workbench.core.errors import WorkbenchError
@@ -186,6 +186,7 @@ class BuildScreen(Screen[None]):
     """Plan, then build the current choice on libvirt with the live console; each ending said plainly."""
 
     BINDINGS = [
+        Binding("f4", "console", "Console", tooltip="Give the console the whole screen (f4 again: back)"),
         Binding("escape", "close", "Back", tooltip="Back to the compose view (cancel a running build first)"),
         Binding("ctrl+s,f2", "start", "Start", tooltip="Run the build", id="build.start"),
         Binding("ctrl+x,f3", "cancel", "Cancel", tooltip="Cancel: destroy the domain, remove its volumes",
@@ -405,6 +406,9 @@ class BuildScreen(Screen[None]):
         finally:
             self._build_done.set()
 
+    def action_console(self) -> None:
+        toggle_maximized(self, self.query_one("#build-console", Log))
+
     def action_cancel(self) -> None:
         if not self.running or self.monitor is None:
             return
@@ -552,6 +556,9 @@ class BuildScreen(Screen[None]):
         self.request_plan()
 
     def action_close(self) -> None:
+        if self.maximized is not None:  # escape first gives the screen back
+            self.minimize()
+            return
         if self.running:
             self.notify("a build is running: cancel it first (ctrl+x / f3)", title="Build running",
                         severity="warning")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
+from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer, Static
 
 if TYPE_CHECKING:
@@ -71,3 +73,12 @@ class WorkbenchFooter(Footer):
         narrow = self.size.width < 100
         self.compact = narrow
         self.show_command_palette = not narrow
+
+
+def toggle_maximized(screen: Screen[Any], widget: Widget) -> None:
+    """Give *widget* (a run's console) the whole screen, or give the screen back: at 80x24 the console of a
+    build is otherwise 38x9."""
+    if screen.maximized is widget:
+        screen.minimize()
+    else:
+        screen.maximize(widget, container=False)
