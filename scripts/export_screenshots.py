@@ -46,7 +46,7 @@ async def settle(pilot) -> None:  # type: ignore[no-untyped-def]
 
 async def export(root: Path, out: Path, size: tuple[int, int], ch: Choice) -> list[Path]:
     status = HostStatus("qemu:///system", None, "not checked", "tcg")
-    app = WorkbenchApp(root, capabilities=FixedCapabilities(status), theme="textual-dark")
+    app = WorkbenchApp(root, capabilities=FixedCapabilities(status), theme="ccis-dark")
     written: list[Path] = []
 
     def shot(name: str) -> None:

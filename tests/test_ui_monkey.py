@@ -89,7 +89,7 @@ def make_monkey_app() -> Any:
 
     app = WorkbenchApp(catalog(), capabilities=FixedCapabilities(HostStatus("qemu:///system", True, "libvirt 9",
                                                                             "tcg")),
-                       profile=None, theme="textual-dark",
+                       profile=None, theme=None,
                        runners=Runners(build=stand_in_build, boot_test=stand_in_boot_test,
                                        leftovers=lambda uri, kind, ident: []))
     # a URL tree nobody serves: the plan is shown, a build stops at once (no download, no guest)

@@ -79,5 +79,5 @@ def test_snapshot_help(snap_compare, ui_catalog: Path) -> None:  # type: ignore[
 
 def test_snapshot_error_panel_light(snap_compare, ui_catalog: Path) -> None:  # type: ignore[no-untyped-def]
     (ui_catalog / "kickstarts/overlays/ui-alpha.ks.j2").write_text("%packages\n{{ nope( }}\n%end\n")
-    assert snap_compare(make_app(ui_catalog, theme="textual-light"), terminal_size=(120, 36),
+    assert snap_compare(make_app(ui_catalog, theme="ccis-light"), terminal_size=(120, 36),
                         run_before=with_overlays("ui-alpha"))

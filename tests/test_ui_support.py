@@ -86,7 +86,7 @@ def make_catalog(tmp: Path) -> Path:
 
 
 def make_app(root: Path | str, status: HostStatus | None = None, profile: str | None = "openstack-stream9",
-             theme: str | None = "textual-dark") -> WorkbenchApp:
+             theme: str | None = None) -> WorkbenchApp:
     """The real app on *root* with a fixed host status (no libvirt, no clock)."""
     return WorkbenchApp(root, capabilities=FixedCapabilities(status), profile=profile, theme=theme)
 

@@ -70,7 +70,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
             "seconds a boot test waits for the login prompt", _positive_float),
     Setting("grow_mib", 1024, ("CCIS_WORKBENCH_GROW",), "MiB the boot-test disk is larger than the image",
             _positive_int),
-    Setting("theme", "", ("CCIS_WORKBENCH_THEME",), "TUI theme (empty: Textual's default)"),
+    Setting("theme", "", ("CCIS_WORKBENCH_THEME",), "TUI theme (empty: ccis-dark; ctrl+t switches to ccis-light)"),
     Setting("sign_key", "", ("CCIS_WORKBENCH_SIGN_KEY",),
             "OpenPGP key (id, fingerprint or user id) gpg signs CHECKSUM with (empty: unsigned)"),
 )}

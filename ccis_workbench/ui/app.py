@@ -26,6 +26,7 @@ from ccis_workbench.ui.capabilities import Capabilities, HostStatus, LocalCapabi
 from ccis_workbench.ui.messages import HostChecked
 from ccis_workbench.ui.modals import ConfirmationModal, HelpScreen
 from ccis_workbench.ui.screens.compose import ComposeScreen
+from ccis_workbench.ui.themes import DARK, LIGHT, workbench_themes
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,9 @@ class WorkbenchApp(App[int]):
         self.build_settings: Any = None
         #: The boot-test screen's initial settings.
         self.boot_test_settings: Any = None
-        if theme:
-            self.theme = theme
+        for t in workbench_themes():
+            self.register_theme(t)
+        self.theme = theme if theme in self.available_themes else DARK
 
     #: Where the last unhandled error's traceback was saved (None: no crash).
     crash_report: Path | None = None
@@ -297,7 +299,7 @@ class WorkbenchApp(App[int]):
             self.push_screen(HelpScreen())
 
     def action_toggle_theme(self) -> None:
-        self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+        self.theme = LIGHT if self.current_theme.dark else DARK
 
     def watch_theme(self) -> None:
         for screen in self.screen_stack:
@@ -373,7 +375,13 @@ def save_crash_report(error: BaseException, choice_yaml: str, folder: Path | Non
 
 def run_app(catalog_root: str | None = None) -> int:
     """Run the TUI on the catalog at *catalog_root* (default: $CCIS_WORKBENCH_ROOT or this checkout)."""
-    app = WorkbenchApp(catalog_root, capabilities=LocalCapabilities())
+    from ccis_workbench.flows.settings import Settings
+
+    theme = str(Settings.load().theme or "")
+    app = WorkbenchApp(catalog_root, capabilities=LocalCapabilities(), theme=theme or None)
+    if theme and app.theme != theme:
+        print(f"ccis-workbench: unknown theme {theme!r} (CCIS_WORKBENCH_THEME or the config file); using {DARK}. "
+              f"Themes: {', '.join(sorted(app.available_themes))}", file=sys.stderr)
     result = app.run()
     if app.crash_report is not None:
         print(f"ccis-workbench: the terminal UI stopped on an unexpected error; the traceback and the last choice "

@@ -61,14 +61,14 @@ class KickstartView(ScrollView, can_focus=True):
     KickstartView > .kickstart-view--number { color: $text-muted; }
     KickstartView > .kickstart-view--comment { color: $text-muted; text-style: italic; }
     KickstartView > .kickstart-view--keyword { color: $accent; text-style: bold; }
-    KickstartView > .kickstart-view--option { color: $secondary; }
-    KickstartView > .kickstart-view--string { color: $success; }
-    KickstartView > .kickstart-view--section { color: $primary; text-style: bold; }
-    KickstartView > .kickstart-view--removed { color: $error; }
+    KickstartView > .kickstart-view--option { color: $text-primary; }
+    KickstartView > .kickstart-view--string { color: $text-success; }
+    KickstartView > .kickstart-view--section { color: $text-secondary; text-style: bold; }
+    KickstartView > .kickstart-view--removed { color: $text-error; }
     KickstartView > .kickstart-view--cursor { background: $panel; }
     KickstartView:focus > .kickstart-view--cursor { background: $accent 30%; }
     KickstartView > .kickstart-view--origin { color: $text-muted; }
-    KickstartView > .kickstart-view--override { color: $warning; text-style: bold; }
+    KickstartView > .kickstart-view--override { color: $text-warning; text-style: bold; }
     """
     BINDINGS = [
         Binding("up", "cursor(-1)", "Up", show=False),
