@@ -211,3 +211,24 @@ async def test_at_80x24_f4_gives_the_build_console_the_screen_and_escape_gives_i
         await pilot.press("escape")
         await settle(pilot)
         assert not isinstance(app.screen, BuildScreen)
+
+
+@sync
+async def test_at_80x24_the_review_keeps_the_release_labels_while_the_targets_scroll() -> None:
+    from textual.widgets import DataTable
+
+    from tests.test_ui_support import REPO
+
+    app = make_app(REPO, profile="openstack-stream9")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("escape", "r")
+        await settle(pilot, rounds=8)
+        table = app.screen.query_one("#matrix", DataTable)
+        assert table.row_count == 4 and len(table.columns) == 12
+        table.move_cursor(row=3, column=11)  # the last target of the last release
+        await settle(pilot)
+        assert table.scroll_x > 0
+        row = "".join(seg.text for seg in table.render_line(4))  # header, then the rows
+        assert row.lstrip().startswith("centos-stream-10"), row
+        assert app.screen.title.startswith("CCIS Workbench · ")

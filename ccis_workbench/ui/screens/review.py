@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Header, Label, Select, Static
 
 from ccis_workbench.core.wording import counted
 from ccis_workbench.ui.messages import ReviewCellReady, ReviewDone
+from ccis_workbench.ui.screens.compose import catalog_label
 from ccis_workbench.ui.widgets.panels import WorkbenchFooter
 
 if TYPE_CHECKING:
@@ -57,14 +58,15 @@ class ReviewScreen(Screen[None]):
                               value=self.overlay if self.overlay else Select.NULL, allow_blank=False
                               if self.workbench.catalog.overlays else True)
             yield Static("", id="review-progress")
-        yield DataTable(id="matrix", cursor_type="cell")
+        # the release column stays while the targets scroll sideways (at 80x24 five of eleven fit)
+        yield DataTable(id="matrix", cursor_type="cell", fixed_columns=1)
         yield Static("", id="cell-detail")
-        yield Static(Text("✓ applies (lint status, +/- lines it adds to the kickstart)   ✗ does not apply   "
-                          "enter: open in compose", style="dim"), id="review-legend")
+        yield Static(Text("✓ applies (colour: lint; ± lines changed)  ✗ does not apply  enter: open in compose",
+                          style="dim"), id="review-legend")
         yield WorkbenchFooter()
 
     def on_mount(self) -> None:
-        self.title = "CCIS Workbench"
+        self.title = f"CCIS Workbench · {catalog_label(self.workbench.root)}"
         self.sub_title = "review"
         self.start()
         self.query_one("#matrix", DataTable).focus()
@@ -110,7 +112,9 @@ class ReviewScreen(Screen[None]):
             text = Text("= unchanged", style="dim")
         elif c.applicable:
             style = "red" if c.errors else ("yellow" if c.warnings else "green")
-            text = Text.assemble(("✓ ", "green"), (c.lint_status(), style), (f" ±{c.diff_lines} ", "dim"))
+            # narrow: the lint status shows as the colour of the mark alone, so more targets fit
+            status = "" if self.size.width < 100 and not (c.errors or c.warnings) else f"{c.lint_status()} "
+            text = Text.assemble(("✓ ", style), (status, style), (f"±{c.diff_lines} ", "dim"))
         elif c.broken:
             text = Text("✗ breaks", style="bold red")
         else:
