@@ -28,7 +28,8 @@ SAMPLES = {"uri": ("qemu+ssh://a/system", "qemu+ssh://b/system", "qemu+ssh://c/s
            "memory_mb": (512, 768, 1536), "vcpus": (1, 3, 4), "test_memory_mb": (256, 384, 640),
            "artifacts": ("a1", "a2", "a3"), "inactivity_timeout": (11.0, 12.0, 13.0),
            "total_timeout": (21.0, 22.0, 23.0), "login_timeout": (31.0, 32.0, 33.0), "grow_mib": (64, 128, 256),
-           "theme": ("textual-light", "nord", "gruvbox"), "sign_key": ("A1B2", "C3D4", "ops@example.org")}
+           "theme": ("textual-light", "nord", "gruvbox"), "sign_key": ("A1B2", "C3D4", "ops@example.org"),
+           "hosts": ("qemu+ssh://a/system,qemu+ssh://b/system", "qemu:///system", "qemu+tcp://h:16509/system")}
 
 
 def test_samples_cover_every_setting() -> None:

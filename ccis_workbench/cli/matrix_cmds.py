@@ -15,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--release", action="append", help="only this release (repeatable)")
     p.add_argument("--target", action="append", help="only this target (repeatable)")
     p.add_argument("--overlay", action="append", help="only profiles with this overlay (repeatable)")
-    p.add_argument("--hosts", metavar="URI,URI", help="libvirt URIs the cells are spread over (default: the URI "
-                   "setting, qemu:///system)")
+    p.add_argument("--hosts", metavar="URI,URI", help="libvirt URIs the cells are spread over (default: the hosts "
+                   "setting, else the uri setting)")
     p.add_argument("--jobs", type=int, default=1, help="cells at a time on each host (default 1)")
     p.add_argument("--tree", metavar="URL|DIR|ISO|rehearsal", help="install tree (default: each release's)")
     p.add_argument("--rebuild", action="store_true", help="run cells unchanged since a passing run again")
@@ -43,7 +43,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     cat = load_catalog(args)
     cells = select_cells(cat, args.patterns, releases=args.release, targets=args.target, overlays=args.overlay)
-    hosts = [h.strip() for h in (args.hosts or settings.uri).split(",") if h.strip()]
+    hosts = [h.strip() for h in (args.hosts or settings.hosts or settings.uri).split(",") if h.strip()]
     assign_hosts(cells, hosts)
     build = BuildRequest.from_settings(settings, tree=args.tree, memory_mb=args.memory, disk_size=args.disk_size,
                                        formats=args.formats, catalog_root=str(cat.root))

@@ -73,6 +73,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("theme", "", ("CCIS_WORKBENCH_THEME",), "TUI theme (empty: ccis-dark; ctrl+t switches to ccis-light)"),
     Setting("sign_key", "", ("CCIS_WORKBENCH_SIGN_KEY",),
             "OpenPGP key (id, fingerprint or user id) gpg signs CHECKSUM with (empty: unsigned)"),
+    Setting("hosts", "", ("CCIS_WORKBENCH_HOSTS",),
+            "libvirt URIs `matrix` spreads its cells over, comma-separated (empty: the uri setting)"),
 )}
 
 
