@@ -178,3 +178,27 @@ def test_publish_twice_then_verify_over_http(signed_build: tuple[Path, Path, dic
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_boot_test_report_says_whether_the_image_verifies(signed_build: tuple[Path, Path, dict[str, str]],
+                                                               tmp_path: Path) -> None:
+    """The verification travels with the boot test's evidence: a note in report.json (which propose commits)."""
+    from ccis_workbench.flows.test import verification_note
+
+    folder, keyring, env = signed_build
+    note = verification_note(next(folder.glob("*.qcow2")), str(keyring))
+    assert note.startswith("image verification: VERIFIED (signed, REHEARSAL") and "checks passed" in note
+    copy = tmp_path / folder.name
+    shutil.copytree(folder, copy)
+    sbom = next(copy.glob("*.spdx.json"))
+    sbom.write_text(sbom.read_text().replace("SPDX-2.3", "SPDX-2.2"))
+    note = verification_note(next(copy.glob("*.qcow2")), str(keyring))
+    assert note.startswith("image verification: NOT VERIFIED") and f"file {sbom.name}: sha256" in note
+    assert verification_note(tmp_path / "loose.qcow2") == ""  # no build folder, no claim either way
+    out = tmp_path / "bt"
+    run = subprocess.run([sys.executable, "-m", "ccis_workbench", "boot-test", str(folder), "--rehearsal", "--accel",
+                          "tcg", "--memory", "512", "--grow", "64", "--quiet", "--keyring", str(keyring), "-o",
+                          str(out)], capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    notes = json.loads((out / "report.json").read_text())["notes"]
+    assert any(n.startswith("image verification: VERIFIED (signed") for n in notes), notes

@@ -151,6 +151,7 @@ class BootRequest:
     container_runner: str = "auto"
     workdir: str | None = None
     run_id: str | None = None  # None: a new one
+    keyring: str | None = None  # the keyring the image's signed CHECKSUM is verified against (report note)
 
     @classmethod
     def from_settings(cls, settings: Any, **given: Any) -> BootRequest:
@@ -205,7 +206,29 @@ def run_test(setup: TestSetup, request: BootRequest, monitor: Monitor) -> Any:
                                workdir=request.workdir)
     if setup.rehearsal and hasattr(result, "rehearsal"):
         result.rehearsal = True  # container checks carry no flag of their own: the label must never be lost
+    if not is_cancelled(result) and hasattr(result, "notes"):
+        note = verification_note(setup.image, request.keyring)
+        if note:
+            result.notes.append(note)
     return result
+
+
+def verification_note(image: Path, keyring: str | None = None) -> str:
+    """What `verify` says of the build folder holding *image*, as one line for the boot-test report (and so for
+    the evidence propose commits): "image verification: VERIFIED (signed): ..." or "NOT VERIFIED ...: the first
+    failed checks". Empty when the image is not in a build's folder (no CHECKSUM beside it)."""
+    from ccis_workbench.flows.verify import CHECKSUM, verify_folder
+
+    folder = image.parent
+    if not (folder / CHECKSUM).is_file():
+        return ""
+    try:
+        report = verify_folder(folder, keyring=keyring)
+    except WorkbenchError as exc:
+        return f"image verification: could not run: {exc.message}"
+    failed = [f"{f.check}: {f.detail}" for f in report.findings if not f.ok]
+    state = f"image verification: {report.summary()}"
+    return state + (f"; {'; '.join(failed[:3])}" if failed else f"; {len(report.findings)} checks passed")
 
 
 def is_cancelled(result: Any) -> bool:
