@@ -72,3 +72,45 @@ async def test_review_screen_offers_and_shows_the_change(repo: Path) -> None:
         assert review.cells and all(c.affected and c.diff_lines >= 1 for c in review.cells.values())
         cell = str(review.query_one("#matrix", DataTable).get_cell("centos-stream-9", "openstack"))
         assert "±" in cell
+
+
+def test_each_changed_file_shows_its_own_impact_alone(repo: Path) -> None:
+    """Two files changed: reviewing one must not count the other's lines (it showed the whole tree vs HEAD)."""
+    target = repo / "kickstarts/targets/openstack.ks.j2"
+    target.write_text(target.read_text().replace("%end", "echo target-change\n%end", 1))
+    base = repo / "kickstarts/baseline/centos-stream-9.ks.j2"
+    base.write_text(base.read_text().replace("firewall --disabled", "firewall --enabled --service=ssh"))
+    wb = Workbench(repo)
+    assert wb.changed_fragments() == ["kickstarts/baseline/centos-stream-9.ks.j2",
+                                      "kickstarts/targets/openstack.ks.j2"]
+    by_target = {c.target: c for c in wb.review_change("kickstarts/targets/openstack.ks.j2")}
+    assert by_target["openstack"].diff_lines == 1 and not by_target["ui-box"].affected
+    by_base = {c.target: c for c in wb.review_change("kickstarts/baseline/centos-stream-9.ks.j2")}
+    assert by_base["openstack"].affected and by_base["ui-box"].affected
+    assert by_base["openstack"].diff_lines == by_base["ui-box"].diff_lines  # the target's line is not counted
+
+
+def test_a_new_file_counts_as_added(repo: Path) -> None:
+    (repo / "kickstarts/overlays/ui-new.yaml").write_text("name: ui-new\ntitle: New\npackages: [tmux]\n")
+    cells = list(Workbench(repo).review_change("kickstarts/overlays/ui-new.yaml"))
+    assert cells and all(c.overlays == ["ui-new"] for c in cells)
+    assert any(c.applicable and c.affected for c in cells)
+
+
+def test_the_diff_tab_against_git_head(repo: Path) -> None:
+    from ccis_workbench.ui.engine import Choice
+
+    wb = Workbench(repo)
+    ch = Choice("centos-stream-9", "openstack")
+    comp = wb.compose(ch)
+    unchanged = wb.diff(comp, ch, "head", None, None)
+    assert unchanged.error == "" and not unchanged.diff.unified.strip()
+    target = repo / "kickstarts/targets/openstack.ks.j2"
+    target.write_text(target.read_text().replace("%end", "echo head-diff\n%end", 1))
+    wb = Workbench(repo)
+    comp = wb.compose(ch)
+    changed = wb.diff(comp, ch, "head", None, None)
+    assert "+echo head-diff" in changed.diff.unified and changed.label.startswith("git HEAD")
+    outside = Workbench(make_catalog(repo.parent / "plain"))
+    none = outside.diff(outside.compose(ch), ch, "head", None, None)
+    assert "not in a git checkout" in none.error

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -30,6 +31,7 @@ DIFF_MODES: tuple[tuple[str, str], ...] = (
     ("target", "against the target alone (no overlays, default variables)"),
     ("profile", "against the saved profile"),
     ("file", "against a kickstart file"),
+    ("head", "against git HEAD (this choice with the catalog as last committed)"),
 )
 #: The variables the chooser edits, in display order.
 EDITED_VARIABLES = ("arch", "disk_size", "timezone", "locale", "hostname", "extra_packages")
@@ -155,6 +157,8 @@ class Workbench:
         self.composer = Composer(self.catalog)
         # review composes every cell of a (possibly contributed, untrusted) catalog: in a worker with limits
         self._review_composer: IsolatedComposer | None = None
+        #: (commit, composer, its temporary folder) of the catalog at git HEAD, for the "against HEAD" diff
+        self._head: tuple[str, IsolatedComposer, tempfile.TemporaryDirectory[str]] | None = None
         self._cache: dict[tuple[Any, ...], Composition] = {}
 
     def clear_cache(self) -> None:
@@ -309,11 +313,41 @@ class Workbench:
                 text = read_text(Path(diff_file), what="kickstart")
                 return DiffResult(mode, f"file {diff_file}",
                                   diff.diff_texts(text, comp.text, comp.version, diff_file, ch.name))
+            if mode == "head":
+                before = self._head_composer()
+                if before is None:
+                    return DiffResult(mode, title, error="the catalog is not in a git checkout with a commit "
+                                                         "(git init, then commit, to diff against HEAD)")
+                try:
+                    old = before.compose(ch.to_profile())
+                except WorkbenchError as exc:
+                    return DiffResult(mode, title, error=f"this choice does not compose at HEAD: {exc.message}")
+                return DiffResult(mode, "git HEAD (the catalog as last committed)", diff.diff_compositions(old, comp))
             return DiffResult(mode, title, error=f"unknown diff mode {mode!r}")
         except WorkbenchError as exc:
             return DiffResult(mode, title, error=str(exc))
         except OSError as exc:
             return DiffResult(mode, title, error=f"{diff_file}: {exc.strerror or exc}")
+
+    def _head_composer(self) -> IsolatedComposer | None:
+        """A composer over the catalog at git HEAD (made once per HEAD commit, in a worker process: a
+        contributor's committed fragments are as untrusted as the uncommitted ones)."""
+        try:
+            res = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=self.root, capture_output=True,
+                                 text=True, check=False, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        head = res.stdout.strip()
+        if res.returncode != 0 or not head:
+            return None
+        if self._head is None or self._head[0] != head:
+            tmp = tempfile.TemporaryDirectory(prefix="ccis-head-")
+            composer = _catalog_at(self.root, head, Path(tmp.name))
+            if composer is None:
+                tmp.cleanup()
+                return None
+            self._head = (head, composer, tmp)
+        return self._head[1]
 
     # -- review ------------------------------------------------------------------------------------------------
 
@@ -365,8 +399,9 @@ class Workbench:
         return sorted(set(paths))
 
     def review_change(self, path: str, rev: str = "HEAD") -> Iterator[ReviewCell]:
-        """Every release x target composed with the catalog at *rev* and as it is now: which cells the change
-        to *path* affects (and by how many lines), which it breaks, and the lint status of the new result."""
+        """Every release x target composed as the catalog is now, and as it would be with only *path* as it was
+        at *rev*: which cells the change to that one file affects (and by how many lines), which it breaks, and
+        the lint status of the new result. Other uncommitted changes are in both, so they do not count."""
         if self._review_composer is None:
             self._review_composer = IsolatedComposer(self.root)
         now = self._review_composer
@@ -377,7 +412,7 @@ class Workbench:
             overlay = None
         wanted = _with_requires(self.catalog, overlay) if overlay else []
         with tempfile.TemporaryDirectory(prefix="ccis-review-") as tmp:
-            before = _catalog_at(self.root, rev, Path(tmp))  # its worker ends with this generator
+            before = _catalog_with_file_at(self.root, path, rev, Path(tmp))  # its worker ends with this generator
             for release in self.catalog.releases:
                 for target in sorted(self.catalog.targets):
                     cell = ReviewCell(release, target, False, overlays=wanted)
@@ -501,6 +536,31 @@ def _catalog_at(root: Path, rev: str, dest: Path) -> IsolatedComposer | None:
         return None
     with tarfile.open(fileobj=io.BytesIO(res.stdout)) as tar:
         tar.extractall(dest, filter="data")
+    try:
+        Catalog.load(dest)
+        return IsolatedComposer(dest)
+    except WorkbenchError:
+        return None
+
+
+def _catalog_with_file_at(root: Path, path: str, rev: str, dest: Path) -> IsolatedComposer | None:
+    """A composer over the catalog as it is now (kickstarts/), except *path*, which is as it was at git revision
+    *rev* (absent if it did not exist then); None when *path* is not a catalog file or the result does not load."""
+    rel = Path(path)
+    if rel.is_absolute() or ".." in rel.parts or rel.parts[:1] != ("kickstarts",):
+        return None
+    shutil.copytree(root / "kickstarts", dest / "kickstarts", symlinks=True)
+    target = dest / rel
+    try:
+        res = subprocess.run(["git", "show", f"{rev}:{rel.as_posix()}"], cwd=root, capture_output=True,
+                             check=False, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if target.is_symlink() or target.exists():
+        target.unlink()
+    if res.returncode == 0:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(res.stdout)
     try:
         Catalog.load(dest)
         return IsolatedComposer(dest)
