@@ -153,7 +153,7 @@ right updates as you choose. Overlays that cannot be added say why (greyed out).
 | `space` / `enter` | toggle an overlay, open a list |
 | `p` `d` `l` `y` | Preview, Diff, Lint, Profile YAML tabs |
 | `v` | provenance: which layer file:line produced each line (`!` marks an override) |
-| `m` / `f` | diff mode (baseline, target alone, saved profile, file) / diff against a kickstart file |
+| `m` / `f` | diff mode (baseline, target alone, saved profile, file, git HEAD) / diff against a kickstart file |
 | `enter` on a lint finding | jump to its line in the preview |
 | `n` / `o` / `s` | new composition / open a profile / save the choice as a new profile |
 | `r` | review an overlay across every release × target |
