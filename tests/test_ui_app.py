@@ -80,22 +80,22 @@ async def test_start_shows_the_profile_preview_and_status(ui_catalog: Path, size
 
 
 @sync
-async def test_overlays_unavailable_are_disabled_with_the_reason(ui_catalog: Path) -> None:
+async def test_overlays_unavailable_are_dimmed_with_the_reason(ui_catalog: Path) -> None:
     app = make_app(ui_catalog)
     async with app.run_test(size=(120, 36)) as pilot:
         await settle(pilot)
         screen = app.screen
-        assert overlay_option(screen, "ui-ten").disabled
+        assert screen.overlay_states["ui-ten"] and not overlay_option(screen, "ui-ten").disabled
         assert "not for centos-stream-9" in str(overlay_option(screen, "ui-ten").prompt)
         gamma = overlay_option(screen, "ui-gamma")
-        assert gamma.disabled and "needs ui-alpha first" in str(gamma.prompt)
-        assert not overlay_option(screen, "ui-beta").disabled
+        assert screen.overlay_states["ui-gamma"] and "needs ui-alpha first" in str(gamma.prompt)
+        assert not screen.overlay_states["ui-beta"]
 
         await toggle_overlay_by_keys(pilot, screen, "ui-alpha")
         assert screen.choice.overlays == ["ui-alpha"]
         beta = overlay_option(screen, "ui-beta")
-        assert beta.disabled and "conflicts with ui-alpha" in str(beta.prompt)
-        assert not overlay_option(screen, "ui-gamma").disabled
+        assert screen.overlay_states["ui-beta"] and "conflicts with ui-alpha" in str(beta.prompt)
+        assert not screen.overlay_states["ui-gamma"]
         # the info line under the list explains the highlighted overlay
         sl = screen.query_one("#overlays", SelectionList)
         sl.highlighted = sl.get_option_index("ui-gamma")
@@ -531,7 +531,11 @@ async def test_keyboard_only_flow_at_80x24(ui_catalog: Path) -> None:
         assert screen.choice.target == "ui-box"
         await pilot.press("tab", "space")  # first available overlay: ui-alpha
         await settle(pilot)
-        await pilot.press("down", "space")  # ui-beta is disabled now: the cursor skips to ui-gamma
+        await pilot.press("down", "space")  # ui-beta conflicts with ui-alpha now: refused, and said why
+        await settle(pilot)
+        assert screen.choice.overlays == ["ui-alpha"]
+        assert any("ui-beta cannot be added: conflicts with ui-alpha" in n.message for n in app._notifications)
+        await pilot.press("down", "space")  # ui-gamma
         await settle(pilot)
         assert screen.choice.overlays == ["ui-alpha", "ui-gamma"]
         await pilot.press("escape", "d")

@@ -84,10 +84,10 @@ def stand_in_boot_test(setup: Any, request: Any, monitor: Any) -> Any:
     raise WorkbenchError("Boot test failed", "the monkey test's stand-in boot test ends here")
 
 
-def make_monkey_app() -> Any:
+def make_monkey_app(root: Path | None = None) -> Any:
     from ccis_workbench.ui.app import WorkbenchApp
 
-    app = WorkbenchApp(catalog(), capabilities=FixedCapabilities(HostStatus("qemu:///system", True, "libvirt 9",
+    app = WorkbenchApp(root or catalog(), capabilities=FixedCapabilities(HostStatus("qemu:///system", True, "libvirt 9",
                                                                             "tcg")),
                        profile=None, theme=None,
                        runners=Runners(build=stand_in_build, boot_test=stand_in_boot_test,
@@ -164,10 +164,11 @@ def test_no_key_sequence_crashes_the_app_or_breaks_its_invariants(steps: list[tu
 
 
 def test_the_issue_s_own_sequence_keeps_two_overlays_and_their_inputs() -> None:
-    """From launch, `Tab Tab Space Down Space` (it crashed the app): both overlays chosen, the app running."""
+    """From launch on the shipped catalog, `Tab Tab Space Down Space` (it crashed the app): both overlays chosen,
+    the app running."""
 
     async def go() -> None:
-        app = make_monkey_app()
+        app = make_monkey_app(REPO)
         async with app.run_test(size=(120, 36)) as pilot:
             await settle(pilot)
             for key in ("tab", "tab", "space", "down", "space"):

@@ -300,10 +300,12 @@ class ComposeScreen(Screen[None]):
         names = sorted(wb.catalog.overlays)
 
         def prompt(name: str) -> Text:
-            text = Text(name)
-            if states.get(name):
-                text.append(f" — {states[name]}", style="italic")
-            return text
+            # Unavailable overlays stay reachable (not disabled): the cursor used to skip them, so the next space
+            # toggled another overlay than the one the user looked at, and their reasons could not be read at
+            # 80x24. They are dimmed, and choosing one says why it cannot be added (see _overlays_changed).
+            if not states.get(name):
+                return Text(name)
+            return Text.assemble((name, "dim"), (f" — {states[name]}", "dim italic"))
 
         with self.prevent(SelectionList.SelectedChanged):
             if [sl.get_option_at_index(i).id for i in range(sl.option_count)] == names:
@@ -312,15 +314,12 @@ class ComposeScreen(Screen[None]):
                     option = sl.get_option_at_index(i)
                     if str(option.prompt) != str(prompt(name)):
                         sl.replace_option_prompt_at_index(i, prompt(name))
-                    if option.disabled != bool(states.get(name)):
-                        (sl.disable_option_at_index if states.get(name) else sl.enable_option_at_index)(i)
                     if selection and (name in sl.selected) != (name in ch.overlays):
                         sl.toggle(name)
             else:
                 highlighted = sl.highlighted
                 sl.clear_options()
-                sl.add_options([Selection(prompt(n), n, n in ch.overlays, id=n, disabled=bool(states.get(n)))
-                                for n in names])
+                sl.add_options([Selection(prompt(n), n, n in ch.overlays, id=n) for n in names])
                 if highlighted is not None and names:
                     sl.highlighted = min(highlighted, len(names) - 1)
             if sl.highlighted is None:
@@ -401,7 +400,16 @@ class ComposeScreen(Screen[None]):
     def _overlays_changed(self, event: SelectionList.SelectedChanged) -> None:
         if self.choice is None:
             return
-        selected = list(event.selection_list.selected)
+        sl = event.selection_list
+        refused = [o for o in sl.selected if o not in self.choice.overlays and self.overlay_states.get(o)]
+        for name in refused:
+            with self.prevent(SelectionList.SelectedChanged):
+                sl.deselect(name)
+            self.notify(f"{name} cannot be added: {self.overlay_states[name]}", title="Overlay unavailable",
+                        severity="warning")
+        if refused and set(sl.selected) == set(self.choice.overlays):
+            return
+        selected = list(sl.selected)
         order = [o for o in self.choice.overlays if o in selected]
         order += [o for o in selected if o not in order]
         self.choice.overlays = order
