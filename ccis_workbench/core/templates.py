@@ -42,6 +42,8 @@ from ccis_workbench.core.textfile import read_text, require_regular
 _MARK_OPEN = "\x1e"
 _MARK_CLOSE = "\x1f"
 _MARK_RX = re.compile("\x1e(\\d+):(\\d+)\x1f")
+#: What an expression may not print: control characters but tab and newline (the markers above among them).
+_EXPRESSION_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _last_mark(text: str) -> re.Match[str] | None:
@@ -241,6 +243,14 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         """Every `{% for %}` iterates through bounded_iter, which checks the clock (a nest of empty loops
         calls nothing else that would)."""
         tree = super()._parse(source, name, filename)
+        # Blocks that capture rendered text as a value: the capture holds the provenance markers of its lines,
+        # which a template could then slice, edit and print to credit its lines to another layer. No catalog
+        # fragment needs them (a plain {% set x = ... %} is fine).
+        for kind, what in ((nodes.AssignBlock, "{% set %}...{% endset %}"), (nodes.FilterBlock, "{% filter %}"),
+                           (nodes.CallBlock, "{% call %}"), (nodes.Macro, "{% macro %}")):
+            for block in tree.find_all(kind):
+                raise jinja2.TemplateSyntaxError(f"{what} is not allowed in catalog templates (its captured output "
+                                          "could forge which layer produced a line)", block.lineno, name, filename)
         for loop in tree.find_all(nodes.For):
             where = [nodes.Const(name or "<string>"), nodes.Const(loop.lineno)]
             loop.iter = nodes.Call(
@@ -264,6 +274,11 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
     def _finalize(self, value: Any) -> Any:
         self.clock.tick()
         self.meter.check_value(value, "an expression")
+        if isinstance(value, str) and _EXPRESSION_CONTROL.search(value):
+            # the provenance markers are control characters: an expression may not print one (nor any other
+            # that a terminal or the kickstart parser would act on)
+            raise SecurityError("an expression printed a control character "
+                                f"({_EXPRESSION_CONTROL.search(value).group()!r}): not allowed in a kickstart")  # type: ignore[union-attr]
         return value
 
     def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
