@@ -27,7 +27,13 @@ def _expect_refusal(run, root: Path, file_part: str, line: int | None, words: st
 def test_yaml_syntax_error(cli, mini_catalog: Path) -> None:
     p = mini_catalog / "profiles/p.yaml"
     p.write_text("name: p\nrelease: centos-stream-9\ntarget: [openstack\n")
-    _expect_refusal(cli, mini_catalog, "profiles/p.yaml", 4, "YAML syntax error")
+    _expect_refusal(cli, mini_catalog, "profiles/p.yaml", 3, "YAML syntax error")  # the line with the open [
+
+
+def test_unterminated_quote_points_at_its_line(cli, mini_catalog: Path) -> None:
+    p = mini_catalog / "profiles/p.yaml"
+    p.write_text('name: p\nrelease: centos-stream-9\ntarget: "openstack\noverlays: []\n')
+    _expect_refusal(cli, mini_catalog, "profiles/p.yaml", 3, "opened on line 3")
 
 
 def test_unknown_key(cli, mini_catalog: Path) -> None:

@@ -190,6 +190,12 @@ def load_yaml_text(text: str, filename: str) -> Any:
         problem = exc.problem or "invalid YAML"
         if exc.context:
             problem = f"{exc.context}: {problem}"
+        opened, found = exc.context_mark, exc.problem_mark
+        if opened is not None and found is not None and found.line > opened.line and found.column == 0:
+            # an unclosed [ or quote: the parser notices at the start of a later line (or the end of the file);
+            # the mistake is on the line that opened it
+            line = opened.line + 1
+            problem += f" (opened on line {line}, still open at line {found.line + 1})"
         raise CatalogError("YAML syntax error", problem, file=filename, line=line,
                            hint="check indentation and quoting on that line") from None
     except yaml.YAMLError as exc:
