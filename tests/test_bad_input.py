@@ -210,3 +210,16 @@ def test_json_error_output(cli, mini_catalog: Path) -> None:
     assert res.code == 2
     data = json.loads(res.out)
     assert data["error"] == "Unknown release" and data["line"] == 2 and data["file"].endswith("profiles/p.yaml")
+
+
+@pytest.mark.parametrize("where", ["fragment", "profile"])
+def test_invalid_option_value_names_its_line(cli, mini_catalog: Path, where: str) -> None:
+    """pykickstart reports `autopart --type=banana` without a line: the workbench finds it."""
+    if where == "fragment":
+        (mini_catalog / "kickstarts/overlays/alpha.ks.j2").write_text("lang en_US.UTF-8\n\nautopart --type=banana\n")
+        _expect_refusal(cli, mini_catalog, "kickstarts/overlays/alpha.ks.j2", 3, "Invalid autopart type: banana")
+    else:
+        p = mini_catalog / "profiles/p.yaml"
+        p.write_text("name: p\nrelease: centos-stream-9\ntarget: openstack\nkickstart: |\n  selinux --permissive\n"
+                     "  autopart --type=banana\n")
+        _expect_refusal(cli, mini_catalog, "profiles/p.yaml", 6, "Invalid autopart type: banana")

@@ -325,8 +325,9 @@ class Composer:
         try:
             handler, problems = parse_text(text, version, fatal=True)
         except KickstartError as exc:
-            bad: SourceLine | None = layer.lines[exc.lineno - 1] \
-                if exc.lineno and 0 < exc.lineno <= len(layer.lines) else None
+            lineno = exc.lineno or _failing_line(layer.lines, version, str(exc.message))
+            bad: SourceLine | None = layer.lines[lineno - 1] \
+                if lineno and 0 < lineno <= len(layer.lines) else None
             raise KickstartSyntaxError(f"Not valid kickstart for {version}", str(exc.message).strip(),
                                        file=bad.file if bad else self._layer_file(layer),
                                        line=bad.line if bad else 0,
@@ -716,3 +717,17 @@ def choice(release: str, target: str, overlays: list[str] | None = None, variabl
     return Profile(name=name or f"{release}-{target}" + "".join(f"+{o}" for o in overlays or []), release=release,
                    target=target, overlays=list(overlays or []), variables=dict(variables or {}),
                    kickstart=kickstart, source=None)
+
+
+def _failing_line(lines: list[SourceLine], version: str, message: str) -> int:
+    """The line of a parse error pykickstart reported without one (an invalid option value such as
+    `autopart --type=banana`): the first prefix of the layer that fails with the same message ends there.
+    Layers are short; this runs only on an error."""
+    for end in range(1, min(len(lines), 2000) + 1):
+        text = "\n".join(sl.text for sl in lines[:end]) + "\n"
+        try:
+            parse_text(text, version, fatal=True)
+        except KickstartError as exc:
+            if str(exc.message).strip() == message.strip():
+                return end
+    return 0
