@@ -232,3 +232,42 @@ async def test_at_80x24_the_review_keeps_the_release_labels_while_the_targets_sc
         row = "".join(seg.text for seg in table.render_line(4))  # header, then the rows
         assert row.lstrip().startswith("centos-stream-10"), row
         assert app.screen.title.startswith("CCIS Workbench · ")
+
+
+@sync
+async def test_slash_finds_text_in_the_preview_and_brackets_walk_the_changes(tmp_path: Path) -> None:
+    from ccis_workbench.ui.widgets.kickstart_view import KickstartView
+
+    app = make_app(make_catalog(tmp_path), profile=None)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        screen = app.compose_screen
+        screen.toggle_overlay("ui-alpha")
+        await settle(pilot)
+        view = screen.query_one("#kickstart", KickstartView)
+        await pilot.press("escape", "slash")
+        await settle(pilot)
+        await pilot.press(*"TMUX", "enter")  # case-insensitive
+        await settle(pilot)
+        assert view.line_text(view.cursor_line) == "tmux"
+        first = view.cursor_line
+        await pilot.press("slash", "enter")  # the last text again: the next match, wrapping
+        await settle(pilot)
+        assert "tmux" in view.line_text(view.cursor_line).lower()
+        comp = screen.analysis.composition
+        changed = [ln.number for ln in comp.lines if any(o.layer != "baseline" for o in ln.origins)]
+        assert len(changed) >= 3 and first in changed
+        view.go_to_line(1)
+        await pilot.press("right_square_bracket")
+        assert view.cursor_line == changed[0]
+        await pilot.press("right_square_bracket")
+        assert view.cursor_line == changed[1]
+        await pilot.press("left_square_bracket", "left_square_bracket")
+        assert view.cursor_line == changed[-1]  # wrapped backwards
+        await pilot.press("slash")
+        await settle(pilot)
+        screen_modal = app.screen
+        screen_modal.query_one("Input").value = "no such text anywhere"
+        await pilot.press("enter")
+        await settle(pilot)
+        assert any("no line holds" in n.message for n in app._notifications)

@@ -123,15 +123,16 @@ class PathModal(ModalScreen[str | None]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, prompt: str, value: str = "") -> None:
+    def __init__(self, prompt: str, value: str = "", placeholder: str = "/path/to/file.ks") -> None:
         super().__init__()
         self.prompt = prompt
         self.value = value
+        self.placeholder = placeholder
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="dialog"):
             yield Label(self.prompt)
-            yield Input(self.value, id="path", placeholder="/path/to/file.ks")
+            yield Input(self.value, id="path", placeholder=self.placeholder)
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
@@ -155,6 +156,7 @@ right updates as you choose. Overlays that cannot be added say why (greyed out).
 | `v` | provenance: which layer file:line produced each line (`!` marks an override) |
 | `m` / `f` | diff mode (baseline, target alone, saved profile, file, git HEAD) / diff against a kickstart file |
 | `enter` on a lint finding | jump to its line in the preview |
+| `/` / `]` `[` | find text in the preview / next, previous line a target, overlay or the profile made |
 | `n` / `o` / `s` | new composition / open a profile / save the choice as a new profile |
 | `r` | review an overlay across every release × target |
 | `ctrl+r` / `f5` | reload the catalog from disk (after fixing a file) |

@@ -68,6 +68,10 @@ class ComposeScreen(Screen[None]):
         Binding("b", "build", "Build", tooltip="Build the image on libvirt"),
         Binding("x", "boot_test", "Test", tooltip="Boot-test an image against the test spec"),
         Binding("escape", "focus_preview", "Preview", show=False),
+        Binding("slash", "search", "Search", show=False, tooltip="Find text in the preview"),
+        Binding("right_square_bracket", "next_changed(1)", "Next change", show=False,
+                tooltip="Next line a target, overlay or the profile made"),
+        Binding("left_square_bracket", "next_changed(-1)", "Previous change", show=False),
     ]
 
     def __init__(self, initial_profile: str | None = None) -> None:
@@ -86,6 +90,8 @@ class ComposeScreen(Screen[None]):
         #: one rebuild of the overlay-variable inputs at a time (see _sync_overlay_variables)
         self._overlay_vars_lock = asyncio.Lock()
         self._profile_yaml = ""
+        #: the last text searched for in the preview (`/` offers it again)
+        self.last_search = ""
 
     @property
     def profile_yaml_text(self) -> str:
@@ -502,7 +508,8 @@ class ComposeScreen(Screen[None]):
             comp = a.composition
             lines = [ViewLine(ln.number, ln.text,
                               _short_origin(ln.origins[0]) if ln.origins else "",
-                              ln.overridden) for ln in comp.lines]
+                              ln.overridden, changed=any(o.layer != "baseline" for o in ln.origins))
+                     for ln in comp.lines]
             view.set_lines(lines)
             self._show_origin(view.cursor_line)
         self._profile_yaml = message.profile_yaml
@@ -695,6 +702,26 @@ class ComposeScreen(Screen[None]):
         elif tab == "lint":
             self.query_one("#findings", DataTable).focus()
         self.refresh_bindings()
+
+    def action_search(self) -> None:
+        """Ask for text and move the preview's cursor to the next line holding it (`/` again finds the next)."""
+
+        def chosen(text: str | None) -> None:
+            if not text:
+                return
+            self.last_search = text
+            self.action_show_tab("preview")
+            line = self.query_one("#kickstart", KickstartView).find(text)
+            if line is None:
+                self.notify(f"no line holds {text!r}", title="Search", severity="warning")
+
+        self.app.push_screen(PathModal("Find in the preview (enter: next match):", self.last_search,
+                                       placeholder="text, e.g. cloud-init"), chosen)
+
+    def action_next_changed(self, direction: int) -> None:
+        self.action_show_tab("preview")
+        if self.query_one("#kickstart", KickstartView).next_changed(direction) is None:
+            self.notify("every line comes from the release baseline", title="No change")
 
     def action_focus_preview(self) -> None:
         self.action_show_tab("preview")

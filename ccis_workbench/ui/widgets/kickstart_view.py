@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from rich.style import Style
 from rich.text import Text
@@ -32,6 +33,8 @@ class ViewLine:
     text: str
     origin: str = ""
     overridden: bool = False
+    #: made by a target, overlay or profile (not the release baseline, not the workbench's header)
+    changed: bool = False
 
 
 def classify(lines: list[str]) -> list[str]:
@@ -159,6 +162,25 @@ class KickstartView(ScrollView, can_focus=True):
             self.scroll_to(y=max(0, y - self.scrollable_content_region.height // 3), animate=False)
         else:
             self.scroll_to_region(Region(0, y, 1, 1), animate=False)
+
+    def find(self, text: str, direction: int = 1) -> int | None:
+        """Move to the next (or previous) line containing *text* (case-insensitive), from the cursor, wrapping;
+        the line number, or None when no line has it."""
+        needle = text.lower()
+        return self._move_to(lambda ln: bool(needle) and needle in ln.text.lower(), direction)
+
+    def next_changed(self, direction: int = 1) -> int | None:
+        """Move to the next (or previous) line a target, overlay or profile made, wrapping."""
+        return self._move_to(lambda ln: ln.changed, direction)
+
+    def _move_to(self, wanted: Any, direction: int) -> int | None:
+        n = len(self._lines)
+        for step in range(1, n + 1):
+            index = (self.cursor_line - 1 + direction * step) % n
+            if wanted(self._lines[index]):
+                self.go_to_line(index + 1)
+                return index + 1
+        return None
 
     def action_cursor(self, delta: int) -> None:
         if self._lines:
