@@ -271,3 +271,25 @@ async def test_slash_finds_text_in_the_preview_and_brackets_walk_the_changes(tmp
         await pilot.press("enter")
         await settle(pilot)
         assert any("no line holds" in n.message for n in app._notifications)
+
+
+@sync
+async def test_the_open_dialog_filters_as_you_type() -> None:
+    from textual.widgets import OptionList
+
+    from ccis_workbench.ui.modals import OpenProfileModal
+    from tests.test_ui_support import REPO
+
+    app = make_app(REPO, profile=None)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("escape", "o")
+        await settle(pilot)
+        assert isinstance(app.screen, OpenProfileModal)
+        await pilot.press(*"gce 10")  # typed on the list: it goes to the filter; words in any order
+        await settle(pilot)
+        options = app.screen.query_one("#profiles", OptionList)
+        assert [options.get_option_at_index(i).id for i in range(options.option_count)] == ["gce-stream10"]
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.compose_screen.choice.base is not None and app.compose_screen.choice.name == "gce-stream10"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -89,7 +89,7 @@ class SaveProfileModal(ModalScreen[SaveRequest | None]):
 
 
 class OpenProfileModal(ModalScreen[str | None]):
-    """Pick a profile by name, or type a path to a profile YAML."""
+    """Pick a profile by name (typing filters the list: type-ahead), or type a path to a profile YAML."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
@@ -99,12 +99,40 @@ class OpenProfileModal(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="dialog"):
-            yield Label("Open a profile (enter) — or type a path to a profile YAML")
+            yield Label("Open a profile: type to filter, enter opens (or type a path to a profile YAML)")
+            yield Input(placeholder="name filter, or path/to/profile.yaml", id="path")
             yield OptionList(*[Option(n, id=n) for n in self.names], id="profiles")
-            yield Input(placeholder="path/to/profile.yaml", id="path")
 
     def on_mount(self) -> None:
         self.query_one("#profiles", OptionList).focus()
+
+    def matching(self, text: str) -> list[str]:
+        """The names holding every word of *text* (in any order, case-insensitive)."""
+        words = text.lower().split()
+        return [n for n in self.names if all(w in n.lower() for w in words)]
+
+    def on_key(self, event: events.Key) -> None:
+        """A letter typed on the list goes to the filter (type-ahead); down from the filter goes to the list."""
+        field = self.query_one("#path", Input)
+        options = self.query_one("#profiles", OptionList)
+        if self.focused is options and event.character and event.character.isprintable() and \
+                event.key not in ("enter", "space"):
+            field.focus()
+            field.insert_text_at_cursor(event.character)
+            event.stop()
+        elif self.focused is field and event.key == "down" and options.option_count:
+            options.focus()
+            options.highlighted = 0
+            event.stop()
+
+    @on(Input.Changed, "#path")
+    def _filter(self, event: Input.Changed) -> None:
+        options = self.query_one("#profiles", OptionList)
+        options.clear_options()
+        shown = self.matching(event.value)
+        options.add_options([Option(n, id=n) for n in shown])
+        if shown:
+            options.highlighted = 0
 
     @on(OptionList.OptionSelected)
     def _picked(self, event: OptionList.OptionSelected) -> None:
@@ -112,7 +140,17 @@ class OpenProfileModal(ModalScreen[str | None]):
 
     @on(Input.Submitted)
     def _path(self, event: Input.Submitted) -> None:
-        self.dismiss(event.value.strip() or None)
+        text = event.value.strip()
+        if not text:
+            self.dismiss(None)
+            return
+        looks_like_path = "/" in text or text.endswith((".yaml", ".yml"))
+        shown = self.matching(text)
+        if not looks_like_path and shown:
+            exact = [n for n in shown if n == text]
+            self.dismiss(exact[0] if exact else shown[0])
+        else:
+            self.dismiss(text)
 
     def action_cancel(self) -> None:
         self.dismiss(None)
