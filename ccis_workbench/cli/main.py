@@ -18,7 +18,8 @@ from ccis_workbench import __version__
 #: Command modules, in the order their commands appear in --help.
 COMMAND_MODULES = ("ccis_workbench.cli.compose_cmds", "ccis_workbench.cli.build_cmds", "ccis_workbench.cli.test_cmds",
                    "ccis_workbench.cli.propose_cmds", "ccis_workbench.cli.config_cmds",
-                   "ccis_workbench.cli.verify_cmds", "ccis_workbench.cli.matrix_cmds",
+                   "ccis_workbench.cli.verify_cmds", "ccis_workbench.cli.rebuild_cmds",
+                   "ccis_workbench.cli.matrix_cmds",
                    "ccis_workbench.cli.completion_cmds")
 
 
