@@ -623,7 +623,7 @@ async def test_propose_shows_evidence_dry_runs_then_commits_after_confirm(ui_cat
         assert status["manifest"] == status["boot-test"] == "missing"
         head = text_of(screen.query_one("#propose-head"))
         assert "proposals/openstack-stream9/CentOS-Stream-9-x86_64-openstack-" in head
-        assert "missing or stale: the pull request will say so" in head
+        assert "missing, stale or unverified: the pull request will say so" in head
         assert screen.query_one("#propose-branch", Input).value == "propose/openstack-stream9"
         screen.query_one("#propose-tag", Input).value = "20261126.1"
 

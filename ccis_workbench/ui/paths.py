@@ -18,3 +18,12 @@ def in_catalog(root: str | Path, text: str) -> str:
 def relative_hint(root: str | Path) -> str:
     """The placeholder's note for a path field."""
     return f"relative to {root}"
+
+
+def catalog_label(root: str | Path) -> str:
+    """The catalog in the title: its folder's name (two clones side by side differ there), "(read-only)" for the
+    copy a wheel installed."""
+    from ccis_workbench.flows.settings import is_installed_catalog
+
+    path = Path(root)
+    return "installed catalog (read-only)" if is_installed_catalog(path) else path.resolve().name

@@ -37,7 +37,7 @@ from ccis_workbench.ui.messages import (
     RunOutput,
     RunStage,
 )
-from ccis_workbench.ui.paths import in_catalog, relative_hint
+from ccis_workbench.ui.paths import catalog_label, in_catalog, relative_hint
 from ccis_workbench.ui.screens.build import ACCELS, CONSOLE_LINES, SEVERITY_STYLE, UIMonitor, elapsed_text
 from ccis_workbench.ui.widgets.panels import WorkbenchFooter, error_text, toggle_maximized
 
@@ -149,7 +149,7 @@ class BootTestScreen(Screen[None]):
         yield WorkbenchFooter()
 
     def on_mount(self) -> None:
-        self.title = "CCIS Workbench"
+        self.title = f"CCIS Workbench · {catalog_label(self.workbench.root)}"
         self.sub_title = f"boot test: {self.choice.name}"
         self.query_one("#boot-checks-box").border_title = "Checks"
         self.query_one("#boot-console", Log).border_title = "Console"

@@ -46,7 +46,7 @@ from ccis_workbench.ui.messages import (
     RunProgress,
     RunStage,
 )
-from ccis_workbench.ui.paths import in_catalog, relative_hint
+from ccis_workbench.ui.paths import catalog_label, in_catalog, relative_hint
 from ccis_workbench.ui.widgets.panels import WorkbenchFooter, error_text, toggle_maximized
 
 if TYPE_CHECKING:
@@ -252,7 +252,7 @@ class BuildScreen(Screen[None]):
         yield WorkbenchFooter()
 
     def on_mount(self) -> None:
-        self.title = "CCIS Workbench"
+        self.title = f"CCIS Workbench · {catalog_label(self.workbench.root)}"
         self.sub_title = f"build: {self.choice.name}"
         self.query_one("#build-console", Log).border_title = "Console"
         self.query_one("#build-plan-scroll").border_title = "Plan"

@@ -33,6 +33,7 @@ from textual.worker import get_current_worker
 from ccis_workbench.core.wording import counted
 from ccis_workbench.ui.messages import Analysed, CatalogFailed, CatalogLoaded, PreviewUpdated, ProfileSaved, Unavailable
 from ccis_workbench.ui.modals import ConfirmationModal, OpenProfileModal, PathModal, SaveProfileModal, SaveRequest
+from ccis_workbench.ui.paths import catalog_label
 from ccis_workbench.ui.widgets.kickstart_view import KickstartView, ViewLine
 from ccis_workbench.ui.widgets.panels import ErrorPanel, StatusLine, WorkbenchFooter
 
@@ -923,17 +924,6 @@ def override_line(subject: str, matches: list[Any]) -> int:
         if group:
             return int(group[0].number)
     return 0
-
-
-def catalog_label(root: Any) -> str:
-    """The catalog in the title: its folder's name (two clones side by side differ there), "(read-only)" for the
-    copy a wheel installed."""
-    from pathlib import Path
-
-    from ccis_workbench.flows.settings import is_installed_catalog
-
-    path = Path(root)
-    return "installed catalog (read-only)" if is_installed_catalog(path) else path.resolve().name
 
 
 def _as_text(value: Any) -> str:

@@ -30,7 +30,7 @@ from ccis_workbench.flows.propose import (
 from ccis_workbench.flows.test import latest_build
 from ccis_workbench.ui.messages import EvidenceGathered, ProposeDone
 from ccis_workbench.ui.modals import ConfirmationModal
-from ccis_workbench.ui.paths import in_catalog, relative_hint
+from ccis_workbench.ui.paths import catalog_label, in_catalog, relative_hint
 from ccis_workbench.ui.widgets.panels import WorkbenchFooter, error_text
 
 if TYPE_CHECKING:
@@ -110,16 +110,18 @@ class ProposeScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with Horizontal(id="propose-bar", classes="run-bar"):
+        # two rows: at 80 columns, one row left each field a few characters
+        with Horizontal(id="propose-bar", classes="run-bar -tight"):
             yield Label("Artifacts", classes="bar-label")
             yield Input(self.artifacts, id="propose-artifacts", compact=True,
                         placeholder=f"a build's artifact folder ({relative_hint(self.workbench.root)})")
+            yield Button("Dry run", id="propose-dry", variant="primary", compact=True)
+            yield Button("Propose…", id="propose-commit", variant="warning", compact=True)
+        with Horizontal(id="propose-bar-2", classes="run-bar"):
             yield Label("Tag", classes="bar-label")
             yield Input(self.tag, id="propose-tag", compact=True)
             yield Label("Branch", classes="bar-label")
             yield Input(self.branch, id="propose-branch", compact=True)
-            yield Button("Dry run", id="propose-dry", variant="primary", compact=True)
-            yield Button("Propose…", id="propose-commit", variant="warning", compact=True)
         yield Static("", id="propose-head")
         table = DataTable(id="propose-evidence", cursor_type="row", zebra_stripes=True)
         table.add_column("Evidence", key="title")
@@ -133,7 +135,7 @@ class ProposeScreen(Screen[None]):
         yield WorkbenchFooter()
 
     def on_mount(self) -> None:
-        self.title = "CCIS Workbench"
+        self.title = f"CCIS Workbench · {catalog_label(self.workbench.root)}"
         self.sub_title = f"propose: {self.profile or self.choice.name}"
         self.query_one("#propose-scroll").border_title = "Pull-request text"
         self.action_gather()

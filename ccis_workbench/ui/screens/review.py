@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Header, Label, Select, Static
 
 from ccis_workbench.core.wording import counted
 from ccis_workbench.ui.messages import ReviewCellReady, ReviewDone
-from ccis_workbench.ui.screens.compose import catalog_label
+from ccis_workbench.ui.paths import catalog_label
 from ccis_workbench.ui.widgets.panels import WorkbenchFooter
 
 if TYPE_CHECKING:
