@@ -109,9 +109,12 @@ def plan_build(comp: Any, request: BuildRequest, monitor: Monitor | None = None,
     mon = monitor or Monitor()
     source = resolve_source(comp, request, mon, download=download)
     disk = (request.disk_size or "").strip()
+    kernel_args = list(request.kernel_args)
+    if source.is_rehearsal and not any(a.startswith(EPOCH_ARG + "=") for a in kernel_args):
+        kernel_args.append(f"{EPOCH_ARG}={source_date_epoch(request.catalog_root)}")
     opts = PlanOptions(uri=request.uri, accel=request.accel, memory_mb=request.memory_mb, vcpus=request.vcpus,
                        disk_size_mb=parse_size_mb(disk) if disk else None, network=request.network,
-                       pool=request.pool, extra_kernel_args=list(request.kernel_args), formats=request.formats,
+                       pool=request.pool, extra_kernel_args=kernel_args, formats=request.formats,
                        output_dir=request.output, inactivity_timeout=request.inactivity_timeout,
                        total_timeout=request.total_timeout, build_id=request.build_id)
     kvm = kvm_device_usable()
@@ -125,6 +128,27 @@ def plan_build(comp: Any, request: BuildRequest, monitor: Monitor | None = None,
     plan.choice = {"release": prof.release, "target": prof.target, "overlays": list(prof.overlays),
                    "variables": {k: v for k, v in prof.variables.items()}}
     return plan
+
+
+#: The rehearsal installer's kernel argument: every time the image records (rehearsal/files/installer.sh).
+EPOCH_ARG = "rehearsal.source_date_epoch"
+
+
+def source_date_epoch(catalog_root: str | None) -> int:
+    """SOURCE_DATE_EPOCH for a reproducible rehearsal build: the environment's, else the catalog's git commit time,
+    else 0 (a rebuild reads it back from the manifest's kernel command line)."""
+    from ccis_workbench import gitops
+
+    given = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if given.isdigit():
+        return int(given)
+    if catalog_root:
+        try:
+            repo = gitops.toplevel(Path(catalog_root))
+            return int(gitops.run_git(repo, ["log", "-1", "--format=%ct", "HEAD"]).stdout.decode().strip() or 0)
+        except (WorkbenchError, ValueError):
+            pass
+    return 0
 
 
 def catalog_state(root: Path) -> dict[str, Any]:

@@ -104,6 +104,12 @@ case "$ksarg" in
 esac
 [ -f "$KS" ] || fatal "The kickstart file $KS was not found in the initrd."
 repo="$(arg inst.repo || arg inst.stage2)"
+# Reproducibility: every time the image records is SOURCE_DATE_EPOCH (the workbench passes the catalog commit's
+# time), the file-system UUID and directory hash seed derive from it, the partition table has a fixed identifier.
+EPOCH="$(arg rehearsal.source_date_epoch)"
+case "$EPOCH" in ""|*[!0-9]*) EPOCH=0;; esac
+FSUUID="$(printf 'cc150000-0000-4000-8000-%012x' "$EPOCH")"
+log INFO "SOURCE_DATE_EPOCH=$EPOCH, file-system UUID $FSUUID"
 log INFO "installation source: ${repo:-none} (rehearsal: the payload travels inside the initrd)"
 say "Starting automated install."
 
@@ -239,6 +245,38 @@ run_scripts() { # run_scripts KIND
     done
 }
 
+# seal: make the root file system again, reproducibly, from what the install left in it. The kernel that installed
+# it chose random inode generation numbers, wrote its clock into every inode and logged a journal; mke2fs -d
+# writes the same tree with fixed times, UUID and hash seed, in a partition zeroed first (nothing of the first file
+# system stays), then extlinux is installed again on it (mounted without the journal, clock at SOURCE_DATE_EPOCH;
+# 128-byte inodes hold no sub-second times).
+seal() {
+    say "Sealing the root file system (SOURCE_DATE_EPOCH=$EPOCH)"
+    S=/tmp/seal
+    mkdir -p "$S"
+    mount -t tmpfs -o mode=0755 tmpfs "$S" || fatal "Mounting a tmpfs for the sealed root failed."
+    cp -a "$TARGET/." "$S/" || fatal "Copying the installed root failed."
+    umount "$TARGET" || fatal "Unmounting $PART failed."
+    rm -rf "$S/lost+found"
+    dd if=/dev/zero of="$PART" bs=1M 2>/dev/null
+    sync
+    tries=0
+    while :; do
+        date -s "@$EPOCH" > /dev/null
+        find "$S" -exec touch -h -d "@$EPOCH" {} +
+        [ -z "$(find "$S" -exec stat -c %Z {} + | grep -v -x "$EPOCH")" ] && break
+        tries=$((tries + 1)); [ $tries -lt 5 ] || break
+    done
+    E2FSPROGS_FAKE_TIME="$EPOCH" /usr/sbin/mke2fs -q -F -t ext4 -I 128 -O ^64bit,^metadata_csum -U "$FSUUID" \
+        -E "nodiscard,lazy_itable_init=1,lazy_journal_init=1,hash_seed=$FSUUID,root_owner=0:0" -L rehearsal-root \
+        -d "$S" "$PART" >> "$LOG" 2>&1 || fatal "Creating the sealed ext4 on $PART failed."
+    umount "$S"
+    date -s "@$EPOCH" > /dev/null
+    mount -t ext4 -o noload,noinit_itable,noatime "$PART" "$TARGET" || fatal "Mounting the sealed $PART failed."
+    /usr/bin/extlinux --install "$TARGET/boot/extlinux" >> "$LOG" 2>&1 || fatal "Installing extlinux again failed."
+    umount "$TARGET"
+}
+
 echo ""
 echo "Installation"
 say "Setting up the installation environment"
@@ -251,7 +289,7 @@ for d in vda sda; do [ -b "/dev/$d" ] && DISK="/dev/$d" && break; done
 [ -n "$DISK" ] || fatal "No usable disks were found (rehearsal installer looks for /dev/vda)."
 say "Configuring storage"
 log INFO "disk $DISK: $(cat /sys/block/${DISK#/dev/}/size) sectors"
-printf 'label: dos\n,,L,*\n' | /usr/sbin/sfdisk -q "$DISK" >> "$LOG" 2>&1 || fatal "Partitioning $DISK failed."
+printf 'label: dos\nlabel-id: 0xcc150001\n,,L,*\n' | /usr/sbin/sfdisk -q "$DISK" >> "$LOG" 2>&1 || fatal "Partitioning $DISK failed."
 PART="${DISK}1"
 i=0; while [ ! -b "$PART" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 [ -b "$PART" ] || fatal "$PART did not appear after partitioning."
@@ -385,7 +423,7 @@ say "Running post-installation scripts"
 run_scripts post
 cp "$LOG" "$TARGET/var/log/anaconda/anaconda.log" 2>/dev/null
 sync
-umount "$TARGET"
+seal
 echo ""
 say "Installation complete"
 case "$ending" in
