@@ -63,10 +63,32 @@ def test_domain_xml_golden_configdrive_kvm_network() -> None:
     check_golden("boottest-domain-configdrive-kvm-network.xml", plan.domain_xml())
 
 
+def test_domain_xml_golden_uefi() -> None:
+    """UEFI: q35, OVMF's combined image as a read-only ROM (no NVRAM file to leave behind), the seed on SATA."""
+    plan = fixed_plan(golden_info(), firmware="uefi", firmware_path="/usr/share/ovmf/OVMF.fd")
+    xml = plan.domain_xml()
+    assert "machine='q35'" in xml and "<loader readonly='yes' type='rom'>/usr/share/ovmf/OVMF.fd</loader>" in xml
+    assert "bus='sata'" in xml and "bus='ide'" not in xml and "nvram" not in xml
+    check_golden("boottest-domain-openstack-uefi.xml", xml)
+    assert "Firmware: UEFI (OVMF /usr/share/ovmf/OVMF.fd, q35)" in plan.render_text()
+
+
+def test_uefi_without_ovmf_is_a_clear_error() -> None:
+    from ccis_workbench.core.boottest_plan import find_ovmf
+    from ccis_workbench.core.errors import WorkbenchError
+
+    assert find_ovmf(("/nonexistent/OVMF.fd",)) == ""
+    with pytest.raises(WorkbenchError, match="needs OVMF"):
+        BootTestOptions(firmware="uefi", firmware_path="").validate()
+    with pytest.raises(WorkbenchError, match="Unknown firmware"):
+        BootTestOptions(firmware="coreboot").validate()
+
+
 @pytest.mark.skipif(shutil.which("virt-xml-validate") is None, reason="libvirt-clients not installed")
 def test_domain_xml_passes_libvirt_schema(tmp_path: Path) -> None:
     for kw in (
         {},
+        {"firmware": "uefi", "firmware_path": "/usr/share/ovmf/OVMF.fd"},
         {"seed": "configdrive", "accel": "kvm", "network": "default"},
         {"seed": "none"},
         {"seed": "opennebula", "accel": "auto"},

@@ -172,3 +172,18 @@ def test_a_silent_first_guest_restarts_the_boot_test_under_tcg(rehearsal_artifac
     assert bt.fallback is not None and bt.fallback.to_dict()["from"] == "kvm"
     assert '"kvm_works": false' in (tmp_path / "accel-verdicts.json").read_text()  # remembered for this host
     assert left_behind(libvirt_uri, result.domain) == []
+
+
+def test_a_bios_only_image_under_uefi_fails_at_once_and_says_why(rehearsal_artifact: Path, libvirt_uri: str,  # noqa: F811
+                                                                  tmp_path: Path) -> None:
+    """`boot-test --firmware uefi` boots OVMF; the rehearsal image has no EFI system partition, so OVMF falls back
+    to its shell: the run ends there (not after the inactivity timeout) naming the cause, and leaves nothing."""
+    out = tmp_path / "report"
+    res = _cli("boot-test", str(rehearsal_artifact), "--accel", "tcg", "--firmware", "uefi", "--quiet", "-o",
+               str(out), timeout=300)
+    assert res.returncode == 1, res.stdout[-3000:] + res.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["ending"] == "no-uefi-boot", report["ending_message"]
+    assert "no EFI system partition" in report["ending_message"]
+    assert "EFI Internal Shell" in (out / "console.log").read_text()
+    assert left_behind(libvirt_uri, report["domain"]) == []

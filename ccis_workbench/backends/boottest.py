@@ -88,6 +88,9 @@ BOOT_FAILURES = (
     ("emergency", re.compile(r"You are in emergency mode|Give root password for maintenance|"
                              r"Cannot open access to console, the root account is locked")),
     ("kernel-panic", re.compile(r"Kernel panic - not syncing")),
+    # OVMF found nothing to boot and fell back to its built-in shell (or said so): a BIOS-only image under UEFI
+    ("no-uefi-boot", re.compile(r'BdsDxe: (?:loading|starting) Boot\w+ "EFI Internal Shell"|'
+                                r"No bootable option or device was found")),
 )
 
 
@@ -517,6 +520,10 @@ class BootTest:
             self._check_cancel()
             if self.console.failure is not None:
                 kind, line = self.console.failure
+                if kind == "no-uefi-boot":
+                    raise _Ended("no-uefi-boot", "UEFI found no boot loader on the image (OVMF fell back to its "
+                                 "shell): it has no EFI system partition with \\EFI\\BOOT\\BOOTX64.EFI, so it boots "
+                                 "with BIOS only (--firmware bios), or its target needs the hybrid BIOS + UEFI layout")
                 raise _Ended("crashed", f"the guest failed to boot ({kind}): {line}")
             now = time.monotonic()
             probe = self._probe

@@ -61,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help=f"seconds to wait for the login prompt ({setting_default('login_timeout')})")
     p.add_argument("--inactivity-timeout", type=float, metavar="S",
                    help=f"seconds of console silence before giving up ({setting_default('inactivity_timeout')})")
+    p.add_argument("--firmware", choices=("bios", "uefi"), default="bios",
+                   help="boot with SeaBIOS (default) or UEFI (OVMF on the q35 machine; the image needs an EFI "
+                        "system partition)")
     p.add_argument("--keyring", metavar="FILE",
                    help="OpenPGP keyring the image's signed CHECKSUM is verified against (the report notes the result)")
     p.add_argument("--keep-on-failure", action="store_true",
@@ -201,7 +204,7 @@ def _boot_test(args: argparse.Namespace, monitor: Any, stopped: Any) -> int:
     _trust_checks(cat, setup.plan, args)
     request = BootRequest.from_settings(settings, keep_on_failure=args.keep_on_failure,
                                         container_runner=args.container_runner, workdir=args.workdir,
-                                        keyring=args.keyring)
+                                        keyring=args.keyring, firmware=args.firmware)
     if args.plan:
         from ccis_workbench.flows.test import plan_test
 

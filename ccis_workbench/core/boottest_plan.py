@@ -67,8 +67,18 @@ class BootTestOptions:
     login: str = "seed"
     image_login: tuple[str, str] | None = None
     no_login_reason: str = "the image cannot be logged into here"
+    #: "bios" (SeaBIOS, the pc machine) or "uefi" (OVMF on the q35 machine: the image must carry an EFI system
+    #: partition with a boot loader); *firmware_path* is OVMF's combined image on the libvirt host
+    firmware: str = "bios"
+    firmware_path: str = ""
 
     def validate(self) -> None:
+        if self.firmware not in FIRMWARES:
+            raise WorkbenchError("Unknown firmware", self.firmware, hint="choose bios or uefi")
+        if self.firmware == "uefi" and not self.firmware_path:
+            raise WorkbenchError("No UEFI firmware", "a UEFI boot test needs OVMF on the libvirt host",
+                                 hint="apt-get install ovmf (Debian, Ubuntu) or dnf install edk2-ovmf (Fedora, "
+                                      "CentOS)")
         if self.seed not in (*SEED_KINDS, "none"):
             raise WorkbenchError("Unknown seed", self.seed, hint=f"choose {', '.join(SEED_KINDS)} or none")
         if self.accel not in ("kvm", "tcg", "auto"):
@@ -81,6 +91,18 @@ class BootTestOptions:
             raise WorkbenchError("Bad login mode", self.login, hint="seed, image or none")
         if self.login == "image" and not self.image_login:
             raise WorkbenchError("No login given", "login mode image needs a user and password")
+
+
+#: The firmwares a boot test can start an image with.
+FIRMWARES = ("bios", "uefi")
+#: Where OVMF's combined (code and variables, no NVRAM file to clean up) image is installed, by distribution.
+OVMF_PATHS = ("/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd", "/usr/share/edk2/ovmf/OVMF.fd",
+              "/usr/share/edk2-ovmf/x64/OVMF.fd")
+
+
+def find_ovmf(candidates: tuple[str, ...] = OVMF_PATHS) -> str:
+    """The first OVMF image that exists on this host ("" when none does)."""
+    return next((c for c in candidates if Path(c).is_file()), "")
 
 
 @dataclass
@@ -216,13 +238,21 @@ class BootTestPlan:
         disk = self.volume("disk")
         assert disk is not None
         seed_vol = self.volume("seed")
+        uefi = o.firmware == "uefi"
         seed = ""
         if seed_vol is not None:
+            # q35 has no IDE bus: the seed is a SATA CD-ROM there (ahci is in every kernel the SIG ships)
             seed = (
                 f"    <disk type='volume' device='cdrom'>\n      <driver name='qemu' type='raw'/>\n"
                 f"      <source pool={quoteattr(o.pool)} volume={quoteattr(seed_vol.name)}/>\n"
-                f"      <target dev='hdc' bus='ide'/>\n      <readonly/>\n    </disk>\n"
+                f"      <target dev='{'sda' if uefi else 'hdc'}' bus='{'sata' if uefi else 'ide'}'/>\n"
+                f"      <readonly/>\n    </disk>\n"
             )
+        # UEFI: OVMF's combined image as a read-only ROM, so there is no NVRAM file to leave behind
+        os_xml = (f"  <os>\n    <type arch='x86_64' machine='q35'>hvm</type>\n"
+                  f"    <loader readonly='yes' type='rom'>{escape(o.firmware_path)}</loader>\n"
+                  f"    <boot dev='hd'/>\n  </os>\n" if uefi else
+                  "  <os>\n    <type arch='x86_64' machine='pc'>hvm</type>\n    <boot dev='hd'/>\n  </os>\n")
         nic = (
             "    <interface type='user'>\n      <model type='virtio'/>\n    </interface>\n"
             if o.network == "user"
@@ -240,7 +270,7 @@ class BootTestPlan:
             f"    </ccis:boottest>\n  </metadata>\n"
             f"  <memory unit='MiB'>{o.memory_mb}</memory>\n"
             f"  <vcpu>{o.vcpus}</vcpu>\n"
-            f"  <os>\n    <type arch='x86_64' machine='pc'>hvm</type>\n    <boot dev='hd'/>\n  </os>\n"
+            f"{os_xml}"
             f"  <features>\n    <acpi/>\n    <apic/>\n  </features>\n{cpu}"
             f"  <clock offset='utc'/>\n"
             f"  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>restart</on_reboot>\n"
@@ -271,6 +301,7 @@ class BootTestPlan:
             },
             "uri": o.uri,
             "accel": o.accel,
+            "firmware": o.firmware,
             "domain_type": self.domain_type,
             "pool": o.pool,
             "memory_mb": o.memory_mb,
@@ -305,6 +336,7 @@ class BootTestPlan:
             f"an overlay {o.grow_mib} MiB larger",
             f"libvirt: {o.uri}, pool {o.pool}, domain {self.name} ({accel}, accel {o.accel}), "
             f"{o.memory_mb} MiB, {o.vcpus} vCPU, network {o.network}",
+            f"Firmware: {'UEFI (OVMF ' + o.firmware_path + ', q35)' if o.firmware == 'uefi' else 'BIOS (SeaBIOS, pc)'}",
             f"Timeouts: login prompt within {o.login_timeout:.0f}s, {o.inactivity_timeout:.0f}s without console output",
             f"Login: {o.login}"
             + (

@@ -152,6 +152,8 @@ class BootRequest:
     workdir: str | None = None
     run_id: str | None = None  # None: a new one
     keyring: str | None = None  # the keyring the image's signed CHECKSUM is verified against (report note)
+    firmware: str = "bios"  # bios | uefi (OVMF found on this host; for a remote URI, give firmware_path)
+    firmware_path: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Any, **given: Any) -> BootRequest:
@@ -170,6 +172,7 @@ def boot_options(setup: TestSetup, request: BootRequest) -> Any:
 
     if check_kind(setup.image, setup.plan, setup.label) == "rootfs":
         return None
+    from ccis_workbench.core.boottest_plan import find_ovmf
     from ccis_workbench.flows.build import libvirt_backend
 
     boottest = libvirt_backend("ccis_workbench.backends.boottest")
@@ -177,7 +180,9 @@ def boot_options(setup: TestSetup, request: BootRequest) -> Any:
         uri=request.uri, accel=request.accel, pool=request.pool, memory_mb=request.memory_mb, grow_mib=request.grow_mib,
         login_timeout=request.login_timeout, inactivity_timeout=request.inactivity_timeout,
         keep_on_failure=request.keep_on_failure, seed=setup.seed, hostname=setup.hostname,
-        rehearsal=setup.rehearsal, run_id=request.run_id)
+        rehearsal=setup.rehearsal, run_id=request.run_id, firmware=request.firmware,
+        firmware_path=request.firmware_path if request.firmware_path is not None else
+        (find_ovmf() if request.firmware == "uefi" else ""))
 
 
 def plan_test(setup: TestSetup, request: BootRequest) -> Any:
