@@ -30,7 +30,7 @@ NOT_PROGRAMS = {"sh"}  # POSIX sh: part of every system (dash on Debian, bash on
 DNF = {
     "bash": "bash", "cp": "coreutils", "gpg": "gnupg2", "gpgv": "gnupg2",
     "busybox": "busybox", "chroot": "coreutils", "cloud-init": "cloud-init", "cpio": "cpio",
-    "debootstrap": "debootstrap",
+    "debootstrap": "debootstrap", "debugfs": "e2fsprogs", "python3": "python3",
     "depmod": "kmod", "du": "coreutils", "extlinux": "syslinux-extlinux", "gcc": "gcc", "git": "git",
     "ksvalidator": None,  # pip (pykickstart), in the virtualenv
     "ldd": "glibc-common", "mke2fs": "e2fsprogs", "mount": "util-linux", "podman": "podman", "qemu-img": "qemu-img",
