@@ -114,3 +114,27 @@ def test_the_diff_tab_against_git_head(repo: Path) -> None:
     outside = Workbench(make_catalog(repo.parent / "plain"))
     none = outside.diff(outside.compose(ch), ch, "head", None, None)
     assert "not in a git checkout" in none.error
+
+
+@sync
+async def test_the_review_marks_what_comes_from_the_contributor_s_branch(repo: Path) -> None:
+    """A reviewer on a contributor's branch sees which overlays and changed files are the branch's own."""
+    from ccis_workbench.flows.trust import FROM_BRANCH
+    from textual.widgets import Select
+
+    _git(repo, "branch", "-M", "main")
+    _git(repo, "checkout", "-q", "-b", "contribution")
+    alpha = repo / "kickstarts/overlays/ui-alpha.yaml"
+    alpha.write_text(alpha.read_text().replace("htop", "htop\n  - tmux"))
+    _git(repo, "-c", "user.name=c", "-c", "user.email=c@example.com", "commit", "-qam", "contribution")
+    alpha.write_text(alpha.read_text() + "# and an uncommitted edit\n")
+    app = make_app(repo)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        app.open_review("ui-alpha")
+        await settle(pilot, rounds=6)
+        select = app.screen.query_one("#review-overlay", Select)
+        labels = {str(value): str(prompt) for prompt, value in select._options}
+        assert labels["ui-alpha"] == f"ui-alpha  ({FROM_BRANCH})"
+        assert labels["ui-gamma"] == "ui-gamma"
+        assert labels[CHANGED + "kickstarts/overlays/ui-alpha.yaml"].endswith(f"({FROM_BRANCH})")

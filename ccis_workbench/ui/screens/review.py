@@ -13,6 +13,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Label, Select, Static
 
 from ccis_workbench.core.wording import counted
+from ccis_workbench.flows.trust import FROM_BRANCH, changed_catalog_files
 from ccis_workbench.ui.messages import ReviewCellReady, ReviewDone
 from ccis_workbench.ui.paths import catalog_label
 from ccis_workbench.ui.widgets.panels import WorkbenchFooter
@@ -41,6 +42,8 @@ class ReviewScreen(Screen[None]):
         #: What is reviewed: an overlay name, or CHANGED + a catalog file that differs from git HEAD.
         self.overlay = overlay or next(iter(sorted(workbench.catalog.overlays)), "")
         self.changed = workbench.changed_fragments()
+        #: catalog files that differ from the base branch: what a reviewer is looking at is the contributor's
+        self.from_branch = {p.as_posix() for p in changed_catalog_files(workbench.root)}
         self.cells: dict[tuple[str, str], ReviewCell] = {}
         self.done = False
 
@@ -52,8 +55,10 @@ class ReviewScreen(Screen[None]):
         yield Header()
         with Horizontal(id="review-bar"):
             yield Label("Overlay ", id="overlay-label")
-            options = [(n, n) for n in sorted(self.workbench.catalog.overlays)]
-            options += [(f"changed: {p}", CHANGED + p) for p in self.changed]
+            options = [(n + (f"  ({FROM_BRANCH})" if self._overlay_from_branch(n) else ""), n)
+                       for n in sorted(self.workbench.catalog.overlays)]
+            options += [(f"changed: {p}" + (f"  ({FROM_BRANCH})" if p in self.from_branch else ""), CHANGED + p)
+                        for p in self.changed]
             yield Select[str](options, id="review-overlay",
                               value=self.overlay if self.overlay else Select.NULL, allow_blank=False
                               if self.workbench.catalog.overlays else True)
@@ -64,6 +69,9 @@ class ReviewScreen(Screen[None]):
         yield Static(Text("✓ applies (colour: lint; ± lines changed)  ✗ does not apply  enter: open in compose",
                           style="dim"), id="review-legend")
         yield WorkbenchFooter()
+
+    def _overlay_from_branch(self, name: str) -> bool:
+        return any(p.startswith(f"kickstarts/overlays/{name}.") for p in self.from_branch)
 
     def on_mount(self) -> None:
         self.title = f"CCIS Workbench · {catalog_label(self.workbench.root)}"
