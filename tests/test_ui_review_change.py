@@ -119,8 +119,9 @@ def test_the_diff_tab_against_git_head(repo: Path) -> None:
 @sync
 async def test_the_review_marks_what_comes_from_the_contributor_s_branch(repo: Path) -> None:
     """A reviewer on a contributor's branch sees which overlays and changed files are the branch's own."""
-    from ccis_workbench.flows.trust import FROM_BRANCH
     from textual.widgets import Select
+
+    from ccis_workbench.flows.trust import FROM_BRANCH
 
     _git(repo, "branch", "-M", "main")
     _git(repo, "checkout", "-q", "-b", "contribution")
