@@ -210,6 +210,50 @@ def compare_superblocks(first: dict[str, str], second: dict[str, str]) -> list[D
     return diffs
 
 
+def block_difference(block: int, in_use: bool, inode: int | None, path: str | None) -> Difference:
+    """What one differing block of the file system is, from debugfs `testb` and `icheck` (and `ncheck`)."""
+    if inode == 8:
+        return Difference("disk: ext4 journal", f"block {block}", "journal (transactions the kernel logged)")
+    if inode is not None and inode >= 11:
+        where = path or f"inode {inode}"
+        return Difference(where, f"block {block}", path_cause(where.strip("/")) or
+                          "file placement (an extent or directory block the kernel wrote)")
+    if inode is not None:
+        return Difference("disk: ext4 reserved inode", f"block {block} (inode {inode})", UNEXPLAINED)
+    if not in_use:
+        return Difference("disk: ext4 free space", f"block {block}", "free space holding data from the install "
+                          "(not zeroed)")
+    return Difference("disk: ext4 metadata", f"block {block}", UNEXPLAINED,
+                      "group descriptors, bitmaps or inode tables (fields the comparison does not read)")
+
+
+def parse_icheck(text: str) -> dict[int, int | None]:
+    """block -> inode (None: no inode holds it) from `icheck` output."""
+    out: dict[int, int | None] = {}
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 2 and parts[0].strip().isdigit():
+            out[int(parts[0])] = int(parts[1]) if parts[1].strip().isdigit() else None
+    return out
+
+
+def parse_testb(text: str) -> dict[int, bool]:
+    """block -> in use, from `testb` output lines ("Block N marked in use" / "Block N not in use")."""
+    out: dict[int, bool] = {}
+    for m in re.finditer(r"Block (\d+) (marked in use|not in use)", text):
+        out[int(m.group(1))] = m.group(2) == "marked in use"
+    return out
+
+
+def parse_ncheck(text: str) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for line in text.splitlines():
+        ino, _sep, path = line.partition("\t")
+        if ino.strip().isdigit() and path:
+            out.setdefault(int(ino), path.strip())
+    return out
+
+
 # -- reading what the tools print -------------------------------------------------------------------------------
 
 def mbr_partitions(sector: bytes) -> list[tuple[int, int, int]]:
@@ -239,7 +283,7 @@ def compare_mbr(first: bytes, second: bytes) -> list[Difference]:
 
 
 _STATS_KEYS = set(SUPERBLOCK_CAUSES) | {"Filesystem volume name", "Last mounted on", "Filesystem features",
-                                        "Block count", "Inode count", "Filesystem state", "Inode size"}
+                                        "Block size", "Block count", "Inode count", "Filesystem state", "Inode size"}
 
 
 def parse_stats(text: str) -> dict[str, str]:

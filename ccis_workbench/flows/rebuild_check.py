@@ -203,8 +203,43 @@ def compare_raw(first: Path, second: Path, work: Path, *, label: str) -> list[re
     diffs += rep.compare_superblocks(sides[0][0], sides[1][0])
     diffs += rep.compare_files(sides[0][1], sides[1][1])
     if not diffs:
-        diffs.append(rep.Difference(label, "disk bytes", "file placement (free space or metadata blocks the "
-                                    "kernel wrote, e.g. the journal)", "the files and the superblock are the same"))
+        diffs += locate_blocks(first, second, offset, int(sides[0][0].get("Block size", "1024") or 1024), label)
+    return diffs
+
+
+#: At most this many differing blocks are looked up (the table names a handful per cause anyway).
+MAX_BLOCKS = 512
+
+
+def locate_blocks(first: Path, second: Path, offset: int, block_size: int, label: str) -> list[rep.Difference]:
+    """The files and the superblock are the same, yet the disks differ: which blocks, and what holds them."""
+    blocks: list[int] = []
+    outside = 0
+    with open(first, "rb") as fa, open(second, "rb") as fb:
+        if fa.read(offset) != fb.read(offset):
+            outside += 1
+        n = 0
+        while len(blocks) < MAX_BLOCKS:
+            x, y = fa.read(block_size), fb.read(block_size)
+            if not x and not y:
+                break
+            if x != y:
+                blocks.append(n)
+            n += 1
+    diffs = []
+    if outside:
+        diffs.append(rep.Difference(label, "bytes before the partition", rep.UNEXPLAINED))
+    if not blocks:
+        return diffs or [rep.Difference(label, "disk bytes", rep.UNEXPLAINED, "after the partition")]
+    device = f"{first}?offset={offset}"
+    nums = " ".join(str(b) for b in blocks)
+    used = rep.parse_testb(_debugfs(device, [f"testb {b}" for b in blocks]))
+    owners = rep.parse_icheck(_debugfs(device, [f"icheck {nums}"]))
+    inodes = sorted({i for i in owners.values() if i is not None and i >= 11})
+    paths = rep.parse_ncheck(_debugfs(device, [f"ncheck {' '.join(map(str, inodes))}"])) if inodes else {}
+    for b in blocks:
+        ino = owners.get(b)
+        diffs.append(rep.block_difference(b, used.get(b, True), ino, paths.get(ino) if ino else None))
     return diffs
 
 
