@@ -293,3 +293,21 @@ async def test_the_open_dialog_filters_as_you_type() -> None:
         await pilot.press("enter")
         await settle(pilot)
         assert app.compose_screen.choice.base is not None and app.compose_screen.choice.name == "gce-stream10"
+
+
+@sync
+async def test_keys_typed_before_the_catalog_is_loaded_never_land_in_a_field(tmp_path: Path) -> None:
+    """Under load, Tab Tab Space typed at launch reached a field further down (the overlay list was still empty):
+    the chooser is disabled until the catalog is loaded."""
+    app = make_app(make_catalog(tmp_path), profile=None)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        screen = app.compose_screen
+        sidebar = screen.query("#sidebar")
+        if sidebar and screen.workbench is None:
+            assert sidebar.first().disabled
+        await pilot.press("tab", "tab", "space", "a", "b", "space")
+        await settle(pilot)
+        assert not screen.query_one("#sidebar").disabled
+        typed = {w.id: w.value for w in screen.query(Input) if w.value}
+        assert typed == {}, typed

@@ -122,9 +122,11 @@ class ComposeScreen(Screen[None]):
         imports pykickstart)."""
         if self.wb_app.first_frame_drawn():
             return
-        await self.query_one("#body", Horizontal).mount_all([Sidebar(id="sidebar"), MainArea(id="main")])
+        # The chooser is disabled until the catalog is loaded: its lists are empty until then, so keys typed at
+        # once (Tab Tab Space) would skip the empty overlay list and land in a field further down.
+        await self.query_one("#body", Horizontal).mount_all([Sidebar(id="sidebar", disabled=True),
+                                                             MainArea(id="main")])
         self.query_one("#kickstart", KickstartView).loading = True
-        self.query_one("#release", Select).focus()
         self.update_status()
         self.load_catalog()
 
@@ -188,6 +190,11 @@ class ComposeScreen(Screen[None]):
 
         reloading = self.workbench is not None
         self.workbench = message.workbench
+        sidebar = self.query_one("#sidebar", Sidebar)
+        if sidebar.disabled:
+            sidebar.disabled = False
+            if self.focused is None or self.focused is self.query_one("#kickstart", KickstartView):
+                self.query_one("#release", Select).focus()
         self.catalog_error = None
         self.query_one("#error-panel", ErrorPanel).clear_error()
         if self.choice is None:
