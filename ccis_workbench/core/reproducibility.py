@@ -35,6 +35,7 @@ SUSPECT_PATHS: list[tuple[str, str]] = [
 #: Inode fields and their cause.
 FIELD_CAUSES = {"ctime": "timestamps", "atime": "timestamps", "mtime": "timestamps", "crtime": "timestamps",
                 "generation": "inode generation numbers (random, chosen by the kernel for each new file)",
+                "version": "inode change counters (i_version: the kernel counts the writes it made)",
                 "inode": "file placement (inode numbers: the order files were created in)",
                 "blocks": "file placement (block allocation by the kernel)"}
 
@@ -43,7 +44,8 @@ SUPERBLOCK_CAUSES = {
     "Filesystem UUID": "file-system UUID", "Directory Hash Seed": "file-system UUID (directory hash seed)",
     "Filesystem created": "timestamps (superblock)", "Last mount time": "timestamps (superblock)",
     "Last write time": "timestamps (superblock)", "Last checked": "timestamps (superblock)",
-    "Lifetime writes": "file placement (bytes the kernel wrote while installing)",
+    "Lifetime writes": "write counter (kilobytes the kernel wrote: depends on when writeback ran)",
+    "Lifetime writes (KiB)": "write counter (kilobytes the kernel wrote: depends on when writeback ran)",
     "Free blocks": "file placement (block allocation by the kernel)",
     "Free inodes": "file placement (inode allocation by the kernel)",
     "Mount count": "mount history", "Journal sequence": "journal (transactions the kernel logged)",
@@ -286,6 +288,13 @@ _STATS_KEYS = set(SUPERBLOCK_CAUSES) | {"Filesystem volume name", "Last mounted 
                                         "Block size", "Block count", "Inode count", "Filesystem state", "Inode size"}
 
 
+def raw_superblock_fields(sb: bytes) -> dict[str, str]:
+    """Superblock fields debugfs prints rounded or not at all, from the superblock's 1024 bytes."""
+    if len(sb) < 1024:
+        return {}
+    return {"Lifetime writes (KiB)": str(struct.unpack_from("<Q", sb, 0x178)[0])}
+
+
 def parse_stats(text: str) -> dict[str, str]:
     """The superblock fields of `debugfs -R stats` (the per-group lines are left out)."""
     out: dict[str, str] = {}
@@ -305,9 +314,11 @@ def parse_inode_stat(text: str) -> dict[str, str]:
     m = re.search(r"Inode:\s*(\d+)", text)
     if m:
         out["inode"] = m.group(1)
-    m = re.search(r"Generation:\s*(\d+)", text)
-    if m:
-        out["generation"] = m.group(1)
+    for key, name in (("Generation", "generation"), ("Version", "version"), ("Flags", "flags"),
+                      ("Links", "links"), ("Blockcount", "blockcount"), ("File ACL", "file acl")):
+        m = re.search(rf"{key}:\s*(\S+)", text)
+        if m:
+            out[name] = m.group(1)
     for name, value in _STAT_LINE.findall(text):
         out[name] = value
     m = re.search(r"^(?:EXTENTS|BLOCKS):\s*\n(.*?)(?:\n\s*\n|\Z)", text, re.M | re.S)

@@ -199,6 +199,9 @@ def compare_raw(first: Path, second: Path, work: Path, *, label: str) -> list[re
     for i, raw in enumerate((first, second)):
         device = f"{raw}?offset={offset}"
         stats = rep.parse_stats(_debugfs(device, ["stats"]))
+        with open(raw, "rb") as f:
+            f.seek(offset + 1024)
+            stats.update(rep.raw_superblock_fields(f.read(1024)))
         sides.append((stats, read_files(device, work / f"rdump-{i}")))
     diffs += rep.compare_superblocks(sides[0][0], sides[1][0])
     diffs += rep.compare_files(sides[0][1], sides[1][1])
@@ -251,7 +254,7 @@ def read_files(device: str, dest: Path) -> dict[str, rep.FileFacts]:
     dest.mkdir(parents=True)
     _debugfs(device, [f"rdump / {dest}"])
     root = dest / ""
-    facts: dict[str, rep.FileFacts] = {}
+    facts: dict[str, rep.FileFacts] = {"/": rep.FileFacts("directory")}  # the root directory itself
     try:
         for dirpath, dirnames, filenames in os.walk(root):
             for name in sorted(dirnames + filenames):
@@ -269,10 +272,11 @@ def read_files(device: str, dest: Path) -> dict[str, rep.FileFacts]:
                 facts[rel] = rep.FileFacts(kind, oct(st.st_mode & 0o7777), str(st.st_uid), str(st.st_gid), size,
                                            digest)
         paths = sorted(facts)
-        text = _debugfs(device, [f'stat "/{p}"' for p in paths])
-        chunks = rep.split_debugfs_stats(text, [f"/{p}" for p in paths])
+        absolute = {p: "/" + p.lstrip("/") for p in paths}
+        text = _debugfs(device, [f'stat "{absolute[p]}"' for p in paths])
+        chunks = rep.split_debugfs_stats(text, list(absolute.values()))
         for p in paths:
-            facts[p].fields = rep.parse_inode_stat(chunks.get(f"/{p}", ""))
+            facts[p].fields = rep.parse_inode_stat(chunks.get(absolute[p], ""))
     finally:
         shutil.rmtree(dest, ignore_errors=True)
     return facts
