@@ -52,10 +52,26 @@ def run_tool(argv: list[str]) -> str:
     return proc.stdout
 
 
-def commands_for(fmt: str, disk: str, dest: str, workdir: str) -> list[list[str]]:
+def tar_fixed(epoch: int) -> list[str]:
+    """tar options that make an archive depend on its members' content only: member times SOURCE_DATE_EPOCH,
+    owner and group 0 by number (members are named on the command line, so their order is fixed too)."""
+    return [f"--mtime=@{epoch}", "--owner=0", "--group=0", "--numeric-owner"]
+
+
+def source_date_epoch(plan: Any) -> int:
+    """The build's SOURCE_DATE_EPOCH: the rehearsal installer's kernel argument, else the environment's, else 0."""
+    for arg in getattr(plan, "kernel_args", None) or []:
+        if str(arg).startswith("rehearsal.source_date_epoch=") and str(arg).split("=", 1)[1].isdigit():
+            return int(str(arg).split("=", 1)[1])
+    given = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    return int(given) if given.isdigit() else 0
+
+
+def commands_for(fmt: str, disk: str, dest: str, workdir: str, epoch: int = 0) -> list[list[str]]:
     """The tool invocations that make *dest* in format *fmt* from *disk* (a qcow2 or raw image).
 
-    OVA, GCE and Vagrant need assembly beyond these commands (descriptor, metadata); see `Producer`.
+    OVA, GCE and Vagrant need assembly beyond these commands (descriptor, metadata); see `Producer`. Their tar
+    members carry *epoch* as their time (gzip, fed through a pipe, records none).
     """
     if fmt == "qcow2":
         return [["qemu-img", "convert", "-c", "-O", "qcow2", disk, dest]]
@@ -68,15 +84,16 @@ def commands_for(fmt: str, disk: str, dest: str, workdir: str) -> list[list[str]
     if fmt == "gce-tar":
         raw = os.path.join(workdir, "disk.raw")
         return [["qemu-img", "convert", "-O", "raw", disk, raw],
-                ["tar", "--format=oldgnu", "-Sczf", dest, "-C", workdir, "disk.raw"]]
+                ["tar", "--format=oldgnu", "-Sczf", dest, *tar_fixed(epoch), "-C", workdir, "disk.raw"]]
     if fmt == "vagrant-libvirt":
         img = os.path.join(workdir, "box.img")
         return [["qemu-img", "convert", "-c", "-O", "qcow2", disk, img],
-                ["tar", "-czf", dest, "-C", workdir, "metadata.json", "Vagrantfile", "box.img"]]
+                ["tar", "-czf", dest, *tar_fixed(epoch), "-C", workdir, "metadata.json", "Vagrantfile", "box.img"]]
     if fmt == "ova":
         return [["qemu-img", "convert", "-O", "vmdk", "-o", "subformat=streamOptimized", disk,
                  os.path.join(workdir, "disk1.vmdk")],
-                ["tar", "--format=ustar", "-cf", dest, "-C", workdir, "image.ovf", "image.mf", "disk1.vmdk"]]
+                ["tar", "--format=ustar", "-cf", dest, *tar_fixed(epoch), "-C", workdir, "image.ovf", "image.mf",
+                 "disk1.vmdk"]]
     raise ArtifactError("Unknown format", fmt)
 
 
@@ -373,7 +390,7 @@ class Producer:
         if fmt == "vagrant-libvirt":
             (work / "metadata.json").write_text(json.dumps(vagrant_metadata(vsize)) + "\n")
             (work / "Vagrantfile").write_text(VAGRANTFILE)
-        cmds = commands_for(fmt, str(disk), str(dest), str(work))
+        cmds = commands_for(fmt, str(disk), str(dest), str(work), source_date_epoch(self.plan))
         if fmt == "ova":
             self.run(cmds[0])
             vmdk = work / "disk1.vmdk"
