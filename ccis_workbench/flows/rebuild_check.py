@@ -33,6 +33,11 @@ TAR_DISKS = {".tar.gz": ("gce-tar", "disk.raw"), ".vagrant-libvirt.box": ("vagra
              ".ova": ("ova", "disk1.vmdk")}
 
 
+#: qemu-img's name of the disk inside each format.
+INNER_FORMAT = {"qcow2": "qcow2", "raw": "raw", "vmdk": "vmdk", "vhd": "vpc", "gce-tar": "raw",
+                "vagrant-libvirt": "qcow2", "ova": "vmdk"}
+
+
 def inputs_of(manifest: Manifest, folder: Path) -> dict[str, Any]:
     """What the rebuild needs, from the manifest (a missing field is bad input naming manifest.json)."""
     where = str(folder / MANIFEST_NAME)
@@ -170,7 +175,8 @@ def compare_image(first: Path, second: Path, work: Path) -> list[rep.Difference]
         if member:
             src = work / f"cmp-{i}-{member}"
             _run(["tar", "-xOf", str(image), member], stdout=src)
-        _run(["qemu-img", "convert", "-O", "raw", str(src), str(raw)])
+        # the format is named, never probed (a fixed VHD probes as raw, its footer read as disk)
+        _run(["qemu-img", "convert", "-f", INNER_FORMAT[fmt], "-O", "raw", str(src), str(raw)])
         if src != image:
             src.unlink()
         raws.append(raw)
@@ -206,7 +212,9 @@ def compare_raw(first: Path, second: Path, work: Path, *, label: str) -> list[re
     diffs += rep.compare_superblocks(sides[0][0], sides[1][0])
     diffs += rep.compare_files(sides[0][1], sides[1][1])
     if not diffs:
-        diffs += locate_blocks(first, second, offset, int(sides[0][0].get("Block size", "1024") or 1024), label)
+        stats = sides[0][0]
+        diffs += locate_blocks(first, second, offset, int(stats.get("Block size", "1024") or 1024),
+                               int(stats.get("Block count", "0") or 0), label)
     return diffs
 
 
@@ -214,7 +222,8 @@ def compare_raw(first: Path, second: Path, work: Path, *, label: str) -> list[re
 MAX_BLOCKS = 512
 
 
-def locate_blocks(first: Path, second: Path, offset: int, block_size: int, label: str) -> list[rep.Difference]:
+def locate_blocks(first: Path, second: Path, offset: int, block_size: int, count: int,
+                  label: str) -> list[rep.Difference]:
     """The files and the superblock are the same, yet the disks differ: which blocks, and what holds them."""
     blocks: list[int] = []
     outside = 0
@@ -222,18 +231,23 @@ def locate_blocks(first: Path, second: Path, offset: int, block_size: int, label
         if fa.read(offset) != fb.read(offset):
             outside += 1
         n = 0
-        while len(blocks) < MAX_BLOCKS:
+        while len(blocks) < MAX_BLOCKS and n < count:
             x, y = fa.read(block_size), fb.read(block_size)
             if not x and not y:
                 break
             if x != y:
                 blocks.append(n)
             n += 1
+        fa.seek(offset + count * block_size)
+        fb.seek(offset + count * block_size)
+        after = not _same_stream(fa, fb)
     diffs = []
     if outside:
         diffs.append(rep.Difference(label, "bytes before the partition", rep.UNEXPLAINED))
+    if after:
+        diffs.append(rep.Difference(label, "bytes after the file system", rep.UNEXPLAINED))
     if not blocks:
-        return diffs or [rep.Difference(label, "disk bytes", rep.UNEXPLAINED, "after the partition")]
+        return diffs
     device = f"{first}?offset={offset}"
     nums = " ".join(str(b) for b in blocks)
     used = rep.parse_testb(_debugfs(device, [f"testb {b}" for b in blocks]))
@@ -313,12 +327,16 @@ def _same_file(a: Path, b: Path) -> bool:
     if a.stat().st_size != b.stat().st_size:
         return False
     with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            x, y = fa.read(1 << 20), fb.read(1 << 20)
-            if x != y:
-                return False
-            if not x:
-                return True
+        return _same_stream(fa, fb)
+
+
+def _same_stream(fa: Any, fb: Any) -> bool:
+    while True:
+        x, y = fa.read(1 << 20), fb.read(1 << 20)
+        if x != y:
+            return False
+        if not x:
+            return True
 
 
 def _debugfs(device: str, commands: list[str]) -> str:
