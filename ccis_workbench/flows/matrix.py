@@ -181,10 +181,38 @@ def _failed_junit(cell: Cell) -> str:
             '    </testcase>\n  </testsuite>\n</testsuites>\n')
 
 
+def host_reachable(uri: str) -> bool:
+    """Whether libvirt at *uri* answers now (a failed cell asks, to tell a lost host from a failed build)."""
+    import contextlib
+
+    from ccis_workbench.flows.build import libvirt_backend
+
+    try:
+        conn = libvirt_backend("ccis_workbench.backends.libvirt_build").connect(uri)
+    except Exception:  # noqa: BLE001 - any failure to connect means the host is not there
+        return False
+    with contextlib.suppress(Exception):
+        conn.getVersion()
+        conn.close()
+        return True
+    return False
+
+
+def _explain_failure(cell: Cell, reachable: Callable[[str], bool]) -> None:
+    """A failed cell's reason names its host, and says when the host went away and what to do about it."""
+    if reachable(cell.host):
+        if cell.host not in cell.reason:
+            cell.reason = f"on {cell.host}: {cell.reason}"
+        return
+    cell.reason = (f"host {cell.host} went away ({cell.reason}); whatever this cell had started there stays "
+                   f"until `ccis-workbench gc --uri {cell.host}` once it is back")
+
+
 def run_matrix(catalog: Any, composer: Any, cells: list[Cell], req: MatrixRequest, monitor: Monitor, *,
-               runner: Callable[..., None] = run_cell) -> MatrixResult:
+               runner: Callable[..., None] = run_cell,
+               reachable: Callable[[str], bool] = host_reachable) -> MatrixResult:
     """Run every cell: at most req.jobs at a time on each host; a cell that fails (or whose host goes away) fails
-    alone. Writes summary.json, matrix.md and the cache of passing cells into req.output."""
+    alone, with its host named. Writes summary.json, matrix.md and the cache of passing cells into req.output."""
     from ccis_workbench.flows.build import resolve_source
 
     req.output.mkdir(parents=True, exist_ok=True)
@@ -225,6 +253,8 @@ def run_matrix(catalog: Any, composer: Any, cells: list[Cell], req: MatrixReques
             cell.status, cell.reason = FAILED, f"{exc.title}: {exc.message}"
         except Exception as exc:  # noqa: BLE001 - a host that went away fails its cell, not the run
             cell.status, cell.reason = FAILED, f"{type(exc).__name__}: {exc}"
+        if cell.status == FAILED:
+            _explain_failure(cell, reachable)
         if cell.status == FAILED and not cell.junit:
             path = req.output / cell.profile / "junit.xml"
             path.parent.mkdir(parents=True, exist_ok=True)
