@@ -128,6 +128,16 @@ def test_differences_inside_the_disk_are_named(no_leftovers: str, rehearsal_tree
     assert "file-system UUID" in text and "etc/hostname (mtime)" in text and "DIFFERENT" in text
     assert list(work.iterdir()) == []  # the raw copies and dumps are removed
 
+    # a catalog that no longer composes the kickstart built is not the same inputs: bad input, nothing built
+    changed = tmp_path / "changed"
+    shutil.copytree(first, changed)
+    manifest = json.loads((changed / "manifest.json").read_text())
+    manifest["kickstart_sha256"] = "0" * 64
+    (changed / "manifest.json").write_text(json.dumps(manifest))
+    proc = cli("--catalog", str(frozen_catalog), "rebuild-check", str(changed), cwd=tmp_path, env=clean_env)
+    assert proc.returncode == 2 and "Not the same inputs" in proc.stderr, proc.stderr
+    assert "== install" not in proc.stderr
+
 
 def test_not_an_artifact_folder_is_bad_input(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()

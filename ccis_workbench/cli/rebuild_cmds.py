@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ccis_workbench.cli.common import add_json, catalog_root, emit_json, say_on_stderr, settings_from_args
+from ccis_workbench.core.errors import WorkbenchError
 from ccis_workbench.flows.settings import ACCELS
 
 
@@ -37,10 +38,15 @@ def cmd_rebuild_check(args: argparse.Namespace) -> int:
     request = BuildRequest.from_settings(settings, accel=accel)
     monitor = PrintMonitor(show_console=not (args.quiet or args.json))
     with cancel_on_signals(monitor.cancel_event, say_on_stderr) as stopped:
-        report = rebuild_check(folder, catalog_root=Path(catalog_root(args).path), request=request,
-                               monitor=monitor)
-    if stopped.exit_status:
-        return stopped.exit_status
+        try:
+            report = rebuild_check(folder, catalog_root=Path(catalog_root(args).path), request=request,
+                                   monitor=monitor)
+        except WorkbenchError as exc:
+            result = getattr(exc, "result", None)  # a BuildFailed: how the rebuild ended
+            if getattr(result, "status", None) == "cancelled":
+                say_on_stderr("rebuild cancelled: its domain and volumes were removed")
+                return stopped.exit_status or 130
+            raise
     if args.json:
         emit_json(report.to_dict())
     else:

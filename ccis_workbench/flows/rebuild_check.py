@@ -67,20 +67,22 @@ def inputs_of(manifest: Manifest, folder: Path) -> dict[str, Any]:
             "disk_size": f"{size // 1048576}M" if size else None}
 
 
-def composition_of(manifest: Manifest, catalog_root: Path) -> Any:
-    """The composition the build was made from: the profile by name when the catalog has it and it still composes
-    the recorded kickstart, else the recorded choice. A kickstart that differs is said, not rebuilt."""
+def compositions_of(manifest: Manifest, catalog_root: Path) -> list[Any]:
+    """What the build may have been made from, in order: the profile by name when the catalog has it, then the
+    recorded choice (release, target, overlays, variables: a profile changed by --set, or never saved)."""
     from ccis_workbench.core.catalog import Catalog
     from ccis_workbench.core.compose import Composer, choice
 
     cat = Catalog.load(catalog_root)
     composer = Composer(cat)
+    found = []
     if manifest.profile in cat.profile_names():
-        return composer.compose(cat.load_profile(manifest.profile))
+        found.append(composer.compose(cat.load_profile(manifest.profile)))
     ch = manifest.choice or {}
-    return composer.compose(choice(ch.get("release", manifest.release), ch.get("target", manifest.target),
-                                   list(ch.get("overlays") or []), dict(ch.get("variables") or {}),
-                                   name=manifest.profile or None))
+    found.append(composer.compose(choice(ch.get("release", manifest.release), ch.get("target", manifest.target),
+                                         list(ch.get("overlays") or []), dict(ch.get("variables") or {}),
+                                         name=manifest.profile or None)))
+    return found
 
 
 def rebuild_check(folder: Path, *, catalog_root: Path, request: BuildRequest, monitor: Monitor | None = None,
@@ -95,9 +97,9 @@ def rebuild_check(folder: Path, *, catalog_root: Path, request: BuildRequest, mo
                              "`ccis-workbench build` wrote", file=str(folder))
     manifest = Manifest.read(folder)
     inputs = inputs_of(manifest, folder)
-    comp = composition_of(manifest, catalog_root)
-    kickstart = build_kickstart(comp.text, inputs["formats"])
-    if hashlib.sha256(kickstart.encode()).hexdigest() != manifest.kickstart_sha256:
+    comp = next((c for c in compositions_of(manifest, catalog_root) if hashlib.sha256(
+        build_kickstart(c.text, inputs["formats"]).encode()).hexdigest() == manifest.kickstart_sha256), None)
+    if comp is None:
         raise WorkbenchError("Not the same inputs", f"the catalog now composes {manifest.profile or 'this choice'} "
                              "to another kickstart than the one built (kickstart_sha256)", file=str(folder /
                                                                                                   MANIFEST_NAME),
