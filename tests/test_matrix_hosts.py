@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -141,4 +142,39 @@ def test_two_hosts_one_killed_mid_run(no_leftovers: str, endpoint: Endpoint, tre
     finally:
         back.kill()
     assert done.returncode == 0, done.stdout + done.stderr
+    assert not [n for n in leftovers() if any(p in n for p in profiles)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_every_cell_and_leaves_nothing(no_leftovers: str, tree_server: str, tmp_path: Path,
+                                                      sig: signal.Signals) -> None:
+    """--jobs 2: interrupted while two cells run, both stop, the third never starts, nothing stays on the host
+    and no cell folder remains; exit status 128 + the signal (130 for Ctrl-C, 143 for SIGTERM)."""
+    profiles = ["aws-stream9", "cloudstack-stream9", "openstack-stream10"]
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), XDG_STATE_HOME=str(tmp_path / "state"))
+    out = tmp_path / "mx"
+    argv = [sys.executable, "-m", "ccis_workbench", "matrix", *profiles, "--tree", tree_server, "--hosts", URI,
+            "--jobs", "2", "--accel", "tcg", "--disk-size", "96M", "--memory", "512", "--grow", "64",
+            "--format", "qcow2", "--rehearsal", "--quiet", "-o", str(out)]
+    before = set(domains())
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 600
+        while len([d for d in set(domains()) - before if any(d.startswith(f"ccis-{p}-") for p in profiles)]) < 2:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "two cells never ran at once"
+            time.sleep(0.2)
+        os.kill(proc.pid, sig)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + sig, err[-3000:]
+    assert f"{sig.name}: cancelling" in err and "Traceback" not in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["passed"] == 0 and summary["counts"]["skipped"] == len(profiles), summary["counts"]
+    assert all(c["stage"] == "cancelled" for c in summary["cells"])
+    assert not [p for p in profiles if (out / p).exists()], "a cancelled cell left its folder"
+    assert not [d for d in set(domains()) - before if any(d.startswith(f"ccis-{p}-") for p in profiles)]
     assert not [n for n in leftovers() if any(p in n for p in profiles)]

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import threading
 from pathlib import Path
 
 from ccis_workbench.cli.common import add_json, emit_json, load_catalog, say_on_stderr, settings_from_args
+from ccis_workbench.core.monitor import Monitor
+
+
+class _QuietMonitor(Monitor):
+    """Says nothing (--quiet, --json) but can be cancelled."""
+
+    def __init__(self) -> None:
+        self.cancel_event = threading.Event()
+
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -35,9 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def cmd_matrix(args: argparse.Namespace) -> int:
     from ccis_workbench.core.compose import Composer
-    from ccis_workbench.core.monitor import Monitor, PrintMonitor
+    from ccis_workbench.core.monitor import PrintMonitor
     from ccis_workbench.flows.build import BuildRequest
     from ccis_workbench.flows.matrix import MatrixRequest, assign_hosts, run_matrix, select_cells
+    from ccis_workbench.flows.signals import cancel_on_signals
     from ccis_workbench.flows.test import BootRequest
 
     settings = settings_from_args(args)
@@ -50,8 +63,11 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     boot = BootRequest.from_settings(settings, grow_mib=args.grow, memory_mb=args.memory)
     req = MatrixRequest(build=build, boot=boot, output=Path(args.output), jobs=args.jobs, rebuild=args.rebuild,
                         rehearsal_checks=True if args.rehearsal else None)
-    monitor = Monitor() if (args.quiet or args.json) else PrintMonitor(show_console=False)
-    result = run_matrix(cat, Composer(cat), cells, req, monitor)
+    monitor = _QuietMonitor() if (args.quiet or args.json) else PrintMonitor(show_console=False)
+    # Ctrl-C, SIGTERM, SIGHUP: every running cell destroys its guest and removes its volumes, waiting cells do not
+    # start, and cancelled cells leave no folder; exit status 128 + the signal
+    with cancel_on_signals(monitor.cancel_event, say_on_stderr) as stopped:
+        result = run_matrix(cat, Composer(cat), cells, req, monitor)
     if args.json:
         emit_json({"ok": result.ok, "seconds": round(result.seconds, 1), "counts": result.counts,
                    "summary": str(result.summary), "markdown": str(result.markdown)})
@@ -61,4 +77,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                           f"test {c.test_seconds:5.0f} s" + (f"  {c.reason}" if c.reason else ""))
         say_on_stderr(f"matrix: {len(result.cells)} cell(s) in {result.seconds:.0f} s: " +
                       ", ".join(f"{n} {k}" for k, n in result.counts.items() if n) + f"; {result.markdown}")
+    if stopped.exit_status is not None:
+        return stopped.exit_status
     return 0 if result.ok else 1
+

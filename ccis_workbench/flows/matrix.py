@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -127,6 +128,10 @@ class MatrixResult:
     def ok(self) -> bool:
         return all(c.ok for c in self.cells)
 
+    @property
+    def cancelled(self) -> bool:
+        return any(c.stage == "cancelled" for c in self.cells)
+
 
 #: Builds and boot-tests one cell: (cell, composition, request, monitor) -> None, filling the cell. Injectable.
 CellRunner = Callable[[Cell, Any, Any, "MatrixRequest", Monitor], None]
@@ -162,6 +167,9 @@ def run_cell(cell: Cell, catalog: Any, composer: Any, req: MatrixRequest, monito
                          rehearsal=req.rehearsal_checks)
     cell.rehearsal = setup.rehearsal
     result = run_test(setup, dataclasses.replace(req.boot, uri=cell.host), monitor)
+    if monitor.cancelled():
+        cell.status, cell.stage, cell.reason = SKIPPED, "cancelled", "cancelled"
+        return  # a cancelled test is no evidence: no report is written
     result.rehearsal = setup.rehearsal
     cell.test_seconds = time.monotonic() - t1
     paths = write_reports(result, out / "boot-test")
@@ -253,6 +261,13 @@ def run_matrix(catalog: Any, composer: Any, cells: list[Cell], req: MatrixReques
             cell.status, cell.reason = FAILED, f"{exc.title}: {exc.message}"
         except Exception as exc:  # noqa: BLE001 - a host that went away fails its cell, not the run
             cell.status, cell.reason = FAILED, f"{type(exc).__name__}: {exc}"
+        if monitor.cancelled():
+            # stopped by the user (Ctrl-C, SIGTERM): the build and test removed their guests and volumes; what the
+            # cell wrote is not evidence and goes too
+            cell.status, cell.stage, cell.reason = SKIPPED, "cancelled", "cancelled"
+            cell.junit = cell.report = cell.artifact = None
+            shutil.rmtree(req.output / cell.profile, ignore_errors=True)
+            return
         if cell.status == FAILED:
             _explain_failure(cell, reachable)
         if cell.status == FAILED and not cell.junit:
