@@ -170,3 +170,32 @@ def test_causes_of_differences() -> None:
     assert got[("etc/hostname", "content")] == UNEXPLAINED  # a file that should be the same is not: not excused
     assert got[("etc/hostname", "mtime")] == "timestamps"
     assert got[("etc/hostname", "generation")].startswith("inode generation")
+
+
+@pytest.mark.libvirt
+@pytest.mark.slow
+def test_every_format_reproducible_or_named(no_leftovers: str, rehearsal_tree: Path, frozen_catalog: Path,
+                                            tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """qcow2, raw, gce-tar and the Vagrant box are bit-for-bit the same; vmdk, vhd and ova differ only in their
+    container (the disk inside is the same); the rootfs tar differs in its members' times."""
+    out = tmp_path / "out"
+    fmts = ["qcow2", "raw", "vmdk", "vhd", "ova", "gce-tar", "vagrant-libvirt", "rootfs-tar"]
+    proc = cli("--catalog", str(frozen_catalog), "build", "openstack-stream9", "--tree", str(rehearsal_tree), *SMALL,
+               "--output", str(out), *[a for f in fmts for a in ("--format", f)], cwd=tmp_path, env=clean_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (first,) = list(out.iterdir())
+    proc = cli("--catalog", str(frozen_catalog), "rebuild-check", str(first), "--json", "--quiet", "--memory", "512",
+               cwd=tmp_path, env=clean_env)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    base = "openstack-stream9-rehearsal.x86_64"
+    same = {a["file"] for a in report["artifacts"] if a["same"]}
+    assert {f"{base}{s}" for s in (".qcow2", ".raw", ".tar.gz", ".vagrant-libvirt.box")} <= same
+    causes = {d["item"]: d for d in report["differences"]}
+    for suffix, cause in ((".vmdk", "vmdk container"), (".vhd", "vhd container"), (".ova", "vmdk container")):
+        d = causes[base + suffix]
+        assert d["what"] == "container" and d["cause"].startswith(cause), d
+    assert all(d["explained"] for d in report["differences"]), report["differences"]
+    artifacts = {a["file"] for a in report["artifacts"]}
+    members = [d for d in report["differences"] if d["item"] not in artifacts]  # inside the rootfs tar
+    assert members and {(d["what"], d["cause"]) for d in members} == {("mtime", "timestamps")}
