@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any, TextIO
 
 from ccis_workbench.cli.common import add_json, emit_json, load_catalog, say_on_stderr, settings_from_args
 from ccis_workbench.core.monitor import Monitor
@@ -18,6 +21,80 @@ class _QuietMonitor(Monitor):
 
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
+
+
+class LiveTable:
+    """Cell, host, stage and elapsed time while the matrix runs. On a terminal the table is redrawn in place every
+    *interval* seconds (ANSI: cursor up, erase line); elsewhere (a pipe, a CI log) one plain line per change."""
+
+    def __init__(self, cells: list[Any], out: TextIO, *, tty: bool, interval: float = 1.0) -> None:
+        self.cells, self.out, self.tty, self.interval = cells, out, tty, interval
+        self.t0 = time.monotonic()
+        self.since: dict[str, float] = {}
+        self.ended: dict[str, float] = {}
+        self.last: dict[str, str] = {}
+        self.drawn = 0
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="matrix-table", daemon=True)
+
+    @staticmethod
+    def _state(cell: Any) -> tuple[str, bool]:
+        """What the cell is doing, and whether it is over."""
+        if cell.stage in ("cached", "cancelled") or cell.status != "skipped":
+            return (cell.status if cell.stage != "cancelled" else "cancelled"), True
+        return cell.stage, False
+
+    def _elapsed(self, cell: Any, now: float) -> str:
+        if cell.profile not in self.since:
+            return ""
+        s = int(self.ended.get(cell.profile, now) - self.since[cell.profile])
+        return f"{s // 60:02d}:{s % 60:02d}"
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        changed = []
+        for c in self.cells:
+            state, over = self._state(c)
+            if state != "waiting":
+                self.since.setdefault(c.profile, now)
+            if over:
+                self.ended.setdefault(c.profile, now)
+            if self.last.get(c.profile) != state:
+                self.last[c.profile] = state
+                changed.append(c)
+        if self.tty:
+            self._redraw(now)
+        else:
+            t = int(now - self.t0)
+            for c in changed:
+                if self.last[c.profile] != "waiting":
+                    self.out.write(f"[{t // 60:02d}:{t % 60:02d}] {c.profile} on {c.host}: {self.last[c.profile]}"
+                                   + (f" ({self._elapsed(c, now)})" if c.profile in self.ended else "") + "\n")
+        self.out.flush()
+
+    def _redraw(self, now: float) -> None:
+        width = max([len(c.profile) for c in self.cells] + [4])
+        hosts = max([len(c.host) for c in self.cells] + [4])
+        lines = [f"{'CELL':{width}}  {'HOST':{hosts}}  {'STAGE':10}  ELAPSED"]
+        lines += [f"{c.profile:{width}}  {c.host:{hosts}}  {self.last[c.profile]:10}  {self._elapsed(c, now)}"
+                  for c in self.cells]
+        up = f"\x1b[{self.drawn}F" if self.drawn else ""
+        self.out.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
+        self.drawn = len(lines)
+
+    def _loop(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            self.tick()
+
+    def __enter__(self) -> LiveTable:
+        self.tick()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self.thread.join()
+        self.tick()
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -63,11 +140,19 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     boot = BootRequest.from_settings(settings, grow_mib=args.grow, memory_mb=args.memory)
     req = MatrixRequest(build=build, boot=boot, output=Path(args.output), jobs=args.jobs, rebuild=args.rebuild,
                         rehearsal_checks=True if args.rehearsal else None)
-    monitor = _QuietMonitor() if (args.quiet or args.json) else PrintMonitor(show_console=False)
+    quiet = args.quiet or args.json
+    tty = not quiet and sys.stdout.isatty()
+    # on a terminal the live table is the progress (the builds' own stage lines would scroll it away); elsewhere the
+    # table's plain lines on stdout and the stage lines and notes on stderr, as a log wants them
+    monitor = _QuietMonitor() if quiet or tty else PrintMonitor(show_console=False)
     # Ctrl-C, SIGTERM, SIGHUP: every running cell destroys its guest and removes its volumes, waiting cells do not
     # start, and cancelled cells leave no folder; exit status 128 + the signal
     with cancel_on_signals(monitor.cancel_event, say_on_stderr) as stopped:
-        result = run_matrix(cat, Composer(cat), cells, req, monitor)
+        if quiet:
+            result = run_matrix(cat, Composer(cat), cells, req, monitor)
+        else:
+            with LiveTable(cells, sys.stdout, tty=tty):
+                result = run_matrix(cat, Composer(cat), cells, req, monitor)
     if args.json:
         emit_json({"ok": result.ok, "seconds": round(result.seconds, 1), "counts": result.counts,
                    "summary": str(result.summary), "markdown": str(result.markdown)})
