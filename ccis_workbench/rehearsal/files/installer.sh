@@ -435,7 +435,10 @@ say "Running post-installation scripts"
 run_scripts post
 cp "$LOG" "$TARGET/var/log/anaconda/anaconda.log" 2>/dev/null
 sync
+read -r up0 _ < /proc/uptime; t0="$(date +%s)"
 seal
+# the clock again (the seal set it to SOURCE_DATE_EPOCH): the log's last lines keep the time of day
+read -r up1 _ < /proc/uptime; date -s "@$((t0 + ${up1%.*} - ${up0%.*}))" > /dev/null
 echo ""
 say "Installation complete"
 case "$ending" in
