@@ -6,6 +6,9 @@ flows/build.py and boot-tests with flows/test.py (nothing of theirs is duplicate
 under a key made of the kickstart's sha256, the install tree's identity and the settings that change the image or
 its test; an unchanged cell is reused unless *rebuild*. Each cell writes its JUnit (the boot test's, or one of its
 own for a build that failed); the run writes summary.json and a Markdown report (release x target grid).
+A failed cell's reason names its host, and says when the host went away. Once the monitor is cancelled (a signal
+in the CLI) running cells end through their build's and test's own cleanup, waiting cells do not start, and a
+cancelled cell leaves no folder.
 """
 
 from __future__ import annotations
@@ -261,7 +264,7 @@ def run_matrix(catalog: Any, composer: Any, cells: list[Cell], req: MatrixReques
             cell.status, cell.reason = FAILED, f"{exc.title}: {exc.message}"
         except Exception as exc:  # noqa: BLE001 - a host that went away fails its cell, not the run
             cell.status, cell.reason = FAILED, f"{type(exc).__name__}: {exc}"
-        if monitor.cancelled():
+        if monitor.cancelled() and cell.status != PASSED:
             # stopped by the user (Ctrl-C, SIGTERM): the build and test removed their guests and volumes; what the
             # cell wrote is not evidence and goes too
             cell.status, cell.stage, cell.reason = SKIPPED, "cancelled", "cancelled"
