@@ -37,9 +37,11 @@ from ccis_workbench.backends.libvirt_session import (  # noqa: F401  (re-exporte
     build_is_live,
     build_lock,
     connect,
+    dead_owners,
     download_volume,
     ensure_event_loop,
     ensure_pool,
+    forget_dead_owner,
     hypervisor_key,
     read_verdict,
     reconnect,
@@ -50,7 +52,7 @@ from ccis_workbench.core.artifacts import Producer
 from ccis_workbench.core.errors import WorkbenchError
 from ccis_workbench.core.failure import FailureDetector, Verdict
 from ccis_workbench.core.initrd import inject_kickstart
-from ccis_workbench.core.installsource import USER_NET_HOST, cache_root
+from ccis_workbench.core.installsource import USER_NET_HOST, cache_root, sweep_partial_downloads
 from ccis_workbench.core.monitor import Monitor
 from ccis_workbench.core.plan import (
     DEFAULT_POOL,
@@ -205,6 +207,7 @@ class Build:
     # -- the build -------------------------------------------------------------------------------------------
     def run(self) -> Path:
         started = time.monotonic()
+        self._reap_dead_owners()
         with build_lock(self.plan.build_id):
             probe = self.kvm_probe if self.kvm_probe is not None and self.kvm_probe.applies(self.plan) else None
             result = self._attempt(probe)
@@ -220,6 +223,17 @@ class Build:
                 raise BuildFailed(result)
             assert result.artifact_dir
             return Path(result.artifact_dir)
+
+    def _reap_dead_owners(self) -> None:
+        """What a killed build left in the pool goes before this one starts (said in one line each)."""
+        try:
+            conn = connect(self.plan.options.uri)
+        except WorkbenchError:
+            return  # the build itself will say libvirt is not reachable
+        try:
+            reap_dead_owners(conn, self.plan.options.pool, lambda m: self.monitor.note("warning", m))
+        finally:
+            conn.close()
 
     def _attempt(self, probe: KvmProbe | None) -> BuildResult:
         """One attempt in its own temporary directory; the domain and every volume are gone when it returns."""
@@ -606,6 +620,49 @@ def find_leftovers(conn: libvirt.virConnect, pool_name: str = DEFAULT_POOL) -> l
         bid = m.group(1) if m else None
         out.append(Leftover("volume", name, bid, bool(bid and build_is_live(bid))))
     return out
+
+
+def reap_dead_owners(conn: libvirt.virConnect, pool_name: str = DEFAULT_POOL,
+                     say: Callable[[str], None] = lambda _m: None) -> list[Leftover]:
+    """Remove the domains and volumes of runs whose owner died on this host (`dead_owners`), their stale lock
+    files and the half-written downloads no live run holds; *say* gets one line per dead run. A live run's things,
+    and those of runs this host cannot vouch for (no lock file here), are left alone."""
+    removed: list[Leftover] = []
+    for path in sweep_partial_downloads():
+        say(f"removed a half-written download of a dead run: {path}")
+    dead = dead_owners()
+    if not dead:
+        return removed
+    items = [i for i in find_leftovers(conn, pool_name) if i.build_id in dead and not i.live]
+    for it in items:
+        try:
+            if it.kind == "domain":
+                dom = conn.lookupByName(it.name)
+                if dom.isActive():
+                    dom.destroy()
+                if dom.isPersistent():
+                    dom.undefine()
+            else:
+                conn.storagePoolLookupByName(pool_name).storageVolLookupByName(it.name).delete(0)
+            it.removed = True
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_STORAGE_VOL):
+                it.removed = True
+            else:
+                it.error = str(exc)
+        removed.append(it)
+    for bid, pid in sorted(dead.items()):
+        mine = [i for i in items if i.build_id == bid]
+        if all(i.removed for i in mine):
+            forget_dead_owner(bid)
+        if not mine:
+            continue
+        doms = ", ".join(i.name for i in mine if i.kind == "domain") or "no domain"
+        vols = ", ".join(i.name for i in mine if i.kind == "volume") or "no volumes"
+        failed = [f"{i.name}: {i.error}" for i in mine if not i.removed]
+        say(f"removed the leftovers of a dead build (pid {pid}): {doms}, {vols}"
+            + (f" (could not remove {'; '.join(failed)})" if failed else ""))
+    return removed
 
 
 def gc(uri: str, pool_name: str = DEFAULT_POOL, dry_run: bool = False, force: bool = False) -> list[Leftover]:

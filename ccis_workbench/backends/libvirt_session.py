@@ -123,6 +123,44 @@ def build_is_live(run_id: str) -> bool:
         return False
 
 
+def dead_owners() -> dict[str, int]:
+    """The runs whose owner died on this host (SIGKILL, a crash): run id -> the dead owner's pid. Their lock file
+    is still there but nobody holds it, it names this host, and that pid is no longer alive."""
+    out: dict[str, int] = {}
+    folder = cache_root() / "locks"
+    if not folder.is_dir():
+        return out
+    here = socket.gethostname()
+    for path in folder.glob("*.lock"):
+        try:
+            fields = path.read_text(encoding="ascii", errors="replace").split()
+        except OSError:
+            continue
+        if len(fields) != 2 or not fields[0].isdigit() or fields[1] != here:
+            continue  # being written just now, or another host's
+        pid = int(fields[0])
+        if build_is_live(path.stem) or _pid_alive(pid):
+            continue
+        out[path.stem] = pid
+    return out
+
+
+def forget_dead_owner(run_id: str) -> None:
+    """Remove a dead run's stale lock file (once its domain and volumes are gone)."""
+    if not build_is_live(run_id):
+        _lock_path(run_id).unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def ensure_pool(conn: libvirt.virConnect, name: str = DEFAULT_POOL, path: str | None = None) -> libvirt.virStoragePool:
     """The workbench's own directory pool, defined, built and started when missing."""
     try:

@@ -15,6 +15,7 @@ describes what a build would fetch, from the cache of an earlier build when ther
 from __future__ import annotations
 
 import configparser
+import fcntl
 import functools
 import hashlib
 import http.client
@@ -420,17 +421,43 @@ def _keep(dest: Path, where: Path, write: Callable[[Any], None], check: Callable
     fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(name)
     try:
+        # locked until it is renamed: a `.part` file nobody holds is a killed run's (sweep_partial_downloads)
         with os.fdopen(fd, "wb") as out:
+            fcntl.flock(out.fileno(), fcntl.LOCK_EX)
             write(out)
-        check(tmp)
-        os.chmod(tmp, 0o644)  # a kernel and an initrd are no secrets (the kickstart goes into a private copy)
-        os.replace(tmp, dest)
+            out.flush()
+            check(tmp)
+            os.chmod(tmp, 0o644)  # a kernel and an initrd are no secrets (the kickstart goes into a private copy)
+            os.replace(tmp, dest)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise WorkbenchError("Cannot write to the cache", f"{dest}: {exc.strerror or exc}", file=str(where)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def sweep_partial_downloads(root: Path | None = None) -> list[Path]:
+    """Remove the `.part` files under the cache that no live download holds (a killed run's half-written files);
+    the paths removed."""
+    base = root or cache_root()
+    removed: list[Path] = []
+    if not base.is_dir():
+        return removed
+    for path in base.rglob(".*.part"):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        except OSError:
+            pass  # a live download holds it (or it is not ours to remove)
+        finally:
+            os.close(fd)
+    return removed
 
 
 # -- URL trees ---------------------------------------------------------------------------------------------------

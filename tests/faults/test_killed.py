@@ -1,0 +1,72 @@
+"""A workbench killed with SIGKILL (no handler runs): the next build notices the dead owner's domain and volumes,
+says so in one line, removes them and succeeds. A half-written download nobody holds is removed on the next run,
+one a live download holds is not. Real libvirtd, real qemu (TCG), the rehearsal tree served on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ccis_workbench.core.installsource import sweep_partial_downloads
+from tests.fixtures_libvirt import leftovers
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _build(tree: str, tmp_path: Path, out: str) -> list[str]:
+    return [sys.executable, "-u", "-m", "ccis_workbench", "build", "openstack-stream9", "--tree", tree,
+            "--output", str(tmp_path / out), "--accel", "tcg", "--disk-size", "96M", "--memory", "512"]
+
+
+@pytest.mark.libvirt
+@pytest.mark.slow
+def test_next_build_removes_a_killed_builds_leftovers(no_leftovers: str, tree_server: str, tmp_path: Path) -> None:
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    before = set(leftovers(no_leftovers))
+    proc = subprocess.Popen(_build(tree_server, tmp_path, "out1"), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the live console: the guest's domain exists once it prints
+            if "Starting installer" in line or "Linux version" in line:
+                break
+        mine = [n for n in set(leftovers(no_leftovers)) - before if "openstack-stream9" in n]
+        assert any(n for n in mine), "the killed build's domain never appeared"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    left = [n for n in set(leftovers(no_leftovers)) - before if "openstack-stream9" in n]
+    assert left, "SIGKILL left nothing: nothing to test"
+    done = subprocess.run(_build(tree_server, tmp_path, "out2"), cwd=REPO, capture_output=True, text=True,
+                          env=env, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"removed the leftovers of a dead build (pid {proc.pid}):" in done.stderr, done.stderr[-3000:]
+    assert not set(left) & set(leftovers(no_leftovers))
+    assert not list((tmp_path / "cache").rglob("locks/*.lock"))
+
+
+def test_a_dead_runs_partial_download_goes_a_live_ones_stays(tmp_path: Path) -> None:
+    folder = tmp_path / "cache" / "ccis-workbench" / "trees" / "x"
+    folder.mkdir(parents=True)
+    dead = folder / ".vmlinuz.abc.part"
+    dead.write_bytes(b"half")
+    live = folder / ".initrd.img.def.part"
+    live.write_bytes(b"half")
+    # a live download holds its .part file locked; another process here stands for it
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl,sys,time; f=open(sys.argv[1],'ab'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", str(live)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        removed = sweep_partial_downloads(tmp_path / "cache")
+        assert removed == [dead]
+        assert not dead.exists() and live.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sweep_partial_downloads(tmp_path / "cache") == [live]
