@@ -23,6 +23,7 @@ import ipaddress
 import os
 import re
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -463,9 +464,9 @@ def sweep_partial_downloads(root: Path | None = None) -> list[Path]:
 # -- URL trees ---------------------------------------------------------------------------------------------------
 
 
-def _open(url: str) -> Any:
+def _open(url: str, headers: dict[str, str] | None = None) -> Any:
     """urlopen *url*; a redirect from https to plain http is refused."""
-    resp = urllib.request.urlopen(url, timeout=30)
+    resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=30)
     final = resp.geturl()
     if urllib.parse.urlsplit(url).scheme == "https" and urllib.parse.urlsplit(final).scheme != "https":
         resp.close()
@@ -509,6 +510,18 @@ def _network_error(exc: BaseException, what: str, url: str) -> WorkbenchError:
     return WorkbenchError(what, f"{url}: {shown(str(getattr(exc, 'reason', exc)), 200)}")
 
 
+#: How many times a download cut short (connection closed mid-body, a short body) is tried in all.
+DOWNLOAD_TRIES = 3
+
+
+class _Interrupted(Exception):
+    """A download cut short: worth another try."""
+
+    def __init__(self, error: WorkbenchError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def _download(
     url: str,
     dest: Path,
@@ -522,21 +535,27 @@ def _download(
     return the byte count."""
     done = 0
 
-    def write(out: Any) -> None:
+    def attempt(out: Any) -> None:
         nonlocal done
+        headers = {"Range": f"bytes={done}-"} if done else {}
         try:
-            resp = _open(url)
+            resp = _open(url, headers)
         except (OSError, http.client.HTTPException) as exc:
             raise _network_error(exc, f"Cannot download {label}", url) from None
         with resp:
+            if done and not (resp.status == 206 and resp.headers.get("Content-Range", "").startswith(
+                    f"bytes {done}-")):
+                out.seek(0)  # the server cannot resume: start over
+                out.truncate()
+                done = 0
             total = resp.headers.get("Content-Length")
-            total_n = float(total) if total and total.isdigit() else None
+            total_n = done + float(total) if total and total.isdigit() else None
             monitor.stage("download", f"{label} from {url}")
             while True:
                 try:
                     chunk = resp.read(CHUNK)
                 except (OSError, http.client.HTTPException) as exc:
-                    raise _network_error(exc, f"Cannot download {label}", url) from None
+                    raise _Interrupted(_network_error(exc, f"Cannot download {label}", url)) from None
                 if not chunk:
                     break
                 if monitor.cancelled():
@@ -550,6 +569,24 @@ def _download(
                     )
                 out.write(chunk)
                 monitor.progress(done, total_n, "B")
+            if total_n is not None and done < total_n:
+                raise _Interrupted(WorkbenchError(f"Cannot download {label}",
+                                                  f"{url}: the server sent {done} of {int(total_n)} bytes"))
+
+    def write(out: Any) -> None:
+        for n in range(1, DOWNLOAD_TRIES + 1):
+            try:
+                attempt(out)
+                return
+            except _Interrupted as exc:
+                if n == DOWNLOAD_TRIES or monitor.cancelled():
+                    err = exc.error
+                    raise WorkbenchError(err.title, f"{err.message} (after {n} tries)",
+                                         hint="the server or the network drops the connection: retry later, "
+                                         "or use another mirror") from None
+                monitor.note("warning", f"{exc.error.message}; retrying in {n} s ({n + 1} of {DOWNLOAD_TRIES}"
+                             + (f", resuming at byte {done})" if done else ")"))
+                time.sleep(n)  # a bounded backoff between tries: 1 s, 2 s
 
     _keep(dest, where, write, check)
     return done
