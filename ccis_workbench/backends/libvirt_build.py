@@ -635,21 +635,7 @@ def reap_dead_owners(conn: libvirt.virConnect, pool_name: str = DEFAULT_POOL,
         return removed
     items = [i for i in find_leftovers(conn, pool_name) if i.build_id in dead and not i.live]
     for it in items:
-        try:
-            if it.kind == "domain":
-                dom = conn.lookupByName(it.name)
-                if dom.isActive():
-                    dom.destroy()
-                if dom.isPersistent():
-                    dom.undefine()
-            else:
-                conn.storagePoolLookupByName(pool_name).storageVolLookupByName(it.name).delete(0)
-            it.removed = True
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_STORAGE_VOL):
-                it.removed = True
-            else:
-                it.error = str(exc)
+        _remove_leftover(conn, pool_name, it)
         removed.append(it)
     for bid, pid in sorted(dead.items()):
         mine = [i for i in items if i.build_id == bid]
@@ -665,6 +651,26 @@ def reap_dead_owners(conn: libvirt.virConnect, pool_name: str = DEFAULT_POOL,
     return removed
 
 
+def _remove_leftover(conn: libvirt.virConnect, pool_name: str, it: Leftover) -> None:
+    """Destroy and undefine a leftover domain, or delete a leftover volume; *it* records the outcome (one that
+    is already gone counts as removed)."""
+    try:
+        if it.kind == "domain":
+            dom = conn.lookupByName(it.name)
+            if dom.isActive():
+                dom.destroy()
+            if dom.isPersistent():
+                dom.undefine()
+        else:
+            conn.storagePoolLookupByName(pool_name).storageVolLookupByName(it.name).delete(0)
+        it.removed = True
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_STORAGE_VOL):
+            it.removed = True
+        else:
+            it.error = str(exc)
+
+
 def gc(uri: str, pool_name: str = DEFAULT_POOL, dry_run: bool = False, force: bool = False) -> list[Leftover]:
     """Destroy leftover ccis- domains and delete leftover ccis- volumes (live builds are skipped unless force)."""
     conn = connect(uri)
@@ -673,21 +679,7 @@ def gc(uri: str, pool_name: str = DEFAULT_POOL, dry_run: bool = False, force: bo
         for it in items:
             if dry_run or (it.live and not force):
                 continue
-            try:
-                if it.kind == "domain":
-                    dom = conn.lookupByName(it.name)
-                    if dom.isActive():
-                        dom.destroy()
-                    if dom.isPersistent():
-                        dom.undefine()
-                else:
-                    conn.storagePoolLookupByName(pool_name).storageVolLookupByName(it.name).delete(0)
-                it.removed = True
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_STORAGE_VOL):
-                    it.removed = True
-                else:
-                    it.error = str(exc)
+            _remove_leftover(conn, pool_name, it)
         # boot-test credentials (private key, kept password) that a killed run could not remove
         for c in remove_stale_credentials(dry_run=dry_run):
             items.append(Leftover("keydir", str(c.path), None, c.live, c.removed, c.error))
