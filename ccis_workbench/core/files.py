@@ -2,18 +2,94 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from ccis_workbench.core.errors import WorkbenchError
 
 _CHUNK = 1 << 20
+# Holes are hashed from this many zeros at a time. SHA-256 cannot skip them (each block's state depends on the
+# bytes before it), so the zeros are still hashed, only never read: 16 KiB to 1 MiB chunks measured the same
+# (0.88 s per GiB on this kind of machine), larger chunks mean fewer Python calls.
+_ZERO_CHUNK = 1 << 20
+_ZEROS = memoryview(bytes(_ZERO_CHUNK))
+
+Seek = Callable[[int, int, int], int]
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file, read in 1 MiB chunks (disk images are large)."""
+def data_segments(fd: int, size: int, seek: Seek = os.lseek) -> Iterator[tuple[int, int, bool]]:
+    """(start, end, is_data) runs covering bytes [0, size) of the open file *fd*: holes (which read as zeros)
+    found with SEEK_DATA/SEEK_HOLE. A file system without them (EINVAL, EOPNOTSUPP) reports the rest as data."""
+    pos = 0
+    while pos < size:
+        try:
+            data = min(seek(fd, pos, os.SEEK_DATA), size)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no data after pos: the rest is a hole
+                data = size
+            elif exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+                yield pos, size, True
+                return
+            else:
+                raise
+        if data > pos:
+            yield pos, data, False
+        if data >= size:
+            return
+        end = min(seek(fd, data, os.SEEK_HOLE), size)
+        yield data, end, True
+        pos = end
+
+
+def _feed_zeros(h: Any, count: int) -> None:
+    while count >= _ZERO_CHUNK:
+        h.update(_ZEROS)
+        count -= _ZERO_CHUNK
+    if count:
+        h.update(_ZEROS[:count])
+
+
+def sha256_state(path: str | os.PathLike[str], h: Any = None, *, start: int = 0, seek: Seek = os.lseek) -> Any:
+    """The sha256 object after feeding it bytes [start, EOF) of *path* (a fresh one when *h* is None).
+
+    Every byte is hashed, but holes are not read: a sparse disk image (10 GiB virtual, a few MB of data) is
+    hashed from a reused zero buffer, and only its data is read from disk. The object can be copied and fed
+    more (a fixed VHD is a raw image plus a footer). *seek* is os.lseek; another one stands for a file system
+    without SEEK_DATA."""
+    h = hashlib.sha256() if h is None else h
+    view = memoryview(bytearray(_CHUNK))
+    with open(path, "rb", buffering=0) as fh:
+        fd = fh.fileno()
+        size = os.fstat(fd).st_size
+        for seg_start, seg_end, is_data in data_segments(fd, size, seek):
+            pos = max(seg_start, start)
+            if pos >= seg_end:
+                continue
+            if not is_data:
+                _feed_zeros(h, seg_end - pos)
+                continue
+            fh.seek(pos)
+            while pos < seg_end:
+                n = fh.readinto(view[: min(_CHUNK, seg_end - pos)])
+                if not n:
+                    raise OSError(errno.EIO, f"{path} shrank while it was hashed")
+                h.update(view[:n])
+                pos += n
+    return h
+
+
+def sha256_file(path: str | os.PathLike[str], *, seek: Seek = os.lseek) -> str:
+    """sha256 of a file, equal to `sha256sum`'s; the holes of a sparse file are hashed without reading them."""
+    return str(sha256_state(path, seek=seek).hexdigest())
+
+
+def sha256_read(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file read whole, holes included (the plain way, kept to measure the sparse one against)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
