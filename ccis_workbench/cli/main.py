@@ -1,15 +1,16 @@
 """`ccis-workbench`: the CLI entry point.
 
 Each command lives in a module of this package that defines `register(subparsers)`; the module's handler
-imports what it needs when it runs, so `render` never imports textual or libvirt. With no command, the TUI
-starts. Exit status: 0 clean, 1 findings (lint findings, a diff, a failed check), 2 bad input.
+imports what it needs when it runs, so `render` never imports textual or libvirt. A command line naming a
+command builds the parser from that command's module alone (COMMAND_OWNERS), so a cold `render` imports none of
+the other commands' modules either; `--help`, no command or an unknown one builds the whole parser. With no
+command, the TUI starts. Exit status: 0 clean, 1 findings (lint findings, a diff, a failed check), 2 bad input.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from collections.abc import Sequence
 
@@ -21,9 +22,41 @@ COMMAND_MODULES = ("ccis_workbench.cli.compose_cmds", "ccis_workbench.cli.build_
                    "ccis_workbench.cli.verify_cmds", "ccis_workbench.cli.rebuild_cmds",
                    "ccis_workbench.cli.matrix_cmds",
                    "ccis_workbench.cli.completion_cmds")
+#: The module that registers each command (tests/test_import_hygiene.py checks it against COMMAND_MODULES).
+COMMAND_OWNERS = {
+    **dict.fromkeys(("list", "render", "blame", "diff", "lint"), "ccis_workbench.cli.compose_cmds"),
+    **dict.fromkeys(("plan", "build", "gc", "doctor"), "ccis_workbench.cli.build_cmds"),
+    **dict.fromkeys(("spec", "boot-test"), "ccis_workbench.cli.test_cmds"),
+    **dict.fromkeys(("propose", "koji"), "ccis_workbench.cli.propose_cmds"),
+    **dict.fromkeys(("config", "init"), "ccis_workbench.cli.config_cmds"),
+    **dict.fromkeys(("verify", "publish"), "ccis_workbench.cli.verify_cmds"),
+    "rebuild-check": "ccis_workbench.cli.rebuild_cmds",
+    "matrix": "ccis_workbench.cli.matrix_cmds",
+    "completion": "ccis_workbench.cli.completion_cmds",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_in(argv: Sequence[str]) -> str | None:
+    """The command an argument list names (the first word that is not a top-level option or its value), when it
+    is one of COMMAND_OWNERS; None otherwise (no command, --help/--version first, or an unknown word)."""
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--catalog":
+            i += 2
+            continue
+        if a.startswith("--catalog="):
+            i += 1
+            continue
+        if a.startswith("-"):
+            return None  # --help, --version or a mistake: the whole parser answers
+        return a if a in COMMAND_OWNERS else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser; *only*: a command name, to register just the module that owns it."""
     parser = argparse.ArgumentParser(
         prog="ccis-workbench",
         description="Shape, build and test CentOS cloud images. Without a command, the terminal UI starts.")
@@ -32,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the first such directory at or above the working directory, else "
                         "$CCIS_WORKBENCH_ROOT, else the configuration file's `catalog`, else the shipped one)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in [COMMAND_OWNERS[only]] if only in COMMAND_OWNERS else COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
 
@@ -41,6 +74,8 @@ def print_error(exc: BaseException, as_json: bool) -> None:
     from ccis_workbench.core.errors import WorkbenchError
 
     if as_json and isinstance(exc, WorkbenchError):
+        import json
+
         print(json.dumps(exc.to_dict(), indent=2))
         return
     if isinstance(exc, WorkbenchError):
@@ -56,7 +91,7 @@ def print_error(exc: BaseException, as_json: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from ccis_workbench.core.errors import WorkbenchError
 
-    parser = build_parser()
+    parser = build_parser(command_in(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if args.command is None:
         try:
