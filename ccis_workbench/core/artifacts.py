@@ -24,12 +24,13 @@ from typing import Any
 
 from ccis_workbench import __version__
 from ccis_workbench.core.errors import WorkbenchError
-from ccis_workbench.core.files import sha256_file
+from ccis_workbench.core.files import DigestCache, sha256_file
 from ccis_workbench.core.manifest import Manifest
 from ccis_workbench.core.monitor import Monitor
 
 MIB = 1048576
 Runner = Callable[[list[str]], str]
+Digest = Callable[[Path], str]  # a file's sha256 (hex)
 
 
 class ArtifactError(WorkbenchError):
@@ -104,12 +105,12 @@ def utc_now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def checksum_text(files: list[Path]) -> str:
+def checksum_text(files: list[Path], digest: Digest = sha256_file) -> str:
     """CentOS-style CHECKSUM: a `# name: N bytes` comment and `SHA256 (name) = hex` per file."""
     out = []
     for f in files:
         out.append(f"# {f.name}: {f.stat().st_size} bytes")
-        out.append(f"SHA256 ({f.name}) = {sha256_file(f)}")
+        out.append(f"SHA256 ({f.name}) = {digest(f)}")
     return "\n".join(out) + "\n"
 
 
@@ -250,11 +251,15 @@ def tool_versions(run: Runner = run_tool) -> dict[str, str]:
 
 @dataclass
 class Producer:
-    """Produces one build's artifact directory from the downloaded disk (and export disk)."""
+    """Produces one build's artifact directory from the downloaded disk (and export disk).
+
+    Each file is hashed once per build (a `DigestCache` shared by the manifest, the provenance subjects and
+    CHECKSUM) unless *digest* gives another way to hash a file."""
 
     plan: Any  # BuildPlan
     monitor: Monitor = field(default_factory=Monitor)
     run: Runner = run_tool
+    digest: Digest | None = None
 
     def produce(self, disk: Path, *, export: Path | None, console_log: str, installer_log: str,
                 packages: list[str], timings: dict[str, float], extra_manifest: dict[str, Any] | None = None) -> Path:
@@ -269,7 +274,9 @@ class Producer:
             raise ArtifactError("Cannot create the artifact directory", exc.strerror or str(exc),
                                 file=str(parent)) from None
         try:
-            self._produce(tmp, disk, export, console_log, installer_log, packages, timings, extra_manifest or {})
+            digest = self.digest if self.digest is not None else DigestCache()
+            self._produce(tmp, disk, export, console_log, installer_log, packages, timings, extra_manifest or {},
+                          digest)
             if final.exists():
                 raise ArtifactError("Artifact directory exists", str(final), hint="remove it or use another --output")
             tmp.chmod(0o755)
@@ -285,7 +292,7 @@ class Producer:
         return final
 
     def _produce(self, out: Path, disk: Path, export: Path | None, console_log: str, installer_log: str,
-                 packages: list[str], timings: dict[str, float], extra: dict[str, Any]) -> None:
+                 packages: list[str], timings: dict[str, float], extra: dict[str, Any], digest: Digest) -> None:
         plan = self.plan
         vsize = qemu_img_virtual_size(str(disk), self.run)
         work = out / ".work"
@@ -334,17 +341,17 @@ class Producer:
             rehearsal=plan.source.is_rehearsal, domain=plan.name, uri=plan.options.uri,
             accel=plan.options.accel, domain_type=plan.domain_type, kernel_cmdline=plan.cmdline,
             disk_virtual_size=vsize, tool_versions=tool_versions(self.run), timings=timings,
-            artifacts=[{"file": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)} for p in produced],
+            artifacts=[{"file": p.name, "size": p.stat().st_size, "sha256": digest(p)} for p in produced],
             choice=dict(plan.choice), extra=dict(extra),
             accel_fallback=plan.accel_fallback.to_dict() if getattr(plan, "accel_fallback", None) else None)
         produced.append(manifest.write(out))
-        produced += self._evidence(out, produced, manifest, packages, timings)
-        (out / "CHECKSUM").write_text(checksum_text(produced))
+        produced += self._evidence(out, produced, manifest, packages, timings, digest)
+        (out / "CHECKSUM").write_text(checksum_text(produced, digest))
         if plan.sign_key:
             self._sign(out, plan.sign_key)
 
     def _evidence(self, out: Path, produced: list[Path], manifest: Manifest, packages: list[str],
-                  timings: dict[str, float]) -> list[Path]:
+                  timings: dict[str, float], digest: Digest = sha256_file) -> list[Path]:
         """The SBOM (SPDX 2.3, from the installed package list) and the provenance attestation (in-toto + SLSA),
         both covered by CHECKSUM."""
         import socket
@@ -360,13 +367,13 @@ class Producer:
                                  kickstart_sha256=plan.kickstart_sha256, tool=f"ccis-workbench-{__version__}")
         sbom_path = out / sbom.SBOM_NAME
         sbom_path.write_text(sbom.sbom_json(doc))
-        subjects = {p.name: sha256_file(p) for p in [*produced, sbom_path]}
+        subjects = {p.name: digest(p) for p in [*produced, sbom_path]}
         deps: list[dict[str, Any]] = [{"name": ".treeinfo", "uri": plan.source.location,
                                        "digest": {"sha256": plan.source.treeinfo.sha256},
                                        "annotations": plan.source.treeinfo.identity()}]
         for role, path in (("kernel", plan.source.kernel), ("initrd", plan.source.initrd)):
             if path and Path(path).is_file():
-                deps.append({"name": role, "uri": str(path), "digest": {"sha256": sha256_file(Path(path))}})
+                deps.append({"name": role, "uri": str(path), "digest": {"sha256": digest(Path(path))}})
         st = provenance.statement(subjects=subjects, manifest=manifest.to_dict(), catalog=dict(plan.catalog),
                                   dependencies=deps, started=plan.created, finished=utc_now(),
                                   host=socket.gethostname())

@@ -97,6 +97,80 @@ def sha256_read(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+def _data_ranges(fd: int, size: int, seek: Seek) -> list[tuple[int, int]]:
+    return [(a, b) for a, b, is_data in data_segments(fd, size, seek) if is_data]
+
+
+def same_prefix(a: str | os.PathLike[str], b: str | os.PathLike[str], length: int, *, seek: Seek = os.lseek) -> bool:
+    """Whether the first *length* bytes of *a* and *b* are equal, reading only where one of them has data
+    (holes read as zeros in both): two 10 GiB sparse images are compared by reading their few MB of data."""
+    with open(a, "rb", buffering=0) as fa, open(b, "rb", buffering=0) as fb:
+        if min(os.fstat(fa.fileno()).st_size, os.fstat(fb.fileno()).st_size) < length:
+            return False
+        ranges = sorted(_data_ranges(fa.fileno(), length, seek) + _data_ranges(fb.fileno(), length, seek))
+        pos = 0
+        for start, end in ranges:
+            start = max(start, pos)
+            while start < end:
+                n = min(_CHUNK, end - start)
+                fa.seek(start)
+                fb.seek(start)
+                if fa.read(n) != fb.read(n):
+                    return False
+                start += n
+            pos = max(pos, end)
+    return True
+
+
+class DigestCache:
+    """sha256 of files, each computed once while it stays the same file with the same content: keyed by
+    (path, size, mtime_ns, inode, device), so a file rewritten or replaced since is hashed again.
+
+    A file whose first bytes are another hashed file's whole content (a fixed VHD is the raw image plus a
+    512-byte footer) continues that file's hash instead of hashing those bytes again: the shared prefix is
+    checked first by comparing the two files where they hold data (`same_prefix`). *misses* counts the files
+    actually hashed."""
+
+    _MIN_PREFIX = 1 << 20  # smaller files are cheaper to hash than to compare
+
+    def __init__(self, *, seek: Seek = os.lseek) -> None:
+        self._seek = seek
+        self._states: dict[tuple[str, int, int, int, int], Any] = {}
+        self.misses = 0
+
+    @staticmethod
+    def _key(path: str) -> tuple[str, int, int, int, int]:
+        st = os.stat(path)
+        return (path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+    def __call__(self, path: str | os.PathLike[str]) -> str:
+        return self.sha256(path)
+
+    def sha256(self, path: str | os.PathLike[str]) -> str:
+        name = os.path.abspath(path)
+        key = self._key(name)
+        state = self._states.get(key)
+        if state is None:
+            state = self._hash(name, key[1])
+            self.misses += 1
+            self._states = {k: v for k, v in self._states.items() if k[0] != name}
+            self._states[key] = state
+        return str(state.hexdigest())
+
+    def _hash(self, name: str, size: int) -> Any:
+        for key, state in sorted(self._states.items(), key=lambda kv: -kv[0][1]):
+            other, other_size = key[0], key[1]
+            if other == name or not self._MIN_PREFIX <= other_size <= size:
+                continue
+            try:
+                if self._key(other) != key or not same_prefix(other, name, other_size, seek=self._seek):
+                    continue
+            except OSError:
+                continue
+            return sha256_state(name, state.copy(), start=other_size, seek=self._seek)
+        return sha256_state(name, seek=self._seek)
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str, *, mode: int | None = None) -> Path:
     """Write *text* to *path* through a temporary file in the same folder, renamed into place: a reader sees
     the old file or the whole new one, and a failure (full disk, no permission) leaves nothing behind.
