@@ -8,14 +8,17 @@ import hashlib
 import json
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
 from ccis_workbench.core import provenance
-from ccis_workbench.core.artifacts import Producer
+from ccis_workbench.core.artifacts import ArtifactError, Producer, run_tool
+from ccis_workbench.core.errors import WorkbenchError
 from ccis_workbench.core.files import DigestCache, same_prefix, sha256_file
 from ccis_workbench.core.installsource import from_dir
+from ccis_workbench.core.monitor import RecordingMonitor
 from ccis_workbench.core.plan import PlanOptions, make_plan
 
 from .test_plan import composition, make_tree
@@ -152,3 +155,66 @@ def test_prefix_reuse_checks_the_content(tmp_path: Path) -> None:
     assert cache(other) == full_sha256(other)
     assert cache(same) == full_sha256(same)
     assert sha256_file(same) == full_sha256(same)
+
+
+def converting(argv: list[str]) -> bool:
+    return argv[:2] == ["qemu-img", "convert"]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="conversions run side by side only with 2 cores or more")
+def test_conversions_run_side_by_side_and_stay_sparse(tmp_path: Path, disk: Path) -> None:
+    """Two conversions are running at the same moment (each waits at a barrier for another: run one after the
+    other, the barrier would break), and the raw and fixed VHD outputs keep the disk's holes."""
+    barrier = threading.Barrier(2, timeout=60)
+    folders: list[str] = []
+
+    def run(argv: list[str]) -> str:
+        if converting(argv):
+            folders.append(str(Path(argv[-1]).parent))
+            barrier.wait()
+        return run_tool(argv)
+
+    out = produce(plan_for(tmp_path, [*AWS, "gce-tar"]), disk, run=run)
+    assert not barrier.broken
+    # gce-tar's intermediate disk.raw was made in a work folder of its own, removed afterwards
+    assert any(Path(f).name.endswith("-gce-tar") and Path(f).parent.name == ".work" for f in folders), folders
+    assert not (out / ".work").exists()
+    for name in os.listdir(out):
+        if name.endswith((".raw", ".vhd")):
+            st = (out / name).stat()
+            assert st.st_size >= 64 * MIB
+            assert st.st_blocks * 512 < 16 * MIB, f"{name} lost its holes: {st.st_blocks * 512} bytes allocated"
+    assert {n.rsplit(".", 1)[-1] for n in os.listdir(out)} >= {"raw", "vmdk", "vhd", "gz"}
+
+
+def test_a_failure_while_others_run_leaves_nothing(tmp_path: Path, disk: Path) -> None:
+    """The vmdk conversion fails while the raw one is still to write its output: the raw is waited for, then
+    everything is removed."""
+    failed = threading.Event()
+
+    def run(argv: list[str]) -> str:
+        if converting(argv) and "vmdk" in argv:
+            failed.set()
+            raise ArtifactError("qemu-img failed", "vmdk went wrong")
+        if converting(argv) and "raw" in argv:
+            assert failed.wait(60)
+        return run_tool(argv)
+
+    with pytest.raises(ArtifactError, match="vmdk went wrong"):
+        produce(plan_for(tmp_path, AWS), disk, run=run)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_cancel_during_conversions_leaves_nothing(tmp_path: Path, disk: Path) -> None:
+    monitor = RecordingMonitor()
+
+    def run(argv: list[str]) -> str:
+        out = run_tool(argv)
+        if converting(argv):
+            monitor.cancel_event.set()
+        return out
+
+    with pytest.raises(WorkbenchError, match="cancelled"):
+        produce(plan_for(tmp_path, AWS), disk, run=run, monitor=monitor)
+    assert list((tmp_path / "out").iterdir()) == []
+    assert monitor.stages().count("convert") == 3

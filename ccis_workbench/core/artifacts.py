@@ -18,6 +18,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from ccis_workbench.core.manifest import Manifest
 from ccis_workbench.core.monitor import Monitor
 
 MIB = 1048576
+CONVERTED = ("qcow2", "raw", "vmdk", "vhd", "gce-tar", "vagrant-libvirt", "ova")  # made by qemu-img (and tar)
 Runner = Callable[[list[str]], str]
 Digest = Callable[[Path], str]  # a file's sha256 (hex)
 
@@ -297,21 +299,21 @@ class Producer:
         vsize = qemu_img_virtual_size(str(disk), self.run)
         work = out / ".work"
         work.mkdir()
+        slow = [(i, art) for i, art in enumerate(plan.artifacts) if art.kind in (*CONVERTED, "rootfs-tar")]
+        for _, art in slow:
+            if art.kind == "rootfs-tar" and export is None:
+                raise ArtifactError("No export disk", "rootfs-tar needs the export volume")
+        self._convert_all(out, work, slow, disk, export, vsize, timings)
+        if self.monitor.cancelled():
+            raise WorkbenchError("Cancelled", "artifact conversion cancelled")
         produced: list[Path] = []
         for art in plan.artifacts:
-            if self.monitor.cancelled():
-                raise WorkbenchError("Cancelled", "artifact conversion cancelled")
             dest = out / art.filename
+            if art.kind in (*CONVERTED, "rootfs-tar"):
+                produced.append(dest)
+                continue
             started = time.monotonic()
-            if art.kind in ("qcow2", "raw", "vmdk", "vhd", "gce-tar", "vagrant-libvirt", "ova"):
-                self.monitor.stage("convert", f"{art.kind}: {art.filename}")
-                self._convert(art.kind, disk, dest, work, vsize)
-            elif art.kind == "rootfs-tar":
-                self.monitor.stage("convert", f"rootfs: {art.filename}")
-                if export is None:
-                    raise ArtifactError("No export disk", "rootfs-tar needs the export volume")
-                write_rootfs_xz(export, dest)
-            elif art.kind == "containerfile":
+            if art.kind == "containerfile":
                 rootfs = next(a.filename for a in plan.artifacts if a.kind == "rootfs-tar")
                 dest.write_text(containerfile(rootfs, f"{plan.profile} ({plan.release})"))
             elif art.kind == "kickstart":
@@ -386,6 +388,51 @@ class Producer:
         self.monitor.stage("sign", f"CHECKSUM with key {key}")
         self.run(["gpg", "--batch", "--yes", "--local-user", key, "--armor", "--detach-sign", "--output",
                   str(out / "CHECKSUM.asc"), str(out / "CHECKSUM")])
+
+    def _convert_all(self, out: Path, work: Path, slow: list[tuple[int, Any]], disk: Path, export: Path | None,
+                     vsize: int, timings: dict[str, float]) -> None:
+        """The conversions (and the rootfs repack) at once, as many as there are cores, each in its own work
+        folder. The first failure or a cancel stops what has not started; what runs is waited for (its output
+        lies in the temporary artifact directory, which the caller removes whole)."""
+        if not slow:
+            return
+        took: dict[str, float] = {}
+
+        def one(index: int, art: Any) -> None:
+            dest = out / art.filename
+            began = time.monotonic()
+            if art.kind == "rootfs-tar":
+                if export is None:
+                    raise ArtifactError("No export disk", "rootfs-tar needs the export volume")
+                write_rootfs_xz(export, dest)
+            else:
+                folder = work / f"{index}-{art.kind}"
+                folder.mkdir()
+                self._convert(art.kind, disk, dest, folder, vsize)
+                shutil.rmtree(folder)
+            took[art.filename] = round(time.monotonic() - began, 3)
+
+        workers = max(1, min(len(slow), os.cpu_count() or 1))
+        with futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convert") as pool:
+            pending: set[futures.Future[None]] = set()
+            for index, art in slow:
+                kind = "rootfs" if art.kind == "rootfs-tar" else art.kind
+                self.monitor.stage("convert", f"{kind}: {art.filename}")
+                pending.add(pool.submit(one, index, art))
+            try:
+                while pending:
+                    if self.monitor.cancelled():
+                        raise WorkbenchError("Cancelled", "artifact conversion cancelled")
+                    done, pending = futures.wait(pending, timeout=0.2, return_when=futures.FIRST_EXCEPTION)
+                    for fut in done:
+                        fut.result()
+            except BaseException:
+                for fut in pending:
+                    fut.cancel()
+                futures.wait(pending)
+                raise
+        for _, art in slow:
+            timings[f"artifact:{art.filename}"] = took[art.filename]
 
     def _convert(self, fmt: str, disk: Path, dest: Path, work: Path, vsize: int) -> None:
         if fmt == "vhd" and vsize % MIB:
