@@ -5,16 +5,24 @@ Real qemu-img conversions of a small sparse disk."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
+import tarfile
 import threading
 from pathlib import Path
 
 import pytest
 
 from ccis_workbench.core import provenance
-from ccis_workbench.core.artifacts import ArtifactError, Producer, run_tool
+from ccis_workbench.core.artifacts import (
+    ArtifactError,
+    Producer,
+    make_vhd_reproducible,
+    run_tool,
+    write_rootfs_xz,
+)
 from ccis_workbench.core.errors import WorkbenchError
 from ccis_workbench.core.files import DigestCache, same_prefix, sha256_file
 from ccis_workbench.core.installsource import from_dir
@@ -218,3 +226,122 @@ def test_cancel_during_conversions_leaves_nothing(tmp_path: Path, disk: Path) ->
         produce(plan_for(tmp_path, AWS), disk, run=run, monitor=monitor)
     assert list((tmp_path / "out").iterdir()) == []
     assert monitor.stages().count("convert") == 3
+
+
+EPOCH = 1767225600  # 2026-01-01T00:00:00Z
+
+
+def test_vmdk_and_vhd_are_the_same_bytes_from_two_conversions(
+    tmp_path: Path, disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two builds of the same disk: the vmdk (its CID), the fixed VHD (footer time stamp, UUID, checksum) and
+    the OVA holding a vmdk come out identical, and every tool still reads them and finds the disk's content."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(EPOCH))
+    outs = []
+    for name in ("first", "second"):
+        outs.append(produce(plan_for(tmp_path, [*AWS, "ova"], name), disk))
+    first, second = outs
+    images = sorted(n for n in os.listdir(first) if n.endswith((".raw", ".vmdk", ".vhd", ".ova")))
+    assert len(images) == 4 and images == sorted(
+        n for n in os.listdir(second) if n.endswith((".raw", ".vmdk", ".vhd", ".ova"))
+    )
+    for name in images:
+        assert full_sha256(first / name) == full_sha256(second / name), name
+    vmdk = next(first / n for n in images if n.endswith(".vmdk"))
+    vhd = next(first / n for n in images if n.endswith(".vhd"))
+    subprocess.run(["qemu-img", "check", "-f", "vmdk", str(vmdk)], check=True, capture_output=True)
+    for image, fmt in ((vmdk, "vmdk"), (vhd, "vpc")):
+        same = subprocess.run(
+            ["qemu-img", "compare", "-f", "qcow2", "-F", fmt, str(disk), str(image)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert same.returncode == 0, same.stdout + same.stderr
+        info = json.loads(
+            subprocess.run(
+                ["qemu-img", "info", "--output=json", "-f", fmt, str(image)], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        assert info["virtual-size"] == 64 * MIB
+    descriptor = vmdk.read_bytes()[:4096]
+    assert b"parentCID=ffffffff" in descriptor and b"CID=00000000" not in descriptor
+    footer = vhd.read_bytes()[-512:]
+    assert footer[:8] == b"conectix"
+    assert int.from_bytes(footer[24:28], "big") == EPOCH - 946684800
+    stored = int.from_bytes(footer[64:68], "big")
+    assert stored == ~sum(footer[:64] + bytes(4) + footer[68:]) & 0xFFFFFFFF
+    assert footer[68:84] != bytes(16)
+
+
+def test_vhd_uuid_follows_the_content(tmp_path: Path) -> None:
+    """The same content gives the same footer; other content another UUID; a dynamic VHD's two footers agree."""
+    src = tmp_path / "d.raw"
+    with open(src, "wb") as fh:
+        fh.truncate(8 * MIB)
+        fh.seek(3 * MIB)
+        fh.write(b"one")
+    footers = []
+    for i, change in enumerate((None, None, b"two")):
+        if change:
+            with open(src, "r+b") as fh:
+                fh.seek(3 * MIB)
+                fh.write(change)
+        for sub in ("fixed", "dynamic"):
+            out = tmp_path / f"{i}-{sub}.vhd"
+            subprocess.run(
+                ["qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", f"subformat={sub}", str(src), str(out)],
+                check=True,
+            )
+            make_vhd_reproducible(out, EPOCH)
+            data = out.read_bytes()
+            if sub == "dynamic":
+                assert data[:512] == data[-512:]
+            footers.append(data[-512:])
+    assert footers[0][68:84] == footers[2][68:84] and footers[0] == footers[2]
+    assert footers[1] == footers[3]
+    assert footers[4][68:84] != footers[0][68:84]
+
+
+def export_disk(path: Path, mtime: int, order: list[str]) -> Path:
+    """A raw export disk like the rootfs %post writes: a GNU tar of a small root, then zeros."""
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tf:
+        for name in order:
+            info = tarfile.TarInfo(name)
+            if name.endswith("/"):
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                body = None
+            else:
+                data = f"content of {name}\n".encode()
+                info.size, info.mode = len(data), 0o644
+                body = io.BytesIO(data)
+            info.name = name.rstrip("/")
+            info.mtime = 1000 if name == "etc/old" else mtime
+            info.uid, info.gid, info.uname, info.gname = 1001, 1002, "builder", "wheel"
+            tf.addfile(info, body)
+    with open(path, "r+b") as fh:
+        fh.seek(0, 2)
+        fh.truncate(fh.tell() + 4 * MIB)
+    return path
+
+
+def test_rootfs_tar_is_the_same_bytes_from_two_exports_made_at_other_times(tmp_path: Path) -> None:
+    order = ["etc/", "etc/os-release", "etc/old", "bin/", "bin/sh", "aaa"]
+    a = export_disk(tmp_path / "a.raw", EPOCH + 5000, order)
+    b = export_disk(tmp_path / "b.raw", EPOCH + 99999, order)
+    assert a.read_bytes() != b.read_bytes()
+    write_rootfs_xz(a, tmp_path / "a.tar.xz", EPOCH)
+    write_rootfs_xz(b, tmp_path / "b.tar.xz", EPOCH)
+    assert (tmp_path / "a.tar.xz").read_bytes() == (tmp_path / "b.tar.xz").read_bytes()
+    with tarfile.open(tmp_path / "a.tar.xz", "r:xz") as tf:
+        members = tf.getmembers()
+        assert [m.name for m in members] == [n.rstrip("/") for n in order]  # the stored order, not sorted
+        assert {(m.uid, m.gid, m.uname, m.gname) for m in members} == {(1001, 1002, "builder", "wheel")}
+        assert {m.name: m.mtime for m in members}["etc/old"] == 1000  # older than the epoch: kept
+        assert {m.mtime for m in members if m.name != "etc/old"} == {EPOCH}
+        sh = tf.extractfile("bin/sh")
+        assert sh is not None and sh.read() == b"content of bin/sh\n"
+    listing = subprocess.run(
+        ["tar", "-tJvf", str(tmp_path / "a.tar.xz")], capture_output=True, text=True, check=True
+    ).stdout
+    assert "builder/wheel" in listing and "bin/sh" in listing

@@ -8,15 +8,19 @@ nothing half-written (docs/architecture.md, "Artifacts").
 
 from __future__ import annotations
 
+import hashlib
 import json
 import lzma
 import os
 import platform
+import re
 import shutil
+import struct
 import subprocess
 import tarfile
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -25,7 +29,7 @@ from typing import Any
 
 from ccis_workbench import __version__
 from ccis_workbench.core.errors import WorkbenchError
-from ccis_workbench.core.files import DigestCache, sha256_file
+from ccis_workbench.core.files import DigestCache, nonzero_sha256, sha256_file
 from ccis_workbench.core.manifest import Manifest
 from ccis_workbench.core.monitor import Monitor
 
@@ -214,21 +218,89 @@ def tar_end(path: Path) -> int:
         return tf.offset + 1024  # tarfile.offset is after the last member; two zero blocks end an archive
 
 
-def write_rootfs_xz(export: Path, dest: Path) -> None:
-    """Copy the tar at the start of the export disk into *dest* as .tar.xz (the zeros after it are dropped)."""
+def write_rootfs_xz(export: Path, dest: Path, epoch: int = 0) -> None:
+    """The tar at the start of the export disk, repacked into *dest* as .tar.xz (the zeros after it dropped):
+    members in their stored order, with their stored owners (uid/gid/uname/gname), modes and content, and every
+    time clamped to *epoch* (SOURCE_DATE_EPOCH), so that two builds of the same root give the same bytes."""
     try:
-        end = tar_end(export)
+        tar_end(export)
     except tarfile.TarError as exc:
         raise ArtifactError("No root filesystem tar on the export disk", str(exc),
                             hint="the rootfs %post (added by the plan) did not run: see installer.log") from None
-    left = end
-    with open(export, "rb") as fin, lzma.open(dest, "wb", preset=6) as fout:
-        while left > 0:
-            chunk = fin.read(min(MIB, left))
-            if not chunk:
-                break
-            fout.write(chunk)
-            left -= len(chunk)
+    try:
+        with tarfile.open(export, "r|") as fin, lzma.open(dest, "wb", preset=6) as xz, \
+                tarfile.open(fileobj=xz, mode="w|", format=tarfile.PAX_FORMAT) as fout:
+            for member in fin:
+                copy = member.replace(mtime=min(int(member.mtime), epoch), deep=True)
+                copy.pax_headers = {k: v for k, v in member.pax_headers.items() if k not in ("atime", "ctime", "mtime")}
+                fout.addfile(copy, fin.extractfile(member) if member.isreg() else None)
+    except tarfile.TarError as exc:
+        raise ArtifactError("Unreadable root filesystem tar on the export disk", str(exc), file=str(export)) from None
+
+
+VHD_TIME_ZERO = 946684800  # 2000-01-01T00:00:00Z: VHD footers count seconds from there
+
+
+def vhd_footer(footer: bytes, epoch: int, disk_uuid: bytes) -> bytes:
+    """A VHD footer (512 bytes) with its time stamp set to *epoch* (clamped to what the field holds), its UUID
+    to *disk_uuid*, and its checksum (one's complement of the byte sum without the checksum field) redone."""
+    if len(footer) != 512 or footer[:8] != b"conectix":
+        raise ArtifactError("Not a VHD", "the last 512 bytes are not a VHD footer (no 'conectix' cookie)")
+    out = bytearray(footer)
+    out[24:28] = struct.pack(">I", max(0, min(epoch - VHD_TIME_ZERO, 0xFFFFFFFF)))
+    out[68:84] = disk_uuid
+    out[64:68] = bytes(4)
+    out[64:68] = struct.pack(">I", ~sum(out) & 0xFFFFFFFF)
+    return bytes(out)
+
+
+def make_vhd_reproducible(path: Path, epoch: int) -> None:
+    """Replace what qemu-img puts in a VHD footer from the clock and a random source (creation time, UUID) by
+    values from SOURCE_DATE_EPOCH and the disk's content: the UUID is made from a digest of the file's non-zero
+    data taken with the footer's UUID zeroed. A dynamic VHD's copy of the footer at the start gets the same
+    bytes."""
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:
+        fh.seek(0)
+        dynamic = size > 1024 and fh.read(8) == b"conectix"
+        fh.seek(size - 512)
+        footer = fh.read(512)
+
+        def put(new: bytes) -> None:
+            for where in (0, size - 512) if dynamic else (size - 512,):
+                fh.seek(where)
+                fh.write(new)
+            fh.flush()
+
+        put(vhd_footer(footer, epoch, bytes(16)))
+        disk_uuid = uuid.UUID(bytes=nonzero_sha256(path, size - 512)[:16], version=5).bytes
+        put(vhd_footer(footer, epoch, disk_uuid))
+
+
+_CID = re.compile(rb"^CID=([0-9a-fA-F]{8})$", re.M)
+
+
+def make_vmdk_reproducible(path: Path, epoch: int) -> None:
+    """Replace the random content ID (CID) in a monolithic VMDK's descriptor by one made from the file's content
+    and *epoch* (parentCID stays ffffffff: no parent)."""
+    with open(path, "r+b") as fh:
+        head = fh.read(512)
+        if head[:4] != b"KDMV":
+            raise ArtifactError("Not a VMDK", f"{path.name} has no sparse extent header (KDMV)")
+        offset, length = struct.unpack("<QQ", head[28:44])
+        fh.seek(offset * 512)
+        descriptor = fh.read(length * 512)
+        found = _CID.search(descriptor)
+        if not found or b"parentCID=ffffffff" not in descriptor:
+            raise ArtifactError("Unexpected VMDK descriptor", f"{path.name}: no CID line or a parent")
+        fh.seek(offset * 512 + found.start(1))
+        fh.write(b"00000000")
+    content = sha256_file(path)
+    cid = hashlib.sha256(f"{epoch}:{content}".encode()).hexdigest()[:8]
+    cid = "fffffffe" if cid == "ffffffff" else cid
+    with open(path, "r+b") as fh:
+        fh.seek(offset * 512 + found.start(1))
+        fh.write(cid.encode())
 
 
 def containerfile(rootfs_name: str, title: str) -> str:
@@ -404,7 +476,7 @@ class Producer:
             if art.kind == "rootfs-tar":
                 if export is None:
                     raise ArtifactError("No export disk", "rootfs-tar needs the export volume")
-                write_rootfs_xz(export, dest)
+                write_rootfs_xz(export, dest, source_date_epoch(self.plan))
             else:
                 folder = work / f"{index}-{art.kind}"
                 folder.mkdir()
@@ -444,10 +516,12 @@ class Producer:
         if fmt == "vagrant-libvirt":
             (work / "metadata.json").write_text(json.dumps(vagrant_metadata(vsize)) + "\n")
             (work / "Vagrantfile").write_text(VAGRANTFILE)
-        cmds = commands_for(fmt, str(disk), str(dest), str(work), source_date_epoch(self.plan))
+        epoch = source_date_epoch(self.plan)
+        cmds = commands_for(fmt, str(disk), str(dest), str(work), epoch)
         if fmt == "ova":
             self.run(cmds[0])
             vmdk = work / "disk1.vmdk"
+            make_vmdk_reproducible(vmdk, epoch)
             ovf = ovf_descriptor(self.plan.name, vmdk.name, vmdk.stat().st_size, vsize,
                                  self.plan.options.memory_mb, self.plan.options.vcpus)
             (work / "image.ovf").write_text(ovf)
@@ -457,6 +531,10 @@ class Producer:
         else:
             for c in cmds:
                 self.run(c)
+        if fmt == "vmdk":
+            make_vmdk_reproducible(dest, epoch)
+        elif fmt == "vhd":
+            make_vhd_reproducible(dest, epoch)
         for leftover in ("disk.raw", "box.img", "disk1.vmdk", "image.ovf", "image.mf", "padded.raw",
                          "metadata.json", "Vagrantfile"):
             (work / leftover).unlink(missing_ok=True)
