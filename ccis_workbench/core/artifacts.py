@@ -328,12 +328,14 @@ class Producer:
     """Produces one build's artifact directory from the downloaded disk (and export disk).
 
     Each file is hashed once per build (a `DigestCache` shared by the manifest, the provenance subjects and
-    CHECKSUM) unless *digest* gives another way to hash a file."""
+    CHECKSUM) unless *digest* gives another way to hash a file. Conversions run side by side, at most *jobs* at
+    once (None: os.cpu_count())."""
 
     plan: Any  # BuildPlan
     monitor: Monitor = field(default_factory=Monitor)
     run: Runner = run_tool
     digest: Digest | None = None
+    jobs: int | None = None
 
     def produce(self, disk: Path, *, export: Path | None, console_log: str, installer_log: str,
                 packages: list[str], timings: dict[str, float], extra_manifest: dict[str, Any] | None = None) -> Path:
@@ -484,7 +486,7 @@ class Producer:
                 shutil.rmtree(folder)
             took[art.filename] = round(time.monotonic() - began, 3)
 
-        workers = max(1, min(len(slow), os.cpu_count() or 1))
+        workers = max(1, min(len(slow), self.jobs or os.cpu_count() or 1))
         with futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convert") as pool:
             pending: set[futures.Future[None]] = set()
             for index, art in slow:
