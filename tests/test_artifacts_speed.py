@@ -20,6 +20,7 @@ from ccis_workbench.core.artifacts import (
     ArtifactError,
     Producer,
     make_vhd_reproducible,
+    make_vmdk_reproducible,
     run_tool,
     write_rootfs_xz,
 )
@@ -345,3 +346,27 @@ def test_rootfs_tar_is_the_same_bytes_from_two_exports_made_at_other_times(tmp_p
         ["tar", "-tJvf", str(tmp_path / "a.tar.xz")], capture_output=True, text=True, check=True
     ).stdout
     assert "builder/wheel" in listing and "bin/sh" in listing
+
+
+def test_vmdk_cid_written_without_leading_zeros(tmp_path: Path, disk: Path) -> None:
+    """qemu-img writes the CID as %x: a small random one is shorter than 8 digits (CID=7a2f0c1). Such a
+    descriptor is handled too, and the result is the same as from a full-length CID."""
+    results = []
+    for short in (b"CID=7a2f0c1", b"CID=1"):
+        vmdk = tmp_path / "d.vmdk"
+        subprocess.run(
+            ["qemu-img", "convert", "-O", "vmdk", "-o", "subformat=streamOptimized", str(disk), str(vmdk)], check=True
+        )
+        data = bytearray(vmdk.read_bytes())
+        offset, length = (int.from_bytes(data[i : i + 8], "little") * 512 for i in (28, 36))
+        text = bytes(data[offset : offset + length]).split(b"\0", 1)[0]
+        at = text.index(b"\nCID=") + 1
+        text = text[:at] + short + text[text.index(b"\n", at) :]
+        data[offset : offset + length] = text + bytes(length - len(text))  # the descriptor keeps its space
+        vmdk.write_bytes(bytes(data))
+        assert subprocess.run(["qemu-img", "info", str(vmdk)], capture_output=True, check=False).returncode == 0
+        make_vmdk_reproducible(vmdk, EPOCH)
+        subprocess.run(["qemu-img", "check", "-f", "vmdk", str(vmdk)], check=True, capture_output=True)
+        results.append(full_sha256(vmdk))
+        vmdk.unlink()
+    assert results[0] == results[1]

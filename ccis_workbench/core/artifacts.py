@@ -277,30 +277,34 @@ def make_vhd_reproducible(path: Path, epoch: int) -> None:
         put(vhd_footer(footer, epoch, disk_uuid))
 
 
-_CID = re.compile(rb"^CID=([0-9a-fA-F]{8})$", re.M)
+_CID = re.compile(rb"^CID=[0-9a-fA-F]{1,8}$", re.M)  # qemu-img writes it without leading zeros
 
 
 def make_vmdk_reproducible(path: Path, epoch: int) -> None:
     """Replace the random content ID (CID) in a monolithic VMDK's descriptor by one made from the file's content
-    and *epoch* (parentCID stays ffffffff: no parent)."""
+    and *epoch* (parentCID stays ffffffff: no parent). The descriptor keeps its place and length (zero-padded)."""
     with open(path, "r+b") as fh:
         head = fh.read(512)
         if head[:4] != b"KDMV":
             raise ArtifactError("Not a VMDK", f"{path.name} has no sparse extent header (KDMV)")
         offset, length = struct.unpack("<QQ", head[28:44])
         fh.seek(offset * 512)
-        descriptor = fh.read(length * 512)
-        found = _CID.search(descriptor)
-        if not found or b"parentCID=ffffffff" not in descriptor:
-            raise ArtifactError("Unexpected VMDK descriptor", f"{path.name}: no CID line or a parent")
-        fh.seek(offset * 512 + found.start(1))
-        fh.write(b"00000000")
-    content = sha256_file(path)
-    cid = hashlib.sha256(f"{epoch}:{content}".encode()).hexdigest()[:8]
-    cid = "fffffffe" if cid == "ffffffff" else cid
-    with open(path, "r+b") as fh:
-        fh.seek(offset * 512 + found.start(1))
-        fh.write(cid.encode())
+        region = fh.read(length * 512)
+        text = region.split(b"\0", 1)[0]
+        if len(_CID.findall(text)) != 1 or b"parentCID=ffffffff" not in text:
+            raise ArtifactError("Unexpected VMDK descriptor", f"{path.name}: no CID line, or a parent")
+
+        def put(cid: str) -> None:
+            new = _CID.sub(b"CID=" + cid.encode(), text)
+            fh.seek(offset * 512)
+            fh.write(new + bytes(len(region) - len(new)))
+            fh.flush()
+
+        if len(text) + 8 > len(region):
+            raise ArtifactError("Unexpected VMDK descriptor", f"{path.name}: the descriptor fills its space")
+        put("00000000")
+        cid = hashlib.sha256(f"{epoch}:{sha256_file(path)}".encode()).hexdigest()[:8]
+        put("fffffffe" if cid == "ffffffff" else cid)
 
 
 def containerfile(rootfs_name: str, title: str) -> str:
