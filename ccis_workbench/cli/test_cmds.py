@@ -61,9 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help=f"seconds to wait for the login prompt ({setting_default('login_timeout')})")
     p.add_argument("--inactivity-timeout", type=float, metavar="S",
                    help=f"seconds of console silence before giving up ({setting_default('inactivity_timeout')})")
-    p.add_argument("--firmware", choices=("bios", "uefi"), default="bios",
-                   help="boot with SeaBIOS (default) or UEFI (OVMF on the q35 machine; the image needs an EFI "
-                        "system partition)")
+    p.add_argument("--firmware", choices=("auto", "bios", "uefi", "both"), default="auto",
+                   help="boot with SeaBIOS, UEFI (OVMF on the q35 machine; the image needs an EFI system partition) "
+                        "or both, one after the other (passes only if both pass); default auto: what the target "
+                        "claims for the release (its `firmware:` in the catalog; BIOS when it claims nothing)")
     p.add_argument("--keyring", metavar="FILE",
                    help="OpenPGP keyring the image's signed CHECKSUM is verified against (the report notes the result)")
     p.add_argument("--keep-on-failure", action="store_true",
@@ -206,16 +207,19 @@ def _boot_test(args: argparse.Namespace, monitor: Any, stopped: Any) -> int:
                                         container_runner=args.container_runner, workdir=args.workdir,
                                         keyring=args.keyring, firmware=args.firmware)
     if args.plan:
-        from ccis_workbench.flows.test import plan_test
+        from ccis_workbench.flows.test import plan_tests
 
-        plan = plan_test(setup, request)
+        plans = plan_tests(setup, request)
+        plan = plans[0]
         if args.json:
-            emit_json(plan.to_dict() if plan is not None else {"container": True, "checks": setup.plan.to_dict()})
+            emit_json(plan.to_dict() if plan is not None and len(plans) == 1 else
+                      {"firmwares": [p.to_dict() for p in plans]} if plan is not None else
+                      {"container": True, "checks": setup.plan.to_dict()})
         elif plan is None:
             sys.stdout.write("container image: nothing boots; the checks run in podman or a chroot\n\n"
                              + render_plan(setup.plan))
         else:
-            sys.stdout.write(plan.render_text())
+            sys.stdout.write("\n".join(p.render_text() for p in plans))
         return 0
     result = run_test(setup, request, monitor)
     if is_cancelled(result):

@@ -107,7 +107,10 @@ TARGET_SCHEMA = dict(_LAYER_FIELDS, **{
     "seed": Field(str, default="nocloud", choices=SEEDS),
     "default_user": Field(str, pattern=r"[a-z_][a-z0-9_-]*"),
     "fidelity": Field(list, default=list, items=dict, doc="the fidelity ledger (core/ledger.py), checked there"),
+    "firmware": Field(dict, default=dict, doc="release -> [bios, uefi]: what the image boots with (default bios)"),
 })
+#: The firmwares a target may claim per release (`firmware:` in its YAML).
+FIRMWARES = ("bios", "uefi")
 
 OVERLAY_SCHEMA = dict(_LAYER_FIELDS, **{
     "requires": Field(list, default=list, items=str, pattern=NAME),
@@ -166,6 +169,32 @@ def make_check(c: dict[str, Any], origin: Origin) -> Check:
 def _checks(items: list[Any], raw: Any, rel: str, layer: str) -> list[Check]:
     return [make_check(c, Origin(layer, rel, raw.line_of(i) if isinstance(raw, LineList) else 0))
             for i, c in enumerate(items)]
+
+
+def _firmware_claims(raw: Any, releases: list[str], rel: str) -> dict[str, list[str]]:
+    """A target's `firmware:` mapping (release -> [bios, uefi]), checked: releases the target supports, known
+    firmwares, no repeats, not empty. A release it does not name boots with BIOS only."""
+    if raw is None:
+        return {}
+    out: dict[str, list[str]] = {}
+    for release, value in raw.items():
+        line = raw.line_of(release) if isinstance(raw, LineDict) else 0
+        if release not in releases:
+            raise CatalogError("Invalid value", f"firmware: {release!r} is not a release of this target", file=rel,
+                               line=line, hint=f"name one of: {', '.join(releases)}")
+        if not isinstance(value, list) or not value:
+            raise CatalogError("Invalid value", f"firmware: {release}: give a list such as [bios, uefi]", file=rel,
+                               line=line, hint=f"one or more of: {', '.join(FIRMWARES)}")
+        for i, fw in enumerate(value):
+            fw_line = value.line_of(i) if isinstance(value, LineList) else line
+            if fw not in FIRMWARES:
+                raise CatalogError("Invalid value", f"firmware: {release}: unknown firmware {fw!r}", file=rel,
+                                   line=fw_line, hint=f"one or more of: {', '.join(FIRMWARES)}")
+            if fw in value[:i]:
+                raise CatalogError("Invalid value", f"firmware: {release}: {fw} is named twice", file=rel,
+                                   line=fw_line, hint="name each firmware once")
+        out[str(release)] = [str(fw) for fw in value]
+    return out
 
 
 _PROFILE_NAME_HINT = ("a profile name has letters, digits, '.', '_' and '-' only, and does not start with '-' or '.' "
@@ -319,7 +348,8 @@ class Catalog:
         if kind == "target":
             target = Target(**common, agent=d["agent"], datasources=d["datasources"], formats=d["formats"],
                             seed=d["seed"], default_user=d["default_user"],
-                            fidelity=ledger.parse_target_ledger(raw.get("fidelity"), rel, label, RELEASES))
+                            fidelity=ledger.parse_target_ledger(raw.get("fidelity"), rel, label, RELEASES),
+                            firmware=_firmware_claims(raw.get("firmware"), d["releases"], rel))
             for chk in target.checks:
                 if target.context not in chk.runs_in:
                     raise CatalogError(

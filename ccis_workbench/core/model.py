@@ -117,6 +117,12 @@ class Target(LayerSpec):
     default_user: str | None = None
     #: the fidelity ledger: core.ledger.LedgerEntry per release (the official kickstart followed, differences)
     fidelity: list[Any] = field(default_factory=list)
+    #: release -> the firmwares its official image boots with ("bios", "uefi"); a release not named: BIOS only
+    firmware: dict[str, list[str]] = field(default_factory=dict)
+
+    def firmwares(self, release: str) -> list[str]:
+        """The firmwares the target's image on *release* claims to boot with (boot-test's default)."""
+        return list(self.firmware.get(release) or ["bios"])
 
     @property
     def context(self) -> str:

@@ -26,6 +26,7 @@ ENDINGS = {
     "crashed": "the guest crashed or stopped",
     "console-lost": "the serial console stopped answering",
     "cancelled": "cancelled by the user",
+    "no-uefi-boot": "UEFI firmware found no boot loader on the image (no EFI system partition)",
     "error": "the boot test could not run",
 }
 STATUSES = ("passed", "failed", "error", "skipped")
@@ -82,6 +83,11 @@ class BootTestResult:
     context: str = "vm"
     #: the image is a rehearsal image (its build manifest's typed `rehearsal` field): a busybox system, not CentOS
     rehearsal: bool = False
+    #: the firmware the guest booted with ("bios" or "uefi"; "" for a container check)
+    firmware: str = ""
+    #: a run with several firmwares (`boot-test --firmware both`): one entry per firmware (firmware, passed, ending,
+    #: ending_message, counts, times), its checks are in *checks* with ids prefixed "FIRMWARE/"
+    sections: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -196,6 +202,8 @@ def render_summary(result: BootTestResult, *, width: int = 118, output_lines: in
         lines.insert(0, f"{REHEARSAL_LABEL}: this image is the busybox rehearsal system, not CentOS")
     if result.context == "container" and result.domain_type:
         lines.append(f"  runner: {result.domain_type}")
+    if result.firmware and not result.sections:
+        lines.append(f"  firmware: {result.firmware}")
     if result.ending != "completed":
         lines.append(f"  ending: {result.ending}: {result.ending_message}")
     times = []
@@ -219,9 +227,23 @@ def render_summary(result: BootTestResult, *, width: int = 118, output_lines: in
     for n in result.notes:
         lines.append(f"  note: {n}")
     lines.append("")
-    for r in result.checks:
-        mark = {"passed": "PASS", "failed": "FAIL", "error": "NRUN", "skipped": "SKIP"}[r.status]
-        lines.append(f"  {mark}  {r.id:40} {r.duration:6.1f} s  {r.description[:width - 62]}")
+    marks = {"passed": "PASS", "failed": "FAIL", "error": "NRUN", "skipped": "SKIP"}
+    for section in result.sections:
+        fw = section["firmware"]
+        sc = section["counts"]
+        lines.append(f"== firmware {fw}: {'PASSED' if section['passed'] else 'FAILED'}: {sc['passed']} passed, "
+                     f"{sc['failed']} failed, {sc['error']} not run, {sc['skipped']} skipped")
+        if section["ending"] != "completed":
+            lines.append(f"  ending: {section['ending']}: {section['ending_message']}")
+        if section.get("boot_to_login") is not None:
+            lines.append(f"  boot to login prompt {section['boot_to_login']:.1f} s, "
+                         f"total {section['total_time']:.1f} s")
+        for r in result.checks:
+            if r.id.startswith(f"{fw}/"):
+                lines.append(f"  {marks[r.status]}  {r.id:40} {r.duration:6.1f} s  {r.description[:width - 62]}")
+        lines.append("")
+    for r in result.checks if not result.sections else []:
+        lines.append(f"  {marks[r.status]}  {r.id:40} {r.duration:6.1f} s  {r.description[:width - 62]}")
     failed = [r for r in result.checks if r.status == "failed"]
     for r in failed:
         lines += ["", f"FAILED {r.id} ({r.origin or r.group})", f"  {r.description}", f"  $ {r.command}",

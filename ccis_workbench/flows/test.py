@@ -10,6 +10,7 @@ choice; never a text search.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,7 +153,9 @@ class BootRequest:
     workdir: str | None = None
     run_id: str | None = None  # None: a new one
     keyring: str | None = None  # the keyring the image's signed CHECKSUM is verified against (report note)
-    firmware: str = "bios"  # bios | uefi (OVMF found on this host; for a remote URI, give firmware_path)
+    #: auto (what the target claims for the release) | bios | uefi | both (OVMF found on this host; for a remote
+    #: URI, give firmware_path)
+    firmware: str = "auto"
     firmware_path: str | None = None
 
     @classmethod
@@ -165,13 +168,41 @@ class BootRequest:
         return cls(**values)
 
 
-def boot_options(setup: TestSetup, request: BootRequest) -> Any:
-    """The backend's BootTestOptions for *setup* (None for a container image: nothing boots). Imports the
-    libvirt backend only for disks."""
+#: `boot-test --firmware`: auto is what the target claims for the release (its `firmware:` in the catalog)
+FIRMWARE_CHOICES = ("auto", "bios", "uefi", "both")
+
+
+def firmwares_for(setup: TestSetup, request: BootRequest) -> tuple[list[str], str]:
+    """The firmwares to boot with, in order, and why: the request's, or (auto) the target's claim."""
+    fw = request.firmware
+    if fw == "both":
+        return ["bios", "uefi"], "--firmware both"
+    if fw in ("bios", "uefi"):
+        return [fw], f"--firmware {fw}"
+    if fw != "auto":
+        raise WorkbenchError("Unknown firmware", repr(fw), hint=f"choose {', '.join(FIRMWARE_CHOICES)}")
+    target = setup.comp.target
+    if target is None:
+        return ["bios"], "no target: BIOS"
+    release = setup.comp.release.name
+    claim = target.firmwares(release)
+    return claim, f"what target {target.name} claims on {release}"
+
+
+def is_container(setup: TestSetup) -> bool:
+    """Whether *setup*'s image is a container rootfs (checked without booting, so without firmware)."""
     from ccis_workbench.backends.artifact_test import check_kind
 
-    if check_kind(setup.image, setup.plan, setup.label) == "rootfs":
+    return check_kind(setup.image, setup.plan, setup.label) == "rootfs"
+
+
+def boot_options(setup: TestSetup, request: BootRequest) -> Any:
+    """The backend's BootTestOptions for *setup* (None for a container image: nothing boots) with the request's
+    one firmware (bios or uefi; auto: the first the target claims). Imports the libvirt backend only for disks."""
+    if is_container(setup):
         return None
+    if request.firmware not in ("bios", "uefi"):
+        request = dataclasses.replace(request, firmware=firmwares_for(setup, request)[0][0])
     from ccis_workbench.core.boottest_plan import find_ovmf
     from ccis_workbench.flows.build import libvirt_backend
 
@@ -187,7 +218,7 @@ def boot_options(setup: TestSetup, request: BootRequest) -> Any:
 
 def plan_test(setup: TestSetup, request: BootRequest) -> Any:
     """What the boot test would do (core.boottest_plan.BootTestPlan: domain XML, volumes, seed, checks), without
-    booting; None for a container image (nothing boots)."""
+    booting, with the request's first firmware (plan_tests: one per firmware); None for a container image."""
     from ccis_workbench.core.boottest_plan import plan_boot_test
     from ccis_workbench.flows.build import known_kvm_works, kvm_device_usable
 
@@ -199,8 +230,68 @@ def plan_test(setup: TestSetup, request: BootRequest) -> Any:
                           kvm_works=known_kvm_works(request.uri) if kvm and request.accel == "auto" else None)
 
 
+def plan_tests(setup: TestSetup, request: BootRequest) -> list[Any]:
+    """One plan per firmware the test boots with ([None] for a container image)."""
+    if is_container(setup):
+        return [None]
+    return [plan_test(setup, dataclasses.replace(request, firmware=fw)) for fw in firmwares_for(setup, request)[0]]
+
+
 def run_test(setup: TestSetup, request: BootRequest, monitor: Monitor) -> Any:
-    """Boot a disk (or check a container image) and run the checks; a BootTestResult."""
+    """Boot a disk with each firmware the request names (auto: the target's claim), one after the other, each in
+    its own domain, or check a container image; one BootTestResult. With several firmwares it has one section
+    per firmware, passes only if every boot passed, and its ending names the firmware that failed."""
+    if is_container(setup):
+        return _run_one(setup, request, monitor)
+    firmwares, why = firmwares_for(setup, request)
+    runs: list[tuple[str, Any]] = []
+    for fw in firmwares:
+        if runs:
+            monitor.note("info", f"boot test with firmware {fw} ({why})")
+        result = _run_one(setup, dataclasses.replace(request, firmware=fw), monitor)
+        result.firmware = fw
+        runs.append((fw, result))
+        if is_cancelled(result):
+            break
+    if len(runs) == 1:
+        runs[0][1].notes.insert(0, f"firmware {firmwares[0]} ({why})")
+        return runs[0][1]
+    return combine_firmware_runs(runs, why)
+
+
+def combine_firmware_runs(runs: list[tuple[str, Any]], why: str = "") -> Any:
+    """One BootTestResult of the runs of one image with several firmwares: checks prefixed "FIRMWARE/", one
+    section per firmware, the ending of the first that did not complete, a message naming every firmware that
+    failed."""
+    first = runs[0][1]
+    failed = [(fw, r) for fw, r in runs if not r.passed]
+    cancelled = next((r for _, r in runs if is_cancelled(r)), None)
+    if cancelled is not None:
+        ending, message = "cancelled", cancelled.ending_message
+    elif not failed:
+        ending, message = "completed", f"every check ran with each firmware ({', '.join(fw for fw, _ in runs)})"
+    else:
+        ending = next((r.ending for _, r in failed if r.ending != "completed"), "completed")
+        message = f"FAILED with {' and '.join(fw for fw, _ in failed)}: " + "; ".join(
+            f"{fw}: {r.ending_message if r.ending != 'completed' else 'a check failed'}" for fw, r in failed)
+    notes: list[str] = [f"firmware {' + '.join(fw for fw, _ in runs)} ({why}): one boot each, in its own domain"]
+    for _, r in runs:
+        notes += [n for n in r.notes if n not in notes]
+    sections = [{"firmware": fw, "passed": r.passed, "ending": r.ending, "ending_message": r.ending_message,
+                 "counts": r.counts(), "domain": r.domain, "boot_to_login": r.boot_to_login,
+                 "total_time": r.total_time, "run_id": r.run_id} for fw, r in runs]
+    return dataclasses.replace(
+        first, domain=", ".join(r.domain for _, r in runs if r.domain), ending=ending, ending_message=message,
+        boot_to_login=None, login_time=None, checks_time=None, total_time=sum(r.total_time for _, r in runs),
+        timings={fw: r.timings for fw, r in runs},
+        checks=[dataclasses.replace(c, id=f"{fw}/{c.id}") for fw, r in runs for c in r.checks],
+        console_log="".join(f"===== firmware {fw} =====\n{r.console_log}\n" for fw, r in runs),
+        kept_domain=next((r.kept_domain for _, r in runs if r.kept_domain), None),
+        kept_credentials=next((r.kept_credentials for _, r in runs if r.kept_credentials), None),
+        notes=notes, firmware="+".join(fw for fw, _ in runs), sections=sections)
+
+
+def _run_one(setup: TestSetup, request: BootRequest, monitor: Monitor) -> Any:
     from ccis_workbench.backends.artifact_test import run_artifact_test
     from ccis_workbench.backends.container_test import ContainerTestOptions
 
