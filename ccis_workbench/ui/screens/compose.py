@@ -7,7 +7,6 @@ import re
 import threading
 from typing import TYPE_CHECKING, Any
 
-from rich.syntax import Syntax
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -93,6 +92,8 @@ class ComposeScreen(Screen[None]):
         self._profile_yaml = ""
         #: the last text searched for in the preview (`/` offers it again)
         self.last_search = ""
+        #: whether save was available when the bindings were last refreshed (None: not yet)
+        self._could_save: bool | None = None
 
     @property
     def profile_yaml_text(self) -> str:
@@ -122,13 +123,15 @@ class ComposeScreen(Screen[None]):
         imports pykickstart)."""
         if self.wb_app.first_frame_drawn():
             return
+        # The catalog loads (and its first choice composes) in a worker while the chooser and the tabs mount.
+        self.load_catalog()
         # The chooser is disabled until the catalog is loaded: its lists are empty until then, so keys typed at
         # once (Tab Tab Space) would skip the empty overlay list and land in a field further down.
         await self.query_one("#body", Horizontal).mount_all([Sidebar(id="sidebar", disabled=True),
                                                              MainArea(id="main")])
-        self.query_one("#kickstart", KickstartView).loading = True
+        if self.workbench is None:
+            self.query_one("#kickstart", KickstartView).loading = True
         self.update_status()
-        self.load_catalog()
 
     # -- workers (they only post messages) ---------------------------------------------------------------------
 
@@ -138,9 +141,32 @@ class ComposeScreen(Screen[None]):
         from ccis_workbench.ui.engine import Workbench
 
         try:
-            self.post_message(CatalogLoaded(Workbench(self.wb_app.catalog_root)))
+            workbench = Workbench(self.wb_app.catalog_root)
         except WorkbenchError as exc:
             self.post_message(CatalogFailed(exc))
+            return
+        if self.choice is None:
+            # The first start: compose the choice the screen is about to show, here, before the screen hears of
+            # the catalog (the preview's request then finds it in the workbench's cache). On the UI thread's side
+            # this is the quiet time after mounting; composing after the message, the worker and the chooser's
+            # first styling and painting took turns at the GIL.
+            self._warm(workbench)
+        self.post_message(CatalogLoaded(workbench))
+
+    def _warm(self, workbench: Workbench) -> None:
+        """Compose the first choice (see load_catalog) into *workbench*'s cache; errors are left for the
+        preview's own request to report."""
+        from ccis_workbench.core.errors import WorkbenchError
+        from ccis_workbench.ui.engine import Choice
+
+        try:
+            ch = workbench.default_choice()
+            if self.initial_profile:
+                ch = Choice.from_profile(workbench.catalog.load_profile(self.initial_profile))
+            workbench.preview(ch)
+            workbench.overlay_states(ch)
+        except WorkbenchError:
+            pass
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="compose", description="compose the choice")
     def analyse(self, generation: int, workbench: Workbench, ch: Choice, diff_mode: str, diff_file: str | None,
@@ -190,6 +216,7 @@ class ComposeScreen(Screen[None]):
 
         reloading = self.workbench is not None
         self.workbench = message.workbench
+        self._could_save = None  # the next preview refreshes the bindings (review depends on the catalog too)
         sidebar = self.query_one("#sidebar", Sidebar)
         if sidebar.disabled:
             sidebar.disabled = False
@@ -523,7 +550,12 @@ class ComposeScreen(Screen[None]):
         self._profile_yaml = message.profile_yaml
         self.show_profile()
         self.update_status()
-        self.refresh_bindings()
+        # The footer is rebuilt on every refresh_bindings (all its keys unmounted and mounted again): only when
+        # what check_action reads (save: does the choice compose) changed, not on every keystroke's preview.
+        can_save = a.error is None
+        if can_save != self._could_save:
+            self._could_save = can_save
+            self.refresh_bindings()
         self.post_message(PreviewUpdated(message.generation, view.line_count))
         if a.composition is not None:
             self.wb_app.preview_ready()
@@ -654,6 +686,8 @@ class ComposeScreen(Screen[None]):
         opened = f"opened from {ch.base.source}" if ch.base and ch.base.source else "not saved yet"
         source.update(Text.assemble(("Profile YAML of the current choice", "bold"), (f"  ({opened}; s saves it "
                                                                                      "as a new profile)", "dim")))
+        from rich.syntax import Syntax  # pygments: not needed for the first frame
+
         theme = "ansi_dark" if self.app.current_theme.dark else "ansi_light"
         self.query_one("#profile-yaml", Static).update(
             Syntax(self._profile_yaml, "yaml", theme=theme, line_numbers=True, background_color="default"))
