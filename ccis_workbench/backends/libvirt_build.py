@@ -49,6 +49,7 @@ from ccis_workbench.backends.libvirt_session import (  # noqa: F401  (re-exporte
     upload_file,
 )
 from ccis_workbench.core.artifacts import Producer
+from ccis_workbench.core.boottest_plan import DOMAIN_PREFIX as BOOT_TEST_PREFIX
 from ccis_workbench.core.errors import WorkbenchError
 from ccis_workbench.core.failure import FailureDetector, Verdict
 from ccis_workbench.core.initrd import inject_kickstart
@@ -67,7 +68,7 @@ from ccis_workbench.core.plan import (
     probe_domain_xml,
     under_tcg,
 )
-from ccis_workbench.core.seed import remove_stale_credentials
+from ccis_workbench.core.seed import OWNER_FILE, credential_dirs, remove_stale_credentials
 
 #: After a failure line, keep reading this long so the whole traceback is captured.
 FAILURE_GRACE = 1.5
@@ -226,14 +227,7 @@ class Build:
 
     def _reap_dead_owners(self) -> None:
         """What a killed build left in the pool goes before this one starts (said in one line each)."""
-        try:
-            conn = connect(self.plan.options.uri)
-        except WorkbenchError:
-            return  # the build itself will say libvirt is not reachable
-        try:
-            reap_dead_owners(conn, self.plan.options.pool, lambda m: self.monitor.note("warning", m))
-        finally:
-            conn.close()
+        reap_dead_runs(self.plan.options.uri, self.plan.options.pool, lambda m: self.monitor.note("warning", m))
 
     def _attempt(self, probe: KvmProbe | None) -> BuildResult:
         """One attempt in its own temporary directory; the domain and every volume are gone when it returns."""
@@ -646,8 +640,40 @@ def reap_dead_owners(conn: libvirt.virConnect, pool_name: str = DEFAULT_POOL,
         doms = ", ".join(i.name for i in mine if i.kind == "domain") or "no domain"
         vols = ", ".join(i.name for i in mine if i.kind == "volume") or "no volumes"
         failed = [f"{i.name}: {i.error}" for i in mine if not i.removed]
-        say(f"removed the leftovers of a dead build (pid {pid}): {doms}, {vols}"
+        what = "boot test" if all(i.name.startswith(BOOT_TEST_PREFIX) for i in mine) else "build"
+        say(f"removed the leftovers of a dead {what} (pid {pid}): {doms}, {vols}"
             + (f" (could not remove {'; '.join(failed)})" if failed else ""))
+    return removed
+
+
+def reap_dead_runs(uri: str, pool_name: str = DEFAULT_POOL,
+                   say: Callable[[str], None] = lambda _m: None) -> list[Leftover]:
+    """`reap_dead_owners` on a connection of its own to *uri*, plus the credentials directories of boot tests
+    killed on this host. What build, boot-test, doctor and the TUI's host check run first. libvirt not reachable:
+    nothing is done (the caller's own step says why)."""
+    for path in _remove_dead_credentials():
+        say(f"removed the credentials of a dead boot test: {path}")
+    try:
+        conn = connect(uri)
+    except WorkbenchError:
+        return []
+    try:
+        return reap_dead_owners(conn, pool_name, say)
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+
+
+def _remove_dead_credentials() -> list[Path]:
+    """The boot-test credentials directories whose owner (pid and start time in its owner file) is gone and that no
+    --keep-on-failure guest uses; one without an owner file yet (being made just now) is left alone."""
+    removed = []
+    for c in credential_dirs():
+        if c.live or c.kept_for or not (c.path / OWNER_FILE).is_file():
+            continue
+        shutil.rmtree(c.path, ignore_errors=True)
+        if not c.path.exists():
+            removed.append(c.path)
     return removed
 
 
@@ -680,6 +706,10 @@ def gc(uri: str, pool_name: str = DEFAULT_POOL, dry_run: bool = False, force: bo
             if dry_run or (it.live and not force):
                 continue
             _remove_leftover(conn, pool_name, it)
+        if not dry_run:  # the stale locks of dead runs whose things are all gone now
+            for bid in dead_owners():
+                if all(i.removed for i in items if i.build_id == bid):
+                    forget_dead_owner(bid)
         # boot-test credentials (private key, kept password) that a killed run could not remove
         for c in remove_stale_credentials(dry_run=dry_run):
             items.append(Leftover("keydir", str(c.path), None, c.live, c.removed, c.error))

@@ -178,7 +178,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     where = Path(args.output or s.artifacts).absolute()
     while not where.exists() and where != where.parent:
         where = where.parent
-    checks = _backend().doctor(s.uri, s.pool, str(where))
+    from ccis_workbench.flows.leftovers import remove_dead_runs
+
+    # what runs killed on this host left in the pool goes first, and is said (a check that passed: it is fixed)
+    removed = [_backend().Check("dead runs", True, line) for line in remove_dead_runs(s.uri, s.pool)]
+    checks = removed + _backend().doctor(s.uri, s.pool, str(where))
     if args.json:
         emit_json([c.to_dict() for c in checks])
     else:
