@@ -99,4 +99,30 @@ def test_command_owners_match_what_each_module_registers() -> None:
         assert command in sub.choices
     assert command_in(["--catalog", "render", "list", "profiles"]) == "list"  # a catalog folder named render
     assert command_in(["--catalog=x", "render", "p"]) == "render"
-    assert command_in(["--help"]) is None and command_in([]) is None and command_in(["rendr"]) is None
+    assert command_in(["--help"]) is None and command_in(["rendr"]) is None
+    assert command_in([]) == "" and command_in(["--catalog", "x"]) == ""  # the TUI: no command module needed
+
+
+#: What the TUI's first screen must not import: the catalog is loaded (YAML, Jinja2, pykickstart's version tables)
+#: in a worker after the first frame, libvirt in the host check, the rest only by the screens that use them.
+FIRST_SCREEN_NEVER_IMPORTS = ("yaml", "jinja2", "libvirt", "pexpect", "pygments", "requests", "pykickstart.version",
+                              "pykickstart.handlers", "pykickstart.commands", "ccis_workbench.core.catalog",
+                              "ccis_workbench.core.compose", "ccis_workbench.core.koji", "ccis_workbench.backends",
+                              "ccis_workbench.rehearsal", "ccis_workbench.ui.engine", "ccis_workbench.cli.build_cmds",
+                              "ccis_workbench.cli.compose_cmds", "ccis_workbench.ui.screens.build",
+                              "ccis_workbench.ui.screens.review")
+
+
+def test_tui_start_imports_only_what_the_first_screen_needs() -> None:
+    """`ccis-workbench` with no command, in a fresh interpreter, up to the point the app would run: the parser
+    registers no command module and the app's import pulls in none of the catalog's or the backends' libraries."""
+    code = (
+        "import sys\n"
+        "import ccis_workbench.cli.main as m\n"
+        "m.build_parser(m.command_in([]))\n"
+        "import ccis_workbench.ui.app\n"
+        f"bad = sorted(k for k in sys.modules if k.startswith({FIRST_SCREEN_NEVER_IMPORTS!r}))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"the first screen pulled in: {out}"

@@ -38,7 +38,8 @@ COMMAND_OWNERS = {
 
 def command_in(argv: Sequence[str]) -> str | None:
     """The command an argument list names (the first word that is not a top-level option or its value), when it
-    is one of COMMAND_OWNERS; None otherwise (no command, --help/--version first, or an unknown word)."""
+    is one of COMMAND_OWNERS; "" when it names none and asks for no help (the TUI starts: no command module is
+    needed); None otherwise (--help or --version first, or an unknown word: the whole parser answers)."""
     args = list(argv)
     i = 0
     while i < len(args):
@@ -52,11 +53,11 @@ def command_in(argv: Sequence[str]) -> str | None:
         if a.startswith("-"):
             return None  # --help, --version or a mistake: the whole parser answers
         return a if a in COMMAND_OWNERS else None
-    return None
+    return ""
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The CLI's parser; *only*: a command name, to register just the module that owns it."""
+    """The CLI's parser; *only*: a command name, to register just the module that owns it ("": no command)."""
     parser = argparse.ArgumentParser(
         prog="ccis-workbench",
         description="Shape, build and test CentOS cloud images. Without a command, the terminal UI starts.")
@@ -65,7 +66,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         "(default: the first such directory at or above the working directory, else "
                         "$CCIS_WORKBENCH_ROOT, else the configuration file's `catalog`, else the shipped one)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in [COMMAND_OWNERS[only]] if only in COMMAND_OWNERS else COMMAND_MODULES:
+    modules = COMMAND_MODULES if only is None else [COMMAND_OWNERS[only]] if only in COMMAND_OWNERS else []
+    for name in modules:
         importlib.import_module(name).register(sub)
     return parser
 

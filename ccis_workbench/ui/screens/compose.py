@@ -92,6 +92,8 @@ class ComposeScreen(Screen[None]):
         self._profile_yaml = ""
         #: the last text searched for in the preview (`/` offers it again)
         self.last_search = ""
+        #: the overlay-variable inputs wait for the next preview (see _sync_overlay_variables)
+        self._overlay_vars_pending = False
         #: whether save was available when the bindings were last refreshed (None: not yet)
         self._could_save: bool | None = None
 
@@ -275,13 +277,20 @@ class ComposeScreen(Screen[None]):
         Removing widgets completes later than the call that asks for it, so mounting the new inputs at once
         collided with the old ones (the same ids) when a second overlay with variables was chosen. The inputs
         are rebuilt in one async task at a time (a lock), each from the choice as it then is: the last one
-        leaves the inputs the choice needs, however fast the user toggles."""
+        leaves the inputs the choice needs, however fast the user toggles.
+
+        Every caller then asks for a new preview: the inputs are rebuilt once that preview is shown (see
+        _analysed), so that unmounting and mounting them does not hold up the composing worker (the GIL)."""
         wb, ch = self.workbench, self.choice
         if wb is None or ch is None:
             return
         rules = wb.catalog.variable_rules([wb.catalog.overlays[o] for o in ch.overlays if o in wb.catalog.overlays])
         for key in [k for k in ch.variables if k not in rules]:
             del ch.variables[key]
+        self._overlay_vars_pending = True
+
+    def _start_overlay_variables_rebuild(self) -> None:
+        self._overlay_vars_pending = False
         self.run_worker(self._rebuild_overlay_variables(), group="overlay-variables",
                         description="show the overlays' variables", exit_on_error=False)
 
@@ -557,6 +566,8 @@ class ComposeScreen(Screen[None]):
             self._could_save = can_save
             self.refresh_bindings()
         self.post_message(PreviewUpdated(message.generation, view.line_count))
+        if self._overlay_vars_pending:
+            self._start_overlay_variables_rebuild()
         if a.composition is not None:
             self.wb_app.preview_ready()
 
