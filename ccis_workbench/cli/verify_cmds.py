@@ -10,25 +10,62 @@ from ccis_workbench.cli.common import add_json, catalog_root, emit_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("verify", help="verify a build's artifact folder or a published folder (local or http URL): "
-                       "signature, checksums, SBOM, provenance attestation, kickstart (exit 1 on a mismatch)")
+    p = sub.add_parser(
+        "verify",
+        help="verify a build's artifact folder or a published folder (local or http URL): "
+        "signature, checksums, SBOM, provenance attestation, kickstart (exit 1 on a mismatch)",
+    )
     p.add_argument("target", metavar="ARTIFACT_DIR|URL")
-    p.add_argument("--keyring", metavar="FILE", help="OpenPGP public keyring (gpgv --keyring) holding the signer's "
-                   "key; with it a signature is required")
-    p.add_argument("--no-recompose", action="store_true",
-                   help="do not compose the attested profile at the attested commit from the catalog in use")
+    p.add_argument(
+        "--keyring",
+        metavar="FILE",
+        help="OpenPGP public keyring (gpgv --keyring) holding the signer's key; with it a signature is required",
+    )
+    p.add_argument(
+        "--no-recompose",
+        action="store_true",
+        help="do not compose the attested profile at the attested commit from the catalog in use",
+    )
     add_json(p)
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("publish", help="lay builds out like cloud.centos.org (<release>/<arch>/images/, dated names, "
-                       "latest links, SBOM and attestation beside each image, one signed CHECKSUM)")
+    p = sub.add_parser(
+        "publish",
+        help="lay builds out like cloud.centos.org (<release>/<arch>/images/, dated names, "
+        "latest links, SBOM and attestation beside each image, one signed CHECKSUM)",
+    )
     p.add_argument("artifact_dirs", nargs="+", metavar="ARTIFACT_DIR")
-    p.add_argument("--to", required=True, metavar="DIR", help="the published tree (a local folder; rsync it to a "
-                   "mirror afterwards)")
-    p.add_argument("--allow-rehearsal", action="store_true",
-                   help="publish REHEARSAL builds, under rehearsal/ only (never beside CentOS images)")
-    p.add_argument("--sign-key", metavar="KEY", help="OpenPGP key gpg signs CHECKSUM with (default: the sign_key "
-                   "setting, else unsigned)")
+    p.add_argument(
+        "--to",
+        required=True,
+        metavar="DIR|rsync://HOST[:PORT]/MODULE/PATH|[USER@]HOST:PATH",
+        help="the published tree: a local folder, an rsync daemon's module, or a path over ssh (rsync on "
+        "both sides); never overwrites a published file, a release appears at once",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        metavar="N",
+        help="ssh or rsync daemon port (default: the URL's, else the ssh config's or 873)",
+    )
+    p.add_argument("--ssh-key", metavar="FILE", help="ssh identity file (default: the user's ssh config)")
+    p.add_argument(
+        "--ssh-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an ssh -o option, e.g. UserKnownHostsFile=FILE (repeatable; BatchMode=yes always)",
+    )
+    p.add_argument(
+        "--allow-rehearsal",
+        action="store_true",
+        help="publish REHEARSAL builds, under rehearsal/ only (never beside CentOS images)",
+    )
+    p.add_argument(
+        "--sign-key",
+        metavar="KEY",
+        help="OpenPGP key gpg signs CHECKSUM with (default: the sign_key setting, else unsigned)",
+    )
     add_json(p)
     p.set_defaults(func=cmd_publish)
 
@@ -49,11 +86,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from ccis_workbench.cli.common import settings_from_args
-    from ccis_workbench.flows.publish import publish
+    from ccis_workbench.flows.publish import publish_to
 
     key = settings_from_args(args, sign_key="sign_key").sign_key
-    done = [publish(Path(d), Path(args.to), allow_rehearsal=args.allow_rehearsal, sign_key=key)
-            for d in args.artifact_dirs]
+    done = publish_to(
+        [Path(d) for d in args.artifact_dirs],
+        args.to,
+        allow_rehearsal=args.allow_rehearsal,
+        sign_key=key,
+        port=args.port,
+        ssh_key=args.ssh_key,
+        ssh_options=tuple(args.ssh_option),
+    )
     if args.json:
         emit_json([p.to_dict() for p in done])
         return 0
