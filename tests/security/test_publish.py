@@ -344,3 +344,39 @@ def test_bad_targets_exit_2_before_any_connection(build: Build, tmp_path: Path, 
     assert "\x1b" not in proc.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written, no folder made from the target's text
     assert not (tmp_path / "pwned").exists()
+
+
+def option(options: list[str], name: str) -> list[str]:
+    return [options[i + 1] for i, opt in enumerate(options) if opt == name]
+
+
+@pytest.mark.parametrize("kind", ["rsync", "ssh"])
+def test_a_file_that_appears_after_the_listing_is_not_overwritten(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The second guard (rsync --ignore-existing and a check that nothing was skipped; ssh `test -e` and `ln`):
+    the same name appeared on the mirror between the listing and the transfer."""
+    from ccis_workbench.core.errors import WorkbenchError
+    from ccis_workbench.flows import publish as pub
+
+    mirror: Mirror = request.getfixturevalue(f"{kind}_mirror")
+    stage = tmp_path / "stage"
+    (stage / "r/images").mkdir(parents=True)
+    (stage / "r/images/new.qcow2").write_bytes(b"the new release")
+    (stage / "r/images/CHECKSUM").write_text("the new index\n")
+    (mirror.root / "r/images").mkdir(parents=True)
+    (mirror.root / "r/images/new.qcow2").write_bytes(b"published in between")
+    (mirror.root / "r/images/CHECKSUM").write_text("the old index\n")
+    before = snapshot(mirror.root)
+    port = option(mirror.options, "--port")
+    target = pub.parse_target(mirror.to, port=int(port[0]) if port else None)
+    transport = pub.Transport(
+        target, ssh_key=next(iter(option(mirror.options, "--ssh-key")), None),
+        ssh_options=tuple(option(mirror.options, "--ssh-option")),
+    )  # fmt: skip
+    with pytest.raises(WorkbenchError, match="Already published"):
+        if kind == "rsync":
+            transport.send(stage, ["r/images/new.qcow2"], target.address() + "/", keep_existing=True)
+        else:
+            pub._ssh_commit(transport, stage, ["r/images/new.qcow2"], ["r/images/CHECKSUM"])
+    assert snapshot(mirror.root) == before  # not overwritten, the index not replaced, no staging folder left
