@@ -71,8 +71,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from ccis_workbench.flows.verify import verify
+    from ccis_workbench.core.errors import WorkbenchError
+    from ccis_workbench.core.manifest import MANIFEST_NAME
+    from ccis_workbench.flows.verify import CHECKSUM, verify
 
+    folder = Path(args.target)
+    if (
+        "://" not in args.target
+        and folder.is_dir()
+        and not any((folder / n).is_file() for n in (CHECKSUM, MANIFEST_NAME))
+    ):
+        # bad input (exit 2), not a failed verification (exit 1): nothing here claims to be a build; a build
+        # folder that lost its CHECKSUM still has its manifest, and is a mismatch
+        raise WorkbenchError(
+            "Not a build",
+            f"no {CHECKSUM} and no {MANIFEST_NAME}: neither a build's artifact folder nor a published folder",
+            file=str(folder),
+            hint="give the folder `build` wrote, a published images/ folder, or its http(s) URL",
+        )
     root = None if args.no_recompose else catalog_root(args).path
     report = verify(args.target, keyring=args.keyring, catalog_root=Path(root) if root else None)
     if args.json:

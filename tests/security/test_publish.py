@@ -380,3 +380,53 @@ def test_a_file_that_appears_after_the_listing_is_not_overwritten(
         else:
             pub._ssh_commit(transport, stage, ["r/images/new.qcow2"], ["r/images/CHECKSUM"])
     assert snapshot(mirror.root) == before  # not overwritten, the index not replaced, no staging folder left
+
+
+def _empty(folder: Path) -> None:
+    pass
+
+
+def _loose_files(folder: Path) -> None:
+    (folder / "disk.qcow2").write_bytes(b"QFI\xfb" + b"\0" * 512)
+    (folder / "notes.txt").write_text("not a build\n")
+
+
+@pytest.mark.parametrize("make", [_empty, _loose_files], ids=["empty", "loose-files"])
+def test_verify_of_a_folder_that_is_not_a_build_is_bad_input(build: Build, tmp_path: Path, make) -> None:
+    folder = tmp_path / "not a build"
+    folder.mkdir()
+    make(folder)
+    before = snapshot(tmp_path)
+    proc = run_cli("verify", str(folder), "--keyring", str(build.keyring), "--no-recompose", cwd=tmp_path)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Not a build" in proc.stderr and str(folder) in proc.stderr, proc.stderr
+    assert snapshot(tmp_path) == before
+    as_json = run_cli("verify", str(folder), "--no-recompose", "--json", cwd=tmp_path)
+    assert as_json.returncode == 2 and json.loads(as_json.stdout)["file"] == str(folder), as_json.stdout
+
+
+def _flip_a_byte(folder: Path) -> str:
+    image = folder / "disk.qcow2"
+    data = bytearray(image.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    image.write_bytes(bytes(data))
+    return "file disk.qcow2"
+
+
+def _lose_the_checksum(folder: Path) -> str:
+    (folder / "CHECKSUM").unlink()
+    (folder / "CHECKSUM.asc").unlink()
+    return "checksum"
+
+
+@pytest.mark.parametrize("tamper", [_flip_a_byte, _lose_the_checksum], ids=["flipped-byte", "no-checksum"])
+def test_verify_of_a_build_with_a_mismatch_exits_1(build: Build, tmp_path: Path, tamper) -> None:
+    intact = run_cli("verify", str(build.folder), "--keyring", str(build.keyring), "--no-recompose", cwd=tmp_path)
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+    copy = tmp_path / build.folder.name
+    shutil.copytree(build.folder, copy)
+    check = tamper(copy)
+    proc = run_cli("verify", str(copy), "--no-recompose", "--json", cwd=tmp_path)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    report = json.loads(proc.stdout)
+    assert not report["verified"] and check in {f["check"] for f in report["findings"] if not f["ok"]}
