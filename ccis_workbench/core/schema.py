@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ccis_workbench.core.errors import CatalogError
+from ccis_workbench.core.linear_regex import check_linear
 from ccis_workbench.core.yamlfile import LineDict, LineList
 
 _TYPE_NAMES = {str: "a string", int: "a whole number", bool: "true or false", list: "a list",
@@ -214,6 +215,7 @@ def compile_catalog_regex(pattern: str, what: str, file: str, line: int) -> re.P
                            "exponential or polynomial time on some input", file=file, line=line,
                            hint="make each repeated part start with a character the rest of it cannot match, "
                                 "e.g. (:[A-Z0-9-]+)* rather than ([A-Z0-9:-]+)*")
+    check_linear(pattern, what, file, line)  # matched with RE2: back references and lookaround are refused here
     assert compiled is not None
     return compiled
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ccis_workbench.core import linear_regex
 from ccis_workbench.core.catalog import CHECK_SCHEMA, make_check
 from ccis_workbench.core.errors import CatalogError
 from ccis_workbench.core.model import AGENTS, CONTEXTS, Check, Origin
@@ -370,7 +371,7 @@ def evaluate(check: Check, exit_status: int | None, output: str) -> tuple[bool, 
     problems = []
     if exit_status != check.exit_status:
         problems.append(f"exit status {exit_status}, expected {check.exit_status}")
-    if check.output is not None and not re.search(check.output, text, re.MULTILINE):
+    if check.output is not None and not linear_regex.search(check.output, text):  # RE2: linear time
         problems.append(f"output does not match /{check.output}/")
     return (not problems), "; ".join(problems) if problems else "ok"
 

