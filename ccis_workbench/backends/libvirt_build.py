@@ -178,6 +178,7 @@ class Build:
         self.stopped = threading.Event()
         self.stop_reason = ""
         self.conn_lost = threading.Event()
+        self.paused_on_io_error = threading.Event()  # qemu paused the guest: a disk write failed (a full pool)
         self.conn: libvirt.virConnect | None = None
         self.dom: libvirt.virDomain | None = None
         self.readers: list[_Reader] = []
@@ -201,6 +202,8 @@ class Build:
             self.stopped.set()
         elif event == libvirt.VIR_DOMAIN_EVENT_CRASHED:
             self.stop_reason = "crashed"
+        elif event == libvirt.VIR_DOMAIN_EVENT_SUSPENDED and detail == libvirt.VIR_DOMAIN_EVENT_SUSPENDED_IOERROR:
+            self.paused_on_io_error.set()
 
     def _closed(self, _conn: Any, reason: int, _opaque: Any) -> None:
         self.conn_lost.set()
@@ -306,9 +309,12 @@ class Build:
                 return self._cancelled()
             local = {"kernel": plan.source.kernel, "initrd": initrd, "iso": plan.source.iso}.get(spec.role)
             capacity = Path(local).stat().st_size if local else spec.capacity
-            vol = self.session.create_volume(spec.name, spec.format, capacity, what="a volume")
-            if local:
-                self.session.upload(vol, Path(local))
+            try:
+                vol = self.session.create_volume(spec.name, spec.format, capacity, what="a volume")
+                if local:
+                    self.session.upload(vol, Path(local))
+            except (libvirt.libvirtError, WorkbenchError) as exc:
+                return self._upload_failed(spec.name, exc)
             paths[spec.role] = vol.path()
         self._done("upload", t0)
 
@@ -439,6 +445,8 @@ class Build:
                 return BuildResult("crashed", "The guest stopped before the install completed",
                                    f"the domain ended ({reason}) without the installer reporting completion",
                                    "look at the last console lines below", "guest-stopped", tail)
+            if self.paused_on_io_error.is_set():
+                return self._io_error_result()
             if self.conn_lost.is_set():
                 outcome = self._reconnect()
                 if outcome is not None:
@@ -524,6 +532,46 @@ class Build:
                 break
         return BuildResult("failed", titles.get(verdict.kind, "The install failed"), summary,
                            hints.get(verdict.kind, ""), verdict.kind, verdict.lines)
+
+    def _pool_full_result(self, what: str, cause: str) -> BuildResult:
+        o = self.plan.options
+        return BuildResult("failed", "The storage pool is full",
+                           f"no space left in pool {o.pool} ({self._pool_path()}) for {what}: {cause}",
+                           f"free space there, or build into another pool (--pool); `ccis-workbench doctor --pool "
+                           f"{o.pool}` shows its free space", "pool-full")
+
+    def _io_error_result(self) -> BuildResult:
+        """qemu paused the guest because a write to its disk failed: no space left in the pool is said as such."""
+        try:
+            errors = self.dom.diskErrors(0) if self.dom is not None else {}
+        except libvirt.libvirtError:
+            errors = {}
+        if libvirt.VIR_DOMAIN_DISK_ERROR_NO_SPACE in errors.values():
+            return self._pool_full_result(self.plan.volume("disk").name,  # type: ignore[union-attr]
+                                          "the guest's disk grew while it installed and its writes failed "
+                                          "(No space left on device); qemu paused the guest")
+        return BuildResult("failed", "The guest's disk failed",
+                           f"a write to the guest's disk failed and qemu paused the guest "
+                           f"(disk errors: {errors or 'not reported'})",
+                           f"check the pool {self.plan.options.pool} (`ccis-workbench doctor`)", "io-error",
+                           self._tail())
+
+    def _upload_failed(self, name: str, exc: Exception) -> BuildResult:
+        """A volume that could not be made or filled: a full pool is said as such, anything else plainly."""
+        cause = exc.message if isinstance(exc, WorkbenchError) else str(exc)
+        if "No space left on device" in cause or "not enough space" in cause.lower():
+            return self._pool_full_result(name, cause)
+        return BuildResult("failed", "Cannot upload into the storage pool", f"{name}: {cause}",
+                           "ccis-workbench doctor checks the pool", "upload")
+
+    def _pool_path(self) -> str:
+        """Where the pool keeps its volumes (its target path), or the pool's name when libvirt does not say."""
+        try:
+            assert self.session is not None
+            m = re.search(r"<target>\s*<path>([^<]*)</path>", self.session.pool.XMLDesc(0))
+            return m.group(1) if m else self.plan.options.pool
+        except (libvirt.libvirtError, AssertionError):
+            return self.plan.options.pool
 
     def _cancelled(self) -> BuildResult:
         return BuildResult("cancelled", "Build cancelled", "the domain was destroyed and its volumes removed",
