@@ -30,7 +30,9 @@ lines, so that the new combined CHECKSUM still lists the files already published
   lists); then, during the second transfer's renames (moments), a new CHECKSUM with the old signature.
 
 Files of a remote folder that its CHECKSUM does not list cannot be hashed without downloading them: they stay
-out of the new CHECKSUM. A signed remote folder is never made unsigned: publishing there needs a key.
+out of the new CHECKSUM. A signed remote folder is never made unsigned: publishing there needs a key. A signed
+publish never vouches for lines it did not check: the lines kept from the mirror's CHECKSUM must carry a good
+signature first (gpg --verify with the signer's keyring), else nothing is sent.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ INDEX_NAMES = ("CHECKSUM", "CHECKSUM.asc")
 #: ssh's wait for a connection (seconds); rsync's I/O timeout (seconds without data).
 CONNECT_TIMEOUT = 15
 IO_TIMEOUT = 120
+#: Largest CHECKSUM or CHECKSUM.asc fetched from a mirror.
+MAX_INDEX_BYTES = 64 << 20
 
 _HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
 _SSH_TARGET = re.compile(rf"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?(?P<host>{_HOST}):(?P<path>.*)$", re.S)
@@ -158,6 +162,8 @@ def parse_target(text: str, *, port: int | None = None) -> Target:
         path = m.group("path")
         if not path.strip():
             raise _bad_target(text, "empty remote path after HOST:")
+        if path.startswith("~"):
+            raise _bad_target(text, "`~` is not expanded (paths are quoted): give a path relative to the home folder")
         _check_remote_path(text, path)
         return Target("ssh", path, host=m.group("host"), port=port, user=m.group("user") or "", text=text)
     if ":" in text.split("/", 1)[0]:
@@ -175,6 +181,36 @@ class Remote:
 
     names: dict[str, str] = field(default_factory=dict)
     sums: dict[str, list[str]] = field(default_factory=dict)
+    #: local copies of its CHECKSUM and CHECKSUM.asc (None when it has none), and its address
+    checksum: Path | None = None
+    signature: Path | None = None
+    where: str = ""
+
+
+def _check_kept_lines(there: Remote) -> None:
+    """Signing a CHECKSUM that keeps lines read from the mirror vouches for files this publish never hashed: the
+    mirror's CHECKSUM must carry a good signature (gpg --verify, the signer's own keyring) first."""
+    where = f"{there.where}/CHECKSUM"
+    if there.checksum is None or there.signature is None:
+        raise WorkbenchError(
+            "Unsigned mirror folder",
+            "its CHECKSUM lists files this publish cannot hash and carries "
+            "no signature: signing the new CHECKSUM would vouch for them",
+            file=where,
+            hint="check that folder's files and sign its CHECKSUM first, or publish into a new folder",
+        )
+    proc = subprocess.run(["gpg", "--batch", "--verify", str(there.signature), str(there.checksum)],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        raise WorkbenchError(
+            "Bad signature on the mirror",
+            "its CHECKSUM.asc does not verify with your keyring: "
+            + ("; ".join(lines[-2:]) or f"gpg exit {proc.returncode}"),
+            file=where,
+            hint="the mirror's CHECKSUM changed after it was signed, or was signed by a key you do "
+            "not have: check the folder before publishing into it",
+        )
 
 
 def checksum_blocks(text: str, source: str) -> dict[str, list[str]]:
@@ -309,9 +345,15 @@ def lay_out(
         p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.name not in INDEX_NAMES
     )
     blocks = {p.name: checksum_text([p]).splitlines() for p in local}
-    for name, kind in there.names.items():  # files that stay on the remote side, as its CHECKSUM listed them
-        if kind in "fl" and name not in blocks and name in there.sums and not name.startswith("."):
-            blocks[name] = there.sums[name]
+    kept = [
+        name
+        for name, kind in there.names.items()  # files that stay on the remote side, as its CHECKSUM
+        if kind in "fl" and name not in blocks and name in there.sums and not name.startswith(".")
+    ]
+    if kept and sign_key:
+        _check_kept_lines(there)
+    for name in kept:
+        blocks[name] = there.sums[name]
     tmp = folder / ".CHECKSUM.new"
     tmp.write_text("".join(line + "\n" for name in sorted(blocks) for line in blocks[name]), encoding="utf-8")
     if sign_key:
@@ -412,7 +454,7 @@ class Transport:
             if "No such file or directory" in proc.stderr:
                 return Remote()
             raise self.fail(f"cannot list {self.target.address(rel)}", proc)
-        found = Remote()
+        found = Remote(where=self.target.address(rel))
         for line in proc.stdout.splitlines():
             fields = line.split(None, 4)
             if len(fields) < 5 or fields[4] == ".":
@@ -422,15 +464,21 @@ class Transport:
             found.names[name] = kind
         if found.names.get("CHECKSUM") == "f":
             scratch.mkdir(parents=True, exist_ok=True)
-            local = scratch / f"CHECKSUM.{len(list(scratch.iterdir()))}"
-            proc = self.rsync(self.target.address(rel) + "/CHECKSUM", str(local))
-            if proc.returncode != 0:
-                raise self.fail(f"cannot fetch {self.target.address(rel)}/CHECKSUM", proc)
-            if local.stat().st_size > 64 << 20:
-                raise WorkbenchError("Bad CHECKSUM file", "larger than 64 MiB", file=self.target.address(rel))
-            found.sums = checksum_blocks(
-                local.read_text(encoding="utf-8", errors="replace"), self.target.address(rel) + "/CHECKSUM"
-            )
+            here = Path(tempfile.mkdtemp(dir=scratch))
+            for name in INDEX_NAMES:
+                if found.names.get(name) != "f":
+                    continue
+                # --max-size: an index bigger than any CHECKSUM a publish writes is not downloaded at all
+                proc = self.rsync(f"--max-size={MAX_INDEX_BYTES}", f"{found.where}/{name}", str(here / name))
+                if proc.returncode != 0:
+                    raise self.fail(f"cannot fetch {found.where}/{name}", proc)
+                if not (here / name).is_file():
+                    raise WorkbenchError("Bad CHECKSUM file", f"larger than {MAX_INDEX_BYTES >> 20} MiB",
+                                         file=f"{found.where}/{name}")  # fmt: skip
+            found.checksum = here / "CHECKSUM"
+            found.signature = here / "CHECKSUM.asc" if (here / "CHECKSUM.asc").is_file() else None
+            found.sums = checksum_blocks(found.checksum.read_text(encoding="utf-8", errors="replace"),
+                                         f"{found.where}/CHECKSUM")  # fmt: skip
         return found
 
     def send(self, stage: Path, files: list[str], dest: str, *, keep_existing: bool) -> None:
@@ -507,8 +555,8 @@ def publish_to(
             {f"{rel}/{name}" for rel, _ in done for name in INDEX_NAMES if (stage / rel / name).is_file()}
         )
         if target.kind == "rsync":
-            transport.send(stage, new, target.address() + "/", keep_existing=True)
-            transport.send(stage, index, target.address() + "/", keep_existing=False)
+            transport.send(stage, new, target.address().rstrip("/") + "/", keep_existing=True)
+            transport.send(stage, index, target.address().rstrip("/") + "/", keep_existing=False)
         else:
             _ssh_commit(transport, stage, new, index)
     return [Published(target.address(rel), p.files, p.latest, p.signed) for rel, p in done]
@@ -541,4 +589,7 @@ def _ssh_commit(transport: Transport, stage: Path, new: list[str], index: list[s
                 )
             raise transport.fail("cannot move the release into place", proc)
     finally:
-        transport.remote([["rm", "-rf", "--", staged]])
+        try:
+            transport.remote([["rm", "-rf", "--", staged]])
+        except (OSError, subprocess.SubprocessError):
+            pass  # the error that got here says more; a leftover .publish-* folder holds no published name

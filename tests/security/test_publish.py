@@ -330,6 +330,7 @@ def test_a_signed_mirror_is_not_made_unsigned(build: Build, mirror: Mirror, tmp_
         ("rsync://127.0.0.1/mirror/../etc", "climbs with `..`"),
         ("rsync://user@127.0.0.1/mirror/pub", "no user"),
         ("127.0.0.1:", "empty remote path"),
+        ("127.0.0.1:~/pub", "`~` is not expanded"),
         ("root@127.0.0.1:pub/../../etc", "climbs with `..`"),
         ("127.0.0.1:/srv/pub\x1b[2J", "control characters"),
         ("-oProxyCommand=touch${IFS}pwned:pub", "not a plain name"),
@@ -430,3 +431,24 @@ def test_verify_of_a_build_with_a_mismatch_exits_1(build: Build, tmp_path: Path,
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
     report = json.loads(proc.stdout)
     assert not report["verified"] and check in {f["check"] for f in report["findings"] if not f["ok"]}
+
+
+@pytest.mark.parametrize("kind", ["rsync", "ssh"])
+def test_a_signed_publish_does_not_vouch_for_a_tampered_mirror(
+    kind: str, build: Build, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The new CHECKSUM keeps the mirror's lines for files already published: when they no longer match the
+    mirror's signature, signing them again would launder them. Exit 2, nothing sent."""
+    mirror: Mirror = request.getfixturevalue(f"{kind}_mirror")
+    first = publish(build, mirror, tmp_path, "--sign-key", build.fpr)
+    assert first.returncode == 0, first.stderr[-3000:]
+    checksum = mirror.root / IMAGES / "CHECKSUM"
+    lines = checksum.read_text().splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("SHA256 (") and ".qcow2)" in ln)
+    lines[at] = lines[at].rsplit("= ", 1)[0] + "= " + "0" * 64  # someone swapped the image and its line
+    checksum.write_text("\n".join(lines) + "\n")
+    before = snapshot(mirror.root)
+    again = publish(build, mirror, tmp_path, "--sign-key", build.fpr)
+    assert again.returncode == 2, again.stdout + again.stderr
+    assert "Bad signature on the mirror" in again.stderr and f"{IMAGES}/CHECKSUM" in again.stderr, again.stderr
+    assert snapshot(mirror.root) == before
