@@ -89,6 +89,9 @@ class SelectedCheck:
     check: Check
     group: str
     items: list[str] = field(default_factory=list)
+    #: for a derived check, the catalog files whose lines gave its items (an overlay's package list, the target's
+    #: kernel arguments...): the check is theirs as much as the spec's (trust labels read this)
+    sources: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"group": self.group, "items": list(self.items), **check_to_dict(self.check)}
@@ -314,6 +317,36 @@ def configured_datasources(comp: Any) -> list[str]:
     return list(comp.target.datasources) if comp.target is not None else []
 
 
+#: the merged-kickstart command whose lines give each derived kind its items (packages: the %packages lines)
+_DERIVED_COMMANDS = {"services-enabled": "services", "services-disabled": "services", "kernel-args": "bootloader",
+                     "selinux": "selinux", "root-locked": "rootpw"}
+
+
+def derived_sources(comp: Any, kind: str, items: list[str]) -> list[str]:
+    """The catalog files whose merged-kickstart lines gave derived check *kind* its *items*: for packages the
+    %packages lines naming them (`-name` for removed ones), for services, kernel arguments, SELinux and the root
+    lock the command's line (with the origin of each value merged into it), for the datasource the lines that
+    write datasource_list."""
+    wanted = {("-" + i if kind == "packages-removed" else i) for i in items}
+    files: set[str] = set()
+    in_packages = False
+    for line in getattr(comp, "lines", []):
+        text = line.text.strip()
+        if kind.startswith("packages-"):
+            if text.startswith("%packages"):
+                in_packages = True
+            elif text.startswith("%end"):
+                in_packages = False
+            elif in_packages and text and text.split()[0] in wanted:
+                files.update(o.file for o in line.origins)
+        elif kind == "datasource":
+            if "datasource_list" in text:
+                files.update(o.file for o in line.origins)
+        elif text.split(None, 1)[:1] == [_DERIVED_COMMANDS.get(kind)]:
+            files.update(o.file for o in line.origins)
+    return sorted(f for f in files if f)
+
+
 def derive_checks(spec: TestSpec, comp: Any) -> list[SelectedCheck]:
     """Checks derived from the merged kickstart of *comp*, with the spec's commands for each kind."""
     h = comp.handler
@@ -331,7 +364,7 @@ def derive_checks(spec: TestSpec, comp: Any) -> list[SelectedCheck]:
                                        exit_status=rule.exit_status, output=output, timeout=rule.timeout,
                                        origin=Origin("derived", rule.origin.file, rule.origin.line),
                                        runs_in=rule.runs_in),
-                                 "derived", list(items)))
+                                 "derived", list(items), derived_sources(comp, kind, items)))
 
     pk = h.packages
     # groups (@core, @^env) have no rpm of their own: they are not checked one by one

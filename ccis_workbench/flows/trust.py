@@ -95,10 +95,21 @@ def changed_catalog_files(root: str | Path, base: str | None = None) -> set[Path
     return branch_changes(root, base).files
 
 
+def check_from_branch(selected: Any, changes: BranchChanges) -> bool:
+    """Whether a selected check (core.testspec.SelectedCheck) comes from the branch: its definition is in a file
+    of the branch (testspec.yaml, an overlay's or target's checks:), or, for a derived check, one of the files
+    that gave it its items is (an overlay whose package list the branch changed makes `derived.packages-*` the
+    contributor's too: the command runs with the names they wrote)."""
+    origin = selected.check.origin
+    if origin is not None and changes.from_branch(origin.file):
+        return True
+    return any(changes.from_branch(f) for f in getattr(selected, "sources", ()))
+
+
 def checks_from_branch(plan: Any, changes: BranchChanges) -> list[Any]:
-    """The selected checks (core.testspec.SelectedCheck) of *plan* whose definition comes from a file of the
-    branch: their commands are the contributor's."""
-    return [s for s in plan.selected if s.check.origin is not None and changes.from_branch(s.check.origin.file)]
+    """The selected checks of *plan* that come from the branch (`check_from_branch`): their commands are the
+    contributor's."""
+    return [s for s in plan.selected if check_from_branch(s, changes)]
 
 
 def describe_checks(checks: list[Any]) -> list[str]:
@@ -107,7 +118,8 @@ def describe_checks(checks: list[Any]) -> list[str]:
 
     lines = []
     for s in checks:
-        lines.append(f"  {s.check.id}  [{visible(s.check.origin)}, {FROM_BRANCH}]")
+        made = f", items from {', '.join(visible(f) for f in s.sources)}" if getattr(s, "sources", None) else ""
+        lines.append(f"  {s.check.id}  [{visible(s.check.origin)}{made}, {FROM_BRANCH}]")
         lines += [f"    $ {visible(line)}" for line in s.check.command.splitlines() or [""]]
     return lines
 

@@ -164,3 +164,65 @@ def test_shipped_catalog_patterns_all_run_in_linear_time() -> None:
     patterns = [c.output for t in cat.targets.values() for c in t.checks if c.output]
     patterns += [c.output for o in cat.overlays.values() for c in o.checks if c.output]
     assert patterns and all(linear_problem(p) is None for p in patterns)
+
+
+# -- 2. derived checks from a changed overlay are labelled "from this branch" -----------------------------------
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture
+def package_branch(mini_catalog: Path, tmp_path: Path) -> Path:
+    """The SIG's repository (the test catalog with the shipped testspec.yaml, on main) and a contributor's clone
+    whose branch changes one thing: overlay alpha's package list (htop -> htop, tmux)."""
+    spec = (REPO / "kickstarts/testspec.yaml").read_text()
+    (mini_catalog / "kickstarts/testspec.yaml").write_text(spec)
+    _git(mini_catalog, "init", "-q", "-b", "main")
+    _git(mini_catalog, "add", "-A")
+    _git(mini_catalog, "-c", "user.name=SIG", "-c", "user.email=sig@example.org", "commit", "-q", "-m", "catalog")
+    dest = tmp_path / "contrib"
+    subprocess.run(["git", "clone", "-q", str(mini_catalog), str(dest)], check=True, capture_output=True)
+    _git(dest, "checkout", "-q", "-b", "feature")
+    alpha = dest / "kickstarts/overlays/alpha.yaml"
+    alpha.write_text(alpha.read_text().replace("packages: [htop]", "packages: [htop, tmux]"))
+    _git(dest, "-c", "user.name=C", "-c", "user.email=c@example.org", "commit", "-q", "-am", "alpha: tmux")
+    return dest
+
+
+def test_derived_check_from_a_changed_overlay_is_from_this_branch(package_branch: Path) -> None:
+    from ccis_workbench.core.catalog import Catalog
+    from ccis_workbench.core.compose import Composer
+    from ccis_workbench.core.testspec import load_spec, select_checks
+    from ccis_workbench.flows.trust import FROM_BRANCH, branch_changes, checks_from_branch, describe_checks
+
+    changes = branch_changes(package_branch)
+    assert changes.files == {Path("kickstarts/overlays/alpha.yaml")}  # testspec.yaml is untouched
+    cat = Catalog.load(package_branch)
+    plan = select_checks(load_spec(package_branch), Composer(cat).compose(cat.load_profile("p")))
+    derived = {s.check.id: s for s in plan.selected if s.group == "derived"}
+    installed = derived["derived.packages-installed"]
+    assert "tmux" in installed.items and "kickstarts/overlays/alpha.yaml" in installed.sources
+    assert installed.check.origin.file == "kickstarts/testspec.yaml"  # defined by the spec, items by the overlay
+    ours = {s.check.id for s in checks_from_branch(plan, changes)}
+    assert "derived.packages-installed" in ours
+    assert "derived.services-disabled" in ours  # alpha disables chronyd: its file changed, its values count
+    # the derived checks whose items come only from unchanged files are not the contributor's
+    assert "derived.root-locked" not in ours and "derived.selinux" not in ours
+    assert "derived.packages-removed" not in ours  # -rsync is beta's, -tar the profile's: neither changed
+    text = "\n".join(describe_checks(checks_from_branch(plan, changes)))
+    head = next(ln for ln in text.splitlines() if ln.startswith("  derived.packages-installed  ["))
+    assert "items from " in head and "kickstarts/overlays/alpha.yaml" in head and head.endswith(f"{FROM_BRANCH}]")
+
+
+def test_boot_test_plan_names_derived_checks_of_a_changed_overlay(package_branch: Path, tmp_path: Path) -> None:
+    """What the reviewer sees: `boot-test --plan` (runs nothing) lists the derived package check among the check
+    commands from this branch, with the overlay that gave its items."""
+    image = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
+    res = run_cli(package_branch, "boot-test", str(image), "--profile", "p", "--plan")
+    assert res.returncode == 0, res.stderr[-3000:]
+    note = res.stderr[res.stderr.index("come from files changed on this branch") :]
+    assert "derived.packages-installed" in note and "kickstarts/overlays/alpha.yaml" in note, note
+    assert "derived.root-locked" not in note, note
