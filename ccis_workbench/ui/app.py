@@ -37,6 +37,12 @@ class Runners:
     build: Callable[..., Any] | None = None
     boot_test: Callable[..., Any] | None = None
     leftovers: Callable[[str, str, str], list[str]] | None = None
+    #: new build and boot-test run ids (None: core.plan.new_build_id, the UTC time plus random hex)
+    ids: Callable[[], str] | None = None
+    #: the clock the run timers read, in seconds (None: time.monotonic)
+    clock: Callable[[], float] | None = None
+    #: today's date, the propose screen's default tag (None: the UTC date now)
+    today: Callable[[], Any] | None = None
 
 
 class WorkbenchApp(App[int]):
@@ -268,7 +274,8 @@ class WorkbenchApp(App[int]):
             from ccis_workbench.ui.screens.build import BuildScreen
 
             self.push_screen(BuildScreen(got[0], got[1], self.host_status.uri, self.build_settings,
-                                         runner=self.runners.build, leftovers=self.runners.leftovers))
+                                         runner=self.runners.build, leftovers=self.runners.leftovers,
+                                         ids=self.runners.ids, clock=self.runners.clock))
 
     def open_boot_test(self) -> None:
         """Show the boot-test screen (the last build's artifact preselected)."""
@@ -282,7 +289,8 @@ class WorkbenchApp(App[int]):
 
             self.push_screen(BootTestScreen(got[0], got[1], self.host_status.uri, self.boot_test_settings,
                                             artifact=self.last_artifact_dir,
-                                            runner=self.runners.boot_test, leftovers=self.runners.leftovers))
+                                            runner=self.runners.boot_test, leftovers=self.runners.leftovers,
+                                            ids=self.runners.ids, clock=self.runners.clock))
 
     def action_open_propose(self) -> None:
         """Show the propose screen for the current profile."""
@@ -290,7 +298,7 @@ class WorkbenchApp(App[int]):
         if got is not None:
             from ccis_workbench.ui.screens.propose import ProposeScreen
 
-            self.push_screen(ProposeScreen(got[0], got[1], artifacts=self.last_artifact_dir))
+            self.push_screen(ProposeScreen(got[0], got[1], artifacts=self.last_artifact_dir, today=self.runners.today))
 
     # -- actions ---------------------------------------------------------------------------------------------------
 

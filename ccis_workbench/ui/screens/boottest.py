@@ -101,7 +101,8 @@ class BootTestScreen(Screen[None]):
     def __init__(self, workbench: Workbench, ch: Choice, uri: str, settings: BootTestSettings | None = None, *,
                  artifact: str | None = None, defaults: Settings | None = None,
                  runner: Callable[[TestSetup, BootRequest, Monitor], Any] | None = None,
-                 leftovers: Callable[[str, str, str], list[str]] | None = None) -> None:
+                 leftovers: Callable[[str, str, str], list[str]] | None = None,
+                 ids: Callable[[], str] | None = None, clock: Callable[[], float] | None = None) -> None:
         super().__init__()
         self.workbench = workbench
         self.choice = ch
@@ -113,6 +114,10 @@ class BootTestScreen(Screen[None]):
         self.runner = runner or run_test
         #: what of a run is left in libvirt after a cancel (flows.build.leftovers_of)
         self.leftovers = leftovers or leftovers_of
+        #: each run's id (None: core.plan.new_build_id, the UTC time plus random hex)
+        self.ids = ids
+        #: what the run timer reads (seconds)
+        self.clock = clock or time.monotonic
         self.setup: TestSetup | None = None
         self.setup_error: WorkbenchError | None = None
         self.monitor: BootTestMonitor | None = None
@@ -235,8 +240,8 @@ class BootTestScreen(Screen[None]):
             self._set_status(check_id, "pending", "")
         self.query_one("#boot-console", Log).clear()
         self.query_one("#boot-events", RichLog).clear()
-        self.monitor = BootTestMonitor(self)
-        self.run_id = new_build_id()
+        self.monitor = BootTestMonitor(self, clock=self.clock)
+        self.run_id = (self.ids or new_build_id)()
         self.stage_name = "starting"
         self._refresh_controls()
         self.run_test(self.setup, self.settings, self.monitor, self.run_id)

@@ -175,10 +175,12 @@ class BuildSettings:
 
 
 def make_build_plan(workbench: Workbench, ch: Choice, settings: BuildSettings, defaults: Settings, uri: str,
-                    monitor: Monitor | None = None, *, download: bool = False) -> Any:
+                    monitor: Monitor | None = None, *, download: bool = False, build_id: str | None = None) -> Any:
     """The BuildPlan for a choice, through flows.build (blocking: builds the rehearsal tree, reads a URL's
-    .treeinfo). Without *download*, an unreachable URL still gives a plan that says so, as `plan` does."""
-    return plan_build(workbench.compose(ch), settings.request(defaults, uri, catalog_root=str(workbench.root)),
+    .treeinfo). Without *download*, an unreachable URL still gives a plan that says so, as `plan` does.
+    *build_id*: the plan's build id (None: a new one, core.plan.new_build_id)."""
+    return plan_build(workbench.compose(ch), settings.request(defaults, uri, build_id=build_id,
+                                                              catalog_root=str(workbench.root)),
                       monitor, download=download, name=ch.name)
 
 
@@ -196,7 +198,8 @@ class BuildScreen(Screen[None]):
 
     def __init__(self, workbench: Workbench, ch: Choice, uri: str, settings: BuildSettings | None = None, *,
                  defaults: Settings | None = None, runner: BuildRunner | None = None,
-                 leftovers: Callable[[str, str, str], list[str]] | None = None) -> None:
+                 leftovers: Callable[[str, str, str], list[str]] | None = None,
+                 ids: Callable[[], str] | None = None, clock: Callable[[], float] | None = None) -> None:
         super().__init__()
         self.workbench = workbench
         self.choice = ch
@@ -205,6 +208,10 @@ class BuildScreen(Screen[None]):
         self.settings = settings or BuildSettings()
         #: runs a plan: the libvirt backend (flows.build.run_build); tests inject endings it cannot produce
         self.runner = runner or run_build
+        #: each plan's build id (None: core.plan.new_build_id, the UTC time plus random hex)
+        self.ids = ids
+        #: what the run timer reads (seconds)
+        self.clock = clock or time.monotonic
         #: what of a run is left in libvirt after a cancel (flows.build.leftovers_of)
         self.leftovers = leftovers or leftovers_of
         self.plan: Any = None
@@ -322,7 +329,9 @@ class BuildScreen(Screen[None]):
         from ccis_workbench.core.errors import WorkbenchError
 
         try:
-            plan = make_build_plan(self.workbench, self.choice, settings, self.defaults, self.uri, UIMonitor(self))
+            plan = make_build_plan(self.workbench, self.choice, settings, self.defaults, self.uri,
+                                   UIMonitor(self, clock=self.clock),
+                                   build_id=self.ids() if self.ids is not None else None)
         except WorkbenchError as exc:
             self.post_message(BuildPlanned(error=exc))
             return
@@ -367,7 +376,7 @@ class BuildScreen(Screen[None]):
         ending = self.query_one("#build-ending", Static)
         ending.update("")
         ending.set_classes("ending")
-        self.monitor = UIMonitor(self)
+        self.monitor = UIMonitor(self, clock=self.clock)
         self.stage_name = "starting"
         self._event("info", f"build {self.plan.build_id} of {self.choice.name}: {self.plan.source.kind} tree, "
                             f"accel {self.plan.options.accel}", 0.0)

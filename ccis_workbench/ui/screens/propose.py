@@ -8,6 +8,8 @@ never touching the user's checkout). Missing or stale evidence needs a second, s
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +89,8 @@ class ProposeScreen(Screen[None]):
         Binding("ctrl+g,f3", "commit", "Propose…", tooltip="Create the branch and commit (asks first)"),
     ]
 
-    def __init__(self, workbench: Workbench, ch: Choice, *, artifacts: str | None = None) -> None:
+    def __init__(self, workbench: Workbench, ch: Choice, *, artifacts: str | None = None,
+                 today: Callable[[], date] | None = None) -> None:
         super().__init__()
         from ccis_workbench.core.propose import default_branch, default_tag
 
@@ -98,7 +101,7 @@ class ProposeScreen(Screen[None]):
 
         builds = Path(in_catalog(workbench.root, str(Settings.load().artifacts)))
         self.artifacts = artifacts or (latest_artifacts(self.profile, builds) if self.profile else None) or ""
-        self.tag = default_tag()
+        self.tag = default_tag(today() if today is not None else None)
         self.branch = default_branch(self.profile or ch.name)
         self.evidence: Any = None
         self.proposal: Any = None
