@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -27,6 +28,13 @@ CHECKSUM = "CHECKSUM"
 SIGNATURE = "CHECKSUM.asc"
 #: Largest CHECKSUM, attestation or SBOM read (an image is large; its evidence is not).
 MAX_EVIDENCE_BYTES = 64 << 20
+#: Largest CHECKSUM or CHECKSUM.asc downloaded: a few lines per file of the folder.
+MAX_CHECKSUM_BYTES = 1 << 20
+#: Largest image (or any other file CHECKSUM lists that is not evidence) downloaded by `verify URL`: neither
+#: CHECKSUM nor the attestation states a size, so this is the stated limit (the largest cloud image disk, raw).
+MAX_IMAGE_BYTES = 64 << 30
+#: Names of the evidence files (capped at MAX_EVIDENCE_BYTES when downloaded).
+EVIDENCE_SUFFIXES = (".json", ".ks", ".txt", ".asc", ".sig")
 
 
 @dataclass
@@ -67,23 +75,77 @@ class VerifyReport:
                 "findings": [f.to_dict() for f in self.findings]}
 
 
-def fetch(url: str, dest: Path, *, keyring: str | None = None) -> Path:
-    """Download a published folder's CHECKSUM (and signature) and every file it lists into *dest*."""
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to another http(s) URL (urllib also follows ftp://; file:// it refuses with a
+    traceback-shaped HTTPError): anything else is a WorkbenchError naming both URLs."""
+
+    def http_error_302(self, req: Any, fp: Any, code: int, msg: str, headers: Any) -> Any:
+        newurl = headers.get("location") or headers.get("uri") or ""
+        scheme = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl)).scheme.lower()
+        if scheme not in ("http", "https"):
+            fp.close()
+            shown = newurl.encode("unicode_escape").decode("ascii")[:200]
+            raise WorkbenchError("Bad redirect", f"{req.full_url} redirects to {shown!r}: only http(s) is followed",
+                                 hint="the server is broken or hostile: do not trust the folder")
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+def download_limit(name: str, max_image_bytes: int = MAX_IMAGE_BYTES) -> int:
+    """How many bytes `fetch` accepts for file *name*: CHECKSUM and its signature are small, evidence (an
+    attestation, an SBOM, a kickstart, a manifest) is bounded by MAX_EVIDENCE_BYTES, anything else (an image) by
+    *max_image_bytes*."""
+    if name in (CHECKSUM, SIGNATURE):
+        return MAX_CHECKSUM_BYTES
+    if name.endswith(EVIDENCE_SUFFIXES):
+        return MAX_EVIDENCE_BYTES
+    return max_image_bytes
+
+
+def fetch(url: str, dest: Path, *, keyring: str | None = None, max_image_bytes: int = MAX_IMAGE_BYTES,
+          timeout: float = 60) -> Path:
+    """Download a published folder's CHECKSUM (and signature) and every file it lists into *dest* (a private
+    folder, made 0700). Each file is created new (O_EXCL, O_NOFOLLOW, 0600: nothing planted in *dest* is written
+    through), its name must be a plain name of the folder (no `/`, `\\`, `..` or control characters), its size is
+    capped (`download_limit`: a body that goes on past it, or a Content-Length over it, is an error and the part
+    is removed), and redirects are followed to http(s) URLs only. *timeout* is per network operation."""
     base = url if url.endswith("/") else url + "/"
     if urllib.parse.urlsplit(base).scheme not in ("http", "https"):
         raise WorkbenchError("Bad URL", f"{url}: only http:// and https:// folders can be verified remotely",
                              hint="or give a local folder")
-    dest.mkdir(parents=True, exist_ok=True)
+    dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+    opener = urllib.request.build_opener(_HttpOnlyRedirects())
 
     def get(name: str, required: bool) -> bool:
-        if "/" in name or name in ("", ".", ".."):
-            raise WorkbenchError("Bad CHECKSUM", f"file name {name!r} is not a plain name in this folder", file=url)
+        why = _outside_name(name)
+        if why:
+            shown = name.encode("unicode_escape").decode("ascii")[:120]
+            raise WorkbenchError("Bad CHECKSUM", f"file name {shown!r} {why}: not a plain name in this folder",
+                                 file=url)
+        limit = download_limit(name, max_image_bytes)
+        path = dest / name
         try:
-            with urllib.request.urlopen(base + urllib.parse.quote(name), timeout=60) as resp, \
-                    open(dest / name, "wb") as out:
-                shutil.copyfileobj(resp, out)
+            with opener.open(base + urllib.parse.quote(name), timeout=timeout) as resp:
+                declared = resp.headers.get("Content-Length")
+                if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+                    raise _TooLarge(f"the server declares {int(declared)} bytes")
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                try:
+                    with os.fdopen(fd, "wb") as out:
+                        _copy_capped(resp, out, limit)
+                except BaseException:
+                    path.unlink(missing_ok=True)
+                    raise
             return True
-        except OSError as exc:  # urllib's HTTPError and URLError are OSErrors
+        except _TooLarge as exc:
+            raise WorkbenchError("Download too large", f"{base}{name}: {exc}, over the limit of {limit} bytes for "
+                                 "this file", file=url, hint="the folder is broken or hostile: nothing was kept") \
+                from None
+        except FileExistsError:
+            raise WorkbenchError("Cannot fetch", f"{path} exists already: each file is downloaded once into a new "
+                                 "folder", file=url) from None
+        except OSError as exc:  # urllib's HTTPError and URLError are OSErrors; so is a symlink met by O_NOFOLLOW
             if required:
                 raise WorkbenchError("Cannot fetch", f"{base}{name}: {exc}", file=url) from None
             return False
@@ -99,6 +161,23 @@ def fetch(url: str, dest: Path, *, keyring: str | None = None) -> Path:
     for name in names:
         get(name, False)  # a missing file is a finding, not an error
     return dest
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _copy_capped(src: Any, out: Any, limit: int, chunk: int = 1 << 20) -> None:
+    """Copy *src* to *out*, at most *limit* bytes: one byte more is _TooLarge (an endless body stops here)."""
+    total = 0
+    while True:
+        block = src.read(min(chunk, limit + 1 - total))
+        if not block:
+            return
+        total += len(block)
+        if total > limit:
+            raise _TooLarge(f"the body goes on past {limit} bytes")
+        out.write(block)
 
 
 def _read_small(path: Path) -> str:

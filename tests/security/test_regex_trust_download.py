@@ -226,3 +226,176 @@ def test_boot_test_plan_names_derived_checks_of_a_changed_overlay(package_branch
     note = res.stderr[res.stderr.index("come from files changed on this branch") :]
     assert "derived.packages-installed" in note and "kickstarts/overlays/alpha.yaml" in note, note
     assert "derived.root-locked" not in note, note
+
+
+# -- 3. `verify URL` downloads: plain names, capped sizes, http(s) redirects only, new files only ---------------
+
+
+class _Hostile:
+    """A hostile HTTP server on 127.0.0.1: *routes* maps a path to (status, headers, body); a body that is a
+    callable writes to the socket itself (an endless body)."""
+
+    def __init__(self, routes: dict) -> None:
+        import http.server
+        import threading
+
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                owner.asked.append(self.path)
+                status, headers, body = routes.get(self.path, (404, {}, b"not here\n"))
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                if not callable(body):
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    body(self.wfile) if callable(body) else self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.asked: list[str] = []
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/pub/"
+
+    def __enter__(self) -> _Hostile:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+def _endless(out) -> None:
+    block = b"x" * 65536
+    while True:
+        out.write(block)
+
+
+def _checksum(*names: str) -> bytes:
+    return "".join(f"SHA256 ({n}) = {'0' * 64}\n" for n in names).encode()
+
+
+def _verify_url(url: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`verify URL` in a subprocess (time and memory bounded) whose temporary folders go to a folder of its own."""
+    import os
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(exist_ok=True)
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    res = subprocess.run(
+        [sys.executable, "-m", "ccis_workbench", "verify", url],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=TIME_LIMIT,
+        preexec_fn=_limit_memory,
+        check=False,
+    )
+    return res, scratch
+
+
+def _refused(res: subprocess.CompletedProcess[str], words: str) -> None:
+    assert res.returncode == 2, (res.returncode, res.stdout[-2000:], res.stderr[-2000:])
+    assert "Traceback" not in res.stderr, res.stderr
+    assert words.lower() in res.stderr.lower(), res.stderr
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../evil", "../../tmp/evil", "sub/../../evil", "evil\x1b[2Jx"],
+    ids=["dotdot", "dotdot-deep", "folder-dotdot", "control"],
+)
+def test_verify_url_refuses_names_outside_the_folder(tmp_path: Path, name: str) -> None:
+    routes = {"/pub/CHECKSUM": (200, {}, _checksum("disk.qcow2", name)), "/pub/disk.qcow2": (200, {}, b"disk")}
+    with _Hostile(routes) as srv:
+        res, scratch = _verify_url(srv.url, tmp_path)
+    _refused(res, "CHECKSUM")
+    assert not any(p for p in srv.asked if "evil" in p), "a hostile name is never even asked for"
+    assert not list(scratch.iterdir()), "the temporary folder is gone"
+    assert not list(tmp_path.rglob("evil*")), "nothing written outside the folder"
+
+
+def test_verify_url_stops_an_endless_checksum(tmp_path: Path) -> None:
+    with _Hostile({"/pub/CHECKSUM": (200, {}, _endless)}) as srv:
+        res, scratch = _verify_url(srv.url, tmp_path)
+    _refused(res, "Download too large")
+    assert "over the limit of 1048576 bytes" in res.stderr
+    assert not list(scratch.iterdir())
+
+
+def test_verify_url_refuses_a_declared_size_over_the_limit_before_reading(tmp_path: Path) -> None:
+    from ccis_workbench.core.errors import WorkbenchError
+    from ccis_workbench.flows.verify import fetch
+
+    routes = {"/pub/CHECKSUM": (200, {"Content-Length": str(10 << 30)}, _endless)}
+    with _Hostile(routes) as srv, pytest.raises(WorkbenchError, match="declares 10737418240 bytes"):
+        fetch(srv.url, tmp_path / "dest")
+    assert not (tmp_path / "dest/CHECKSUM").exists()
+
+
+def test_verify_url_caps_an_endless_image(tmp_path: Path) -> None:
+    """An image is capped at the stated limit (max_image_bytes, 64 GiB by default; 1 MiB here): the endless body
+    is cut there, the error names it and the part is removed; the evidence next to it was kept 0600."""
+    from ccis_workbench.core.errors import WorkbenchError
+    from ccis_workbench.flows.verify import MAX_IMAGE_BYTES, download_limit, fetch
+
+    assert download_limit("disk.qcow2") == MAX_IMAGE_BYTES and download_limit("CHECKSUM") == 1 << 20
+    routes = {
+        "/pub/CHECKSUM": (200, {}, _checksum("a.provenance.intoto.json", "disk.qcow2")),
+        "/pub/a.provenance.intoto.json": (200, {}, b"{}"),
+        "/pub/disk.qcow2": (200, {}, _endless),
+    }
+    dest = tmp_path / "dest"
+    with _Hostile(routes) as srv, pytest.raises(WorkbenchError, match="goes on past 1048576 bytes"):
+        fetch(srv.url, dest, max_image_bytes=1 << 20)
+    assert not (dest / "disk.qcow2").exists()
+    assert (dest / "CHECKSUM").stat().st_mode & 0o777 == 0o600
+    assert (dest / "a.provenance.intoto.json").stat().st_mode & 0o777 == 0o600
+    assert dest.stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("where", ["CHECKSUM", "disk.qcow2"])
+def test_verify_url_never_follows_a_redirect_to_file(tmp_path: Path, where: str) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("SHA256 (secret) = " + "1" * 64 + "\n")
+    routes = {"/pub/CHECKSUM": (200, {}, _checksum("disk.qcow2"))}  # the image's redirect, or CHECKSUM's own
+    routes[f"/pub/{where}"] = (302, {"Location": secret.as_uri()}, b"")
+    with _Hostile(routes) as srv:
+        res, scratch = _verify_url(srv.url, tmp_path)
+    _refused(res, "Bad redirect")
+    assert "only http(s) is followed" in res.stderr
+    assert not list(scratch.iterdir())
+
+
+def test_verify_url_redirect_to_ftp_is_refused(tmp_path: Path) -> None:
+    with _Hostile({"/pub/CHECKSUM": (301, {"Location": "ftp://127.0.0.1/CHECKSUM"}, b"")}) as srv:
+        res, _ = _verify_url(srv.url, tmp_path)
+    _refused(res, "Bad redirect")
+
+
+def test_fetch_never_writes_through_a_planted_symlink(tmp_path: Path) -> None:
+    from ccis_workbench.core.errors import WorkbenchError
+    from ccis_workbench.flows.verify import fetch
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "CHECKSUM").symlink_to(victim)
+    with (
+        _Hostile({"/pub/CHECKSUM": (200, {}, _checksum("disk.qcow2"))}) as srv,
+        pytest.raises(WorkbenchError, match="exists already"),
+    ):
+        fetch(srv.url, dest)
+    assert victim.read_text() == "keep me\n"
