@@ -1,15 +1,28 @@
 """Build the REHEARSAL install tree from the host's Debian packages (docs/architecture.md, "The rehearsal tree").
 
 Parts taken from the host: the kernel (`linux-image-amd64`: /boot/vmlinuz-VER and /lib/modules/VER), busybox
-(`busybox-static`), extlinux and its MBR (`extlinux`, `syslinux-common`), sfdisk and mke2fs with their shared
-libraries, and the host's C compiler (`gcc`, `libc6-dev`), which builds the rehearsal system's small setuid sudo
-from files/sudo.c as a static binary. Out of them come two initramfs images written with the project's own cpio
+(`busybox-static`), extlinux and its MBRs (`extlinux`, `syslinux-common`: mbr.bin and gptmbr.bin), sfdisk, mke2fs,
+mkfs.fat (`dosfstools`) and mtools with their shared libraries, systemd-boot's EFI binary (`systemd-boot-efi`),
+and the host's C compiler (`gcc`, `libc6-dev`), which builds the rehearsal system's small setuid sudo from
+files/sudo.c as a static binary. Out of them come two initramfs images written with the project's own cpio
 writer:
 
 - the installer initrd (`images/pxeboot/initrd.img`): /init is the rehearsal installer (files/installer.sh), and
   it carries the payload it installs (the rehearsal system's root, with the same kernel and a small boot
   initramfs);
 - the boot initramfs of the installed system (files/boot-init.sh): loads the disk modules, mounts root=LABEL=...
+
+Hybrid BIOS + UEFI disks. When the kickstart has `part /boot/efi` (the official Stream 9/10 layout; the catalog
+writes it for targets that claim UEFI), the installer partitions GPT: a 1 MiB BIOS boot partition, a 32 MiB EFI
+system partition and the root with the legacy-BIOS-bootable attribute. BIOS path: syslinux's gptmbr.bin in the
+first 440 bytes boots the partition with that attribute, where extlinux is installed as on an MBR disk. UEFI path:
+systemd-boot as EFI/BOOT/BOOTX64.EFI on the ESP (the removable-media path firmware with no boot entry starts), a loader
+entry with the same kernel, initrd and arguments as extlinux.conf, the kernel and initrd on the ESP. systemd-boot
+is the simplest loader that works here: one small file and two text files, no image to assemble (GRUB's would need
+grub-mkimage and modules), and it reads the FAT it sits on. The ESP is written with mkfs.fat and mtools without
+being mounted: `mkfs.fat --invariant`, a volume id from SOURCE_DATE_EPOCH and mtools' SOURCE_DATE_EPOCH make it the
+same bytes at every build. `reqpart` alone stays BIOS only (MBR), as anaconda's reqpart is on a BIOS-booted install.
+Under UEFI the guest is a q35 machine with the seed on SATA, so `ahci` is among the boot modules.
 
 The tree is cached under the user's cache directory, keyed by everything it is made of, so a second call
 returns in milliseconds. Everything is labelled "rehearsal"; nothing claims to be CentOS.
@@ -38,22 +51,29 @@ from ccis_workbench.core.installsource import cache_root
 from ccis_workbench.core.monitor import Monitor
 
 #: Bumped whenever the layout of the tree changes (part of the cache key).
-BUILDER_VERSION = "3"
+BUILDER_VERSION = "4"
 RELEASE = "CCIS Workbench rehearsal 0.1"
 FILES = Path(__file__).with_name("files")
 #: Modules the installer and the installed system load (closure and order from modules.dep).
 MODULES = ("virtio_pci", "virtio_rng", "virtio_blk", "virtio_console", "virtio_net", "virtio_scsi", "ext4",
            "crc32c_generic",
-           "isofs", "sr_mod", "ata_piix", "sd_mod", "vfat", "nls_cp437", "nls_iso8859-1")
+           "isofs", "sr_mod", "ata_piix", "ahci", "sd_mod", "vfat", "nls_cp437", "nls_iso8859-1")
 #: What the installer itself needs (insmod is slow under TCG: no network, CD-ROM or SCSI for the installer).
 INSTALLER_MODULES = ("virtio_pci", "virtio_rng", "virtio_blk", "virtio_console", "ext4", "crc32c_generic")
-TOOLS = ("/usr/sbin/sfdisk", "/usr/sbin/mke2fs", "/usr/bin/extlinux")
+TOOLS = ("/usr/sbin/sfdisk", "/usr/sbin/mke2fs", "/usr/bin/extlinux", "/usr/sbin/mkfs.fat", "/usr/bin/mtools")
+#: mtools is one binary that acts as the command it is called as
+MTOOLS_COMMANDS = ("mcopy", "mmd")
+GCONV_DIR = "/usr/lib/x86_64-linux-gnu/gconv"
+GCONV_FILES = ("gconv-modules", "gconv-modules.cache", "gconv-modules.d/gconv-modules-extra.conf", "IBM850.so")
 MBR_CANDIDATES = ("/usr/lib/EXTLINUX/mbr.bin", "/usr/lib/syslinux/mbr/mbr.bin")
+#: The UEFI boot loader of hybrid images: systemd-boot, as the removable-media path \EFI\BOOT\BOOTX64.EFI
+EFI_LOADER_CANDIDATES = ("/usr/lib/systemd/boot/efi/systemd-bootx64.efi",)
 #: Applets the rehearsal system provides itself (its own stand-ins win over busybox's).
 OWN_COMMANDS = {"usr/bin/systemctl", "usr/bin/rpm", "bin/rpm", "usr/bin/install", "usr/bin/sudo", "bin/sudo"}
 #: Tools of a real image that %post scripts call, provided by files/stub in the rehearsal system.
 STUBS = ("restorecon", "fixfiles", "setfiles", "semanage", "setsebool", "dnf", "yum", "dracut", "grub2-mkconfig",
-         "grub2-install", "update-crypto-policies", "authselect", "ssh-keygen", "visudo", "lsblk",
+         "grub2-install", "grub2-probe", "grub2-mkrelpath", "parted",
+         "update-crypto-policies", "authselect", "ssh-keygen", "visudo", "lsblk",
          "systemd-tmpfiles", "useradd", "usermod", "groupadd", "chage", "install", "curl", "growpart",
          "systemd-firstboot", "update-ca-trust", "firewall-offline-cmd", "alternatives", "depmod", "getent",
          "wget", "python", "python2", "python3", "perl", "sshd")
@@ -61,7 +81,7 @@ STUBS = ("restorecon", "fixfiles", "setfiles", "semanage", "setsebool", "dnf", "
 #: fetch or run there is recorded as emulated, like in the system (files/stub).
 INSTALLER_STUBS = ("curl", "wget", "python3", "python", "dnf", "yum")
 APT_HINT = ("apt-get install linux-image-amd64 busybox-static extlinux syslinux-common fdisk e2fsprogs gcc "
-            "libc6-dev")
+            "libc6-dev dosfstools mtools systemd-boot-efi")
 #: The rehearsal system's sudo (files/sudo.c) is compiled on the host, statically linked against glibc's libc.a.
 SUDO_HINT = "apt-get install gcc libc6-dev"
 SUDO_CFLAGS = ("-static", "-Os", "-s", "-Wall")
@@ -78,6 +98,9 @@ class HostParts:
     tools: dict[str, Path]
     mbr: Path
     applets: list[str] = field(default_factory=list)
+    #: systemd-boot's EFI binary (the ESP's BOOTX64.EFI) and syslinux's GPT MBR (the BIOS path of a GPT disk)
+    efi_loader: Path | None = None
+    gptmbr: Path | None = None
     #: the C compiler and the static C library the rehearsal sudo is built with
     cc: Path | None = None
     libc_a: Path | None = None
@@ -88,12 +111,13 @@ class HostParts:
         for p in sorted(FILES.iterdir()):
             h.update(p.name.encode() + p.read_bytes())
         compiler = [p for p in (self.cc, self.libc_a) if p is not None]
+        hybrid = [p for p in (self.efi_loader, self.gptmbr) if p is not None]
         for p in (self.vmlinuz, self.busybox, self.mbr, self.modules_dir / "modules.dep", *self.tools.values(),
-                  *compiler):
+                  *compiler, *hybrid):
             st = p.stat()
             h.update(f"{p}:{st.st_size}:{int(st.st_mtime)}".encode())
         h.update(",".join(MODULES + INSTALLER_MODULES + STUBS + INSTALLER_STUBS + SUDO_CFLAGS
-                          + tuple(sorted(OWN_COMMANDS))).encode())
+                          + tuple(sorted(OWN_COMMANDS)) + MTOOLS_COMMANDS + GCONV_FILES).encode())
         return h.hexdigest()[:16]
 
 
@@ -121,10 +145,18 @@ def find_host_parts() -> HostParts:
     mbr = next((Path(m) for m in MBR_CANDIDATES if Path(m).exists()), None)
     if mbr is None:
         raise WorkbenchError("Missing extlinux MBR", "no mbr.bin from syslinux", hint=APT_HINT)
+    gptmbr = mbr.with_name("gptmbr.bin")
+    if not gptmbr.is_file():
+        raise WorkbenchError("Missing extlinux GPT MBR", f"no {gptmbr} from syslinux", hint=APT_HINT)
+    efi_loader = next((Path(m) for m in EFI_LOADER_CANDIDATES if Path(m).is_file()), None)
+    if efi_loader is None:
+        raise WorkbenchError("Missing UEFI boot loader", "no systemd-boot EFI binary (systemd-bootx64.efi): hybrid "
+                             "BIOS + UEFI rehearsal images carry it on their EFI system partition", hint=APT_HINT)
     applets = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True,
                              check=True).stdout.split()
     cc, libc_a = find_compiler()
-    return HostParts(ver, vmlinuz, Path("/lib/modules") / ver, busybox, tools, mbr, applets, cc, libc_a)
+    return HostParts(ver, vmlinuz, Path("/lib/modules") / ver, busybox, tools, mbr, applets, cc=cc, libc_a=libc_a,
+                     efi_loader=efi_loader, gptmbr=gptmbr)
 
 
 def find_compiler() -> tuple[Path, Path]:
@@ -356,6 +388,17 @@ def installer_initrd(parts: HostParts, order: list[str], boot_img: bytes, sudo: 
     if Path("/etc/mke2fs.conf").exists():
         t.host_file("etc/mke2fs.conf", Path("/etc/mke2fs.conf"), 0o644)
     t.host_file("usr/lib/EXTLINUX/mbr.bin", parts.mbr, 0o644)
+    if parts.gptmbr is not None:
+        t.host_file("usr/lib/EXTLINUX/gptmbr.bin", parts.gptmbr, 0o644)
+    if parts.efi_loader is not None:
+        t.host_file("usr/lib/rehearsal/BOOTX64.EFI", parts.efi_loader, 0o644)
+    for name in MTOOLS_COMMANDS:
+        t.symlink(f"usr/bin/{name}", "/usr/bin/mtools")
+    # mtools converts FAT short names through iconv with its default code page (850): glibc's module for it
+    for rel in GCONV_FILES:
+        src = Path(GCONV_DIR) / rel
+        if src.is_file():
+            t.host_file(f"{GCONV_DIR.lstrip('/')}/{rel}", src, 0o644)
     t.file("init", (FILES / "installer.sh").read_bytes(), 0o755)
     t.file("usr/lib/rehearsal/stub", (FILES / "stub").read_bytes(), 0o755)
     for name in INSTALLER_STUBS:

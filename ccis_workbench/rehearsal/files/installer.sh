@@ -301,8 +301,27 @@ for d in vda sda; do [ -b "/dev/$d" ] && DISK="/dev/$d" && break; done
 [ -n "$DISK" ] || fatal "No usable disks were found (rehearsal installer looks for /dev/vda)."
 say "Configuring storage"
 log INFO "disk $DISK: $(cat /sys/block/${DISK#/dev/}/size) sectors"
-printf 'label: dos\nlabel-id: 0xcc150001\n,,L,*\n' | /usr/sbin/sfdisk -q "$DISK" >> "$LOG" 2>&1 || fatal "Partitioning $DISK failed."
-PART="${DISK}1"
+# Hybrid BIOS + UEFI when the kickstart asks for an EFI system partition (part /boot/efi), as the official Stream
+# 9/10 images are: GPT with a BIOS boot partition (kept empty: extlinux boots from the root's own boot record), the
+# ESP (FAT, systemd-boot) and the root with the legacy-BIOS-bootable attribute, which syslinux's gptmbr.bin looks
+# for. reqpart alone is BIOS only, as anaconda's reqpart is on a BIOS-booted install (the rehearsal builds boot
+# BIOS). Every identifier is fixed, so the table is the same at every build.
+ESP=""
+if awk '$2 == "part" && $3 == "/boot/efi" { f = 1 } END { exit !f }' "$W/commands"; then
+    say "Partitioning $DISK: GPT, BIOS boot + EFI system partition + root (hybrid BIOS and UEFI)"
+    printf 'label: gpt\nlabel-id: CC150000-0000-4000-8000-000000000000\n%s\n%s\n%s\n' \
+        'start=2048, size=2048, type=21686148-6449-6E6F-744E-656564454649, uuid=CC150000-0000-4000-8000-000000000001, name="biosboot"' \
+        'size=32MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=CC150000-0000-4000-8000-000000000002, name="esp"' \
+        'type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=CC150000-0000-4000-8000-000000000003, name="root", attrs="LegacyBIOSBootable"' \
+        | /usr/sbin/sfdisk -q "$DISK" >> "$LOG" 2>&1 || fatal "Partitioning $DISK (GPT) failed."
+    ESP="${DISK}2"
+    PART="${DISK}3"
+    BOOTCODE=/usr/lib/EXTLINUX/gptmbr.bin
+else
+    printf 'label: dos\nlabel-id: 0xcc150001\n,,L,*\n' | /usr/sbin/sfdisk -q "$DISK" >> "$LOG" 2>&1 || fatal "Partitioning $DISK failed."
+    PART="${DISK}1"
+    BOOTCODE=/usr/lib/EXTLINUX/mbr.bin
+fi
 i=0; while [ ! -b "$PART" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 [ -b "$PART" ] || fatal "$PART did not appear after partitioning."
 say "Creating ext4 on $PART${fstype:+ (rehearsal: the kickstart asked for $fstype)}"
@@ -423,8 +442,30 @@ LABEL rehearsal
   APPEND root=LABEL=rehearsal-root ro $kargs
 EOF
 /usr/bin/extlinux --install "$TARGET/boot/extlinux" >> "$LOG" 2>&1 || fatal "Installing the boot loader (extlinux) failed."
-dd if=/usr/lib/EXTLINUX/mbr.bin of="$DISK" bs=440 count=1 conv=notrunc 2>> "$LOG" \
+dd if="$BOOTCODE" of="$DISK" bs=440 count=1 conv=notrunc 2>> "$LOG" \
     || fatal "Writing the boot sector failed."
+if [ -n "$ESP" ]; then
+    # The UEFI path: systemd-boot as the removable-media loader \EFI\BOOT\BOOTX64.EFI (firmware with no boot entry
+    # starts it), one loader entry with the same kernel, initrd and arguments as extlinux.conf, the kernel and
+    # initrd on the ESP (systemd-boot reads FAT only). Written with mkfs.fat and mtools, never mounted: mkfs.fat
+    # --invariant and mtools' SOURCE_DATE_EPOCH fix every time stamp, the volume id comes from the epoch.
+    say "Installing the UEFI boot loader (systemd-boot) on the EFI system partition $ESP"
+    export SOURCE_DATE_EPOCH="$EPOCH" MTOOLS_SKIP_CHECK=1
+    /usr/sbin/mkfs.fat --invariant -F 16 -i "$(printf '%08x' $((EPOCH % 4294967296)))" -n ESP "$ESP" >> "$LOG" 2>&1 \
+        || fatal "Creating the FAT file system on $ESP failed."
+    mkdir -p /tmp/esp
+    printf 'default rehearsal.conf\ntimeout 0\n' > /tmp/esp/loader.conf
+    printf 'title CCIS Workbench rehearsal system (UEFI)\nlinux /vmlinuz\ninitrd /initrd.img\noptions root=LABEL=rehearsal-root ro %s\n' \
+        "$kargs" > /tmp/esp/rehearsal.conf
+    { mmd -i "$ESP" ::EFI ::EFI/BOOT ::loader ::loader/entries \
+        && mcopy -i "$ESP" /usr/lib/rehearsal/BOOTX64.EFI ::EFI/BOOT/BOOTX64.EFI \
+        && mcopy -i "$ESP" /tmp/esp/loader.conf ::loader/loader.conf \
+        && mcopy -i "$ESP" /tmp/esp/rehearsal.conf ::loader/entries/rehearsal.conf \
+        && mcopy -i "$ESP" "$TARGET/boot/vmlinuz" ::vmlinuz \
+        && mcopy -i "$ESP" "$TARGET/boot/initrd.img" ::initrd.img; } >> "$LOG" 2>&1 \
+        || fatal "Writing the EFI system partition $ESP failed."
+    unset SOURCE_DATE_EPOCH
+fi
 say "Generating initramfs"
 say "Storing configuration files and kickstarts"
 cp "$KS" "$TARGET/root/anaconda-ks.cfg"
