@@ -1,7 +1,8 @@
 """The monkey test: hypothesis drives the real app through random sequences of its keys, tab switches, list
 selections, typing (valid, invalid and pasted multi-line text) into whatever field has the focus, resizes between
 80x24 and 120x36, and every screen and modal (compose, review, build, boot test, propose, help, palette, open and
-save dialogs), with stand-in runners for build and boot test (no guest starts).
+save dialogs, the review's matrix run and a cell's logs), with stand-in runners for build, boot test and the
+matrix (no guest starts).
 
 Invariants after every step: no unhandled exception (Textual re-raises it at the end of `run_test`, and the app
 would have stopped), the app is running, the title names what the compose screen has chosen and, once composed,
@@ -36,6 +37,7 @@ from ccis_workbench.ui.app import Runners
 from ccis_workbench.ui.capabilities import FixedCapabilities, HostStatus
 from ccis_workbench.ui.screens.build import BuildSettings
 from ccis_workbench.ui.screens.compose import ComposeScreen
+from ccis_workbench.ui.screens.review import MatrixSettings
 from tests.test_ui_support import REPO, make_catalog, settle
 
 EXAMPLES = int(os.environ.get("CCIS_MONKEY_EXAMPLES", "20"))
@@ -69,6 +71,10 @@ def catalog() -> Path:
     if _CATALOG is None:
         root = make_catalog(Path(tempfile.mkdtemp(prefix="ccis-monkey-")))
         shutil.copy(REPO / "kickstarts/testspec.yaml", root / "kickstarts/testspec.yaml")
+        # a profile with an overlay, so that the review's matrix run (m) has a cell to run
+        (root / "profiles/alpha-box.yaml").write_text("name: alpha-box\ndescription: ui-alpha on ui-box\n"
+                                                      "release: centos-stream-9\ntarget: ui-box\n"
+                                                      "overlays: [ui-alpha]\n")
         _CATALOG = root
     return _CATALOG
 
@@ -84,6 +90,30 @@ def stand_in_boot_test(setup: Any, request: Any, monitor: Any) -> Any:
     raise WorkbenchError("Boot test failed", "the monkey test's stand-in boot test ends here")
 
 
+def stand_in_matrix(catalog: Any, composer: Any, cells: list[Any], req: Any, monitor: Any, *,
+                    on_event: Any) -> Any:
+    """The flows' CellEvents for every cell (queued, building, boot-testing, passed, or skipped once cancelled)
+    and the Markdown report; nothing builds."""
+    from ccis_workbench.flows.matrix import BOOT_TESTING, BUILDING, QUEUED, CellEvent, MatrixResult, markdown_report
+
+    req.output.mkdir(parents=True, exist_ok=True)
+    for c in cells:
+        on_event(CellEvent(c, QUEUED))
+    for c in cells:
+        if monitor.cancelled():
+            c.status, c.stage, c.reason = "skipped", "cancelled", "cancelled"
+        else:
+            (req.output / c.profile).mkdir(exist_ok=True)
+            (req.output / c.profile / "console.log").write_text("stand-in console\n")
+            on_event(CellEvent(c, BUILDING))
+            on_event(CellEvent(c, BOOT_TESTING, 1.0))
+            c.status = "passed"
+        on_event(CellEvent(c, c.status, 2.0))
+    md = req.output / "matrix.md"
+    md.write_text(markdown_report(cells, req.output))
+    return MatrixResult(cells, 2.0, md, req.output / "summary.json", {"passed": len(cells)})
+
+
 def make_monkey_app(root: Path | None = None) -> Any:
     from ccis_workbench.ui.app import WorkbenchApp
 
@@ -91,10 +121,11 @@ def make_monkey_app(root: Path | None = None) -> Any:
                                                                             "tcg")),
                        profile=None, theme=None,
                        runners=Runners(build=stand_in_build, boot_test=stand_in_boot_test,
-                                       leftovers=lambda uri, kind, ident: []))
+                                       leftovers=lambda uri, kind, ident: [], matrix=stand_in_matrix))
     # a URL tree nobody serves: the plan is shown, a build stops at once (no download, no guest)
     app.build_settings = BuildSettings(tree="url", location="http://127.0.0.1:9/no-tree/")
     app.screenshot_dir = Path(tempfile.mkdtemp(prefix="ccis-monkey-shots-"))
+    app.matrix_settings = MatrixSettings(output=tempfile.mkdtemp(prefix="ccis-monkey-matrix-"))
     return app
 
 
@@ -177,5 +208,43 @@ def test_the_issue_s_own_sequence_keeps_two_overlays_and_their_inputs() -> None:
             await settle(pilot)
             check_invariants(app, ["tab", "tab", "space", "down", "space"])
             assert len(app.compose_screen.choice.overlays) == 2
+
+    asyncio.run(go())
+
+
+def test_the_review_matrix_run_and_a_cell_s_logs_keep_the_invariants() -> None:
+    """The review's matrix run is reachable: m, y (run), enter on the cell (its logs), escape, at both sizes."""
+    from ccis_workbench.ui.screens.review import CellLogsModal, ReviewScreen
+
+    async def go() -> None:
+        app = make_monkey_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            app.open_review("ui-alpha")
+            await settle(pilot)
+            review = app.screen
+            assert isinstance(review, ReviewScreen)
+            trail: list[Any] = ["review ui-alpha"]
+            for key in ("m", "y"):
+                await pilot.press(key)
+                trail.append(key)
+                await settle(pilot)
+                check_invariants(app, trail)
+            deadline = time.monotonic() + 30
+            while review.running and time.monotonic() < deadline:
+                await settle(pilot)
+            assert review.run_result is not None and review.run_result.ok
+            table = review.query_one("#matrix")
+            table.move_cursor(row=0, column=table.get_column_index("ui-box"))
+            await pilot.press("enter")
+            await settle(pilot)
+            assert isinstance(app.screen, CellLogsModal)
+            check_invariants(app, [*trail, "enter"])
+            await pilot.resize_terminal(120, 36)
+            await settle(pilot)
+            check_invariants(app, [*trail, "enter", "resize"])
+            await pilot.press("escape")
+            await settle(pilot)
+            assert app.screen is review
 
     asyncio.run(go())

@@ -8,7 +8,8 @@ its test; an unchanged cell is reused unless *rebuild*. Each cell writes its JUn
 own for a build that failed); the run writes summary.json and a Markdown report (release x target grid).
 A failed cell's reason names its host, and says when the host went away. Once the monitor is cancelled (a signal
 in the CLI) running cells end through their build's and test's own cleanup, waiting cells do not start, and a
-cancelled cell leaves no folder.
+cancelled cell leaves no folder. Both faces follow a run through its CellEvents (queued or cached, building,
+boot-testing, then passed, failed or skipped), sent from the run's threads as each cell changes state.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from ccis_workbench.core.files import write_text_atomic
 from ccis_workbench.core.monitor import Monitor
 
 PASSED, FAILED, CACHED, SKIPPED = "passed", "failed", "cached", "skipped"
+QUEUED, BUILDING, BOOT_TESTING = "queued", "building", "boot-testing"
+#: A cell's stage (Cell.stage, what the CLI's table shows) -> the state its CellEvent names.
+STAGE_STATES = {"build": BUILDING, "boot-test": BOOT_TESTING}
 CACHE_NAME = "matrix-cache.json"
 
 
@@ -60,6 +64,25 @@ class Cell:
     @property
     def ok(self) -> bool:
         return self.status in (PASSED, CACHED)
+
+
+@dataclass(frozen=True)
+class CellEvent:
+    """A cell changed state: QUEUED or CACHED when the run starts, then BUILDING, BOOT_TESTING, and at its end
+    PASSED, FAILED or SKIPPED (a cancelled cell: SKIPPED with stage "cancelled"). *seconds*: since the cell began
+    (0 until it does)."""
+
+    cell: Cell
+    state: str
+    seconds: float = 0.0
+
+    @property
+    def over(self) -> bool:
+        return self.state in (PASSED, FAILED, CACHED, SKIPPED)
+
+
+#: Receives every CellEvent, from the run's threads (the TUI posts a message; it must not block).
+CellEvents = Callable[[CellEvent], None]
 
 
 def select_cells(catalog: Any, patterns: list[str] | None = None, *, releases: list[str] | None = None,
@@ -136,8 +159,9 @@ class MatrixResult:
         return any(c.stage == "cancelled" for c in self.cells)
 
 
-#: Builds and boot-tests one cell: (cell, composition, request, monitor) -> None, filling the cell. Injectable.
-CellRunner = Callable[[Cell, Any, Any, "MatrixRequest", Monitor], None]
+#: Builds and boot-tests one cell: (cell, catalog, composer, request, monitor, on_stage=...) -> None, filling the
+#: cell and calling on_stage(stage) as it enters "build" and "boot-test". Injectable.
+CellRunner = Callable[..., None]
 
 
 def _settings_of(req: MatrixRequest) -> dict[str, Any]:
@@ -147,8 +171,10 @@ def _settings_of(req: MatrixRequest) -> dict[str, Any]:
             "rehearsal_checks": req.rehearsal_checks}
 
 
-def run_cell(cell: Cell, catalog: Any, composer: Any, req: MatrixRequest, monitor: Monitor) -> None:
-    """Build the cell on its host with flows/build.py, boot-test it with flows/test.py, write its reports."""
+def run_cell(cell: Cell, catalog: Any, composer: Any, req: MatrixRequest, monitor: Monitor, *,
+             on_stage: Callable[[str], None] | None = None) -> None:
+    """Build the cell on its host with flows/build.py, boot-test it with flows/test.py, write its reports;
+    *on_stage* hears each stage the cell enters."""
     import dataclasses
 
     from ccis_workbench.core.report import write_reports
@@ -158,13 +184,13 @@ def run_cell(cell: Cell, catalog: Any, composer: Any, req: MatrixRequest, monito
     comp = composer.compose(catalog.load_profile(cell.profile))
     out = req.output / cell.profile
     build = dataclasses.replace(req.build, uri=cell.host, output=str(out / "artifacts"))
-    cell.stage = "build"
+    _enter(cell, "build", on_stage)
     t0 = time.monotonic()
     plan = plan_for_run(plan_build(comp, build, monitor, download=True), comp, build, monitor)
     art = run_build(plan, monitor)
     cell.build_seconds = time.monotonic() - t0
     cell.artifact = str(art)
-    cell.stage = "boot-test"
+    _enter(cell, "boot-test", on_stage)
     t1 = time.monotonic()
     setup = prepare_test(catalog, composer, str(art), profile=catalog.load_profile(cell.profile),
                          rehearsal=req.rehearsal_checks)
@@ -179,6 +205,12 @@ def run_cell(cell: Cell, catalog: Any, composer: Any, req: MatrixRequest, monito
     cell.report, cell.junit = str(paths["json"]), str(paths["junit"])
     cell.status = PASSED if result.passed else FAILED
     cell.reason = "" if result.passed else (result.ending_message or "a check failed")
+
+
+def _enter(cell: Cell, stage: str, on_stage: Callable[[str], None] | None) -> None:
+    cell.stage = stage
+    if on_stage is not None:
+        on_stage(stage)
 
 
 def _failed_junit(cell: Cell) -> str:
@@ -221,9 +253,11 @@ def _explain_failure(cell: Cell, reachable: Callable[[str], bool]) -> None:
 
 def run_matrix(catalog: Any, composer: Any, cells: list[Cell], req: MatrixRequest, monitor: Monitor, *,
                runner: Callable[..., None] = run_cell,
-               reachable: Callable[[str], bool] = host_reachable) -> MatrixResult:
+               reachable: Callable[[str], bool] = host_reachable,
+               on_event: CellEvents | None = None) -> MatrixResult:
     """Run every cell: at most req.jobs at a time on each host; a cell that fails (or whose host goes away) fails
-    alone, with its host named. Writes summary.json, matrix.md and the cache of passing cells into req.output."""
+    alone, with its host named. Writes summary.json, matrix.md and the cache of passing cells into req.output.
+    *on_event* hears every cell's state changes (CellEvent)."""
     from ccis_workbench.flows.build import resolve_source
 
     req.output.mkdir(parents=True, exist_ok=True)
@@ -232,6 +266,10 @@ def run_matrix(catalog: Any, composer: Any, cells: list[Cell], req: MatrixReques
     lock = threading.Lock()
     settings = _settings_of(req)
     started = time.monotonic()
+
+    def emit(cell: Cell, state: str, since: float | None = None) -> None:
+        if on_event is not None:
+            on_event(CellEvent(cell, state, 0.0 if since is None else time.monotonic() - since))
     # the cache key: kickstart + tree + settings (the tree resolved once; building the rehearsal tree is cached).
     # A URL tree is really read here (a plan alone fetches nothing): its .treeinfo is part of the key, and its
     # kernel and initrd land in the cache the cells' builds reuse.
@@ -252,14 +290,29 @@ def run_matrix(catalog: Any, composer: Any, cells: list[Cell], req: MatrixReques
             monitor.note("info", f"{cell.profile}: unchanged since a passing run (cached; --rebuild runs it again)")
         else:
             todo.append(cell)
+    for cell in cells:
+        emit(cell, CACHED if cell.status == CACHED else QUEUED)
 
     def one(cell: Cell) -> None:
         if monitor.cancelled():
             cell.status, cell.stage, cell.reason = SKIPPED, "cancelled", "cancelled"
+            emit(cell, SKIPPED)
             return
-        monitor.stage(f"{cell.profile} on {cell.host}")
+        begun = time.monotonic()
         try:
-            runner(cell, catalog, composer, req, monitor)
+            ended(cell, begun)
+        finally:
+            emit(cell, cell.status, begun)
+
+    def ended(cell: Cell, begun: float) -> None:
+        """Run the cell and settle its ending (status, reason, JUnit, cache)."""
+        monitor.stage(f"{cell.profile} on {cell.host}")
+
+        def on_stage(stage: str) -> None:
+            emit(cell, STAGE_STATES.get(stage, stage), begun)
+
+        try:
+            runner(cell, catalog, composer, req, monitor, on_stage=on_stage)
         except WorkbenchError as exc:
             cell.status, cell.reason = FAILED, f"{exc.title}: {exc.message}"
         except Exception as exc:  # noqa: BLE001 - a host that went away fails its cell, not the run

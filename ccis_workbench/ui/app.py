@@ -37,6 +37,8 @@ class Runners:
     build: Callable[..., Any] | None = None
     boot_test: Callable[..., Any] | None = None
     leftovers: Callable[[str, str, str], list[str]] | None = None
+    #: the review screen's matrix run (None: flows.matrix.run_matrix, builds and boot tests on libvirt)
+    matrix: Callable[..., Any] | None = None
     #: new build and boot-test run ids (None: core.plan.new_build_id, the UTC time plus random hex)
     ids: Callable[[], str] | None = None
     #: the clock the run timers read, in seconds (None: time.monotonic)
@@ -84,6 +86,8 @@ class WorkbenchApp(App[int]):
         self.build_settings: Any = None
         #: The boot-test screen's initial settings.
         self.boot_test_settings: Any = None
+        #: The review screen's matrix run settings (None: the rehearsal tree and the workbench's settings).
+        self.matrix_settings: Any = None
         for t in workbench_themes():
             self.register_theme(t)
         self.theme = theme if theme in self.available_themes else DARK
@@ -161,7 +165,7 @@ class WorkbenchApp(App[int]):
 
     def running_work(self) -> list[str]:
         """What a quit would cancel: "build", "boot test" (screens with a run in progress)."""
-        names = {"BuildScreen": "build", "BootTestScreen": "boot test"}
+        names = {"BuildScreen": "build", "BootTestScreen": "boot test", "ReviewScreen": "matrix run"}
         running = [s for s in self.screen_stack if getattr(s, "running", False)]
         return [names.get(type(s).__name__, type(s).__name__) for s in running]
 
@@ -236,7 +240,8 @@ class WorkbenchApp(App[int]):
         if not compose.workbench.catalog.overlays:
             self.notify("the catalog has no overlays to review", title="Review unavailable", severity="warning")
             return
-        self.push_screen(ReviewScreen(compose.workbench, overlay))
+        self.push_screen(ReviewScreen(compose.workbench, overlay, settings=self.matrix_settings,
+                                      runner=self.runners.matrix))
 
     def open_in_compose(self, release: str, target: str, overlays: list[str]) -> None:
         """Leave review mode with this release + target + overlays in the compose view."""
