@@ -256,3 +256,40 @@ def test_lint_reports_a_stale_explanation_at_its_line(tmp_path: Path) -> None:
     lines = (root / "kickstarts/targets/openstack.yaml").read_text().split("\n")
     assert stale[0].origin.file == "kickstarts/targets/openstack.yaml"
     assert "package removed: mc" in lines[stale[0].origin.line - 1]
+
+
+# -- ledgers against Google's and the SIG's own files (C7, Stream 8 openstack; gce on Stream 9) ---------------------
+
+#: profile -> (ledger file, official file name, repository)
+FOLLOWED = {
+    "gce-stream9": (
+        "kickstarts/targets/gce.yaml",
+        "centos_stream_9.cfg",
+        "https://github.com/GoogleCloudPlatform/compute-image-tools",
+    ),
+}
+
+
+@pytest.mark.parametrize("profile", sorted(FOLLOWED))
+def test_followed_ledger_explains_every_difference(catalog: Catalog, composer: Composer, profile: str) -> None:
+    """The facts recorded for the official file, diffed against the profile: every difference is explained, no
+    explanation is stale, and lint stays quiet about the ledger (CCIS200, fidelity-stale)."""
+    ledger_file, name, repository = FOLLOWED[profile]
+    comp = composer.compose(catalog.load_profile(profile))
+    entry, _, _ = ledger.explanations_for(comp)
+    assert entry is not None and entry.file == ledger_file
+    _, explained = review.explain_differences(comp)
+    assert explained.follows.name == name and explained.follows.repository == repository
+    assert len(explained.follows.ref) == 40  # a commit, not a branch name
+    assert explained.items, "the official file and ours differ: the ledger must say how"
+    assert [i.difference.summary for i in explained.unexplained] == []
+    assert explained.stale == []
+    assert not [f for f in lint_composition(comp) if f.id == "CCIS200" or f.name == "fidelity-stale"]
+
+
+@pytest.mark.parametrize("profile", sorted(FOLLOWED))
+def test_followed_ledger_through_the_cli(profile: str) -> None:
+    res = cli("diff", profile, "--explain")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr
+    assert "UNEXPLAINED" not in res.stdout and " 0 unexplained, 0 stale" in res.stdout
+    assert f"follows {FOLLOWED[profile][1]} ({FOLLOWED[profile][2]} at " in res.stdout

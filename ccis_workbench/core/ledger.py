@@ -76,7 +76,9 @@ EXPLANATION_SCHEMA = {
 }
 
 FOLLOWS_SCHEMA = {
-    "name": Field(str, required=True, pattern=r"[A-Za-z0-9._+-]+\.ks", doc="the official kickstart's file name"),
+    "name": Field(
+        str, required=True, pattern=r"[A-Za-z0-9._+-]+\.(?:ks|cfg)", doc="the official file name (.ks, .cfg)"
+    ),
     "repository": Field(str, required=True, pattern=r"https?://\S+", doc="where it is published"),
     "ref": Field(str, required=True, pattern=r"[A-Za-z0-9._/+-]+", doc="the commit or tag read"),
 }
