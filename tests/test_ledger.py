@@ -262,6 +262,11 @@ def test_lint_reports_a_stale_explanation_at_its_line(tmp_path: Path) -> None:
 
 #: profile -> (ledger file, official file name, repository)
 FOLLOWED = {
+    "gce-stream10": (
+        "kickstarts/targets/gce.yaml",
+        "centos_stream_10.cfg",
+        "https://github.com/GoogleCloudPlatform/compute-image-tools",
+    ),
     "gce-stream9": (
         "kickstarts/targets/gce.yaml",
         "centos_stream_9.cfg",
