@@ -518,7 +518,8 @@ class Build:
                   "traceback": "The installer crashed", "package-error": "Package installation failed",
                   "disk-full": "The guest's disk is too small", "oom": "The guest ran out of memory",
                   "dracut-emergency": "The installer could not start", "kernel-panic": "The guest kernel panicked"}
-        hints = {"disk-full": "raise disk_size (--disk-size)", "oom": "raise --memory",
+        hints = {"disk-full": "raise disk_size (--disk-size)",
+                 "oom": f"give the guest more memory: raise --memory (it had {self.plan.options.memory_mb} MiB)",
                  "dracut-emergency": "check inst.repo/inst.stage2 and the tree (ccis-workbench plan)",
                  "post-failed": "the script's output is in installer.log",
                  "kickstart-error": "run `ccis-workbench lint` on the profile"}

@@ -29,7 +29,11 @@ FAILURE_PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
      "package installation failed"),
     ("disk-full", re.compile(r"Not enough disk space|insufficient disk space|No space left on device"),
      "the guest's disk is too small"),
-    ("oom", re.compile(r"Out of memory: Killed process|Out of memory:|oom-kill"),
+    # the kernel's OOM killer, its panics when nothing can be killed, and an initramfs that does not fit in memory
+    # (the unpacking fails first, the panic about the root file system follows: the first line is the cause)
+    ("oom", re.compile(r"Out of memory: Killed process|Out of memory:|oom-kill|Out of memory and no killable "
+                       r"processes|System is deadlocked on memory|Initramfs unpacking failed: write error|"
+                       r"invoked oom-killer"),
      "the guest ran out of memory: give it more (--memory)"),
     ("dracut-emergency", re.compile(r"Entering emergency mode|dracut-initqueue\[\d+\]: Warning: dracut-initqueue "
                                     r"timeout|Starting Dracut Emergency Shell|dracut:/#|Warning: /dev/root "
