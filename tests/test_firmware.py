@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ccis_workbench.core.report import BootTestResult, CheckResult, render_summary
+from ccis_workbench.core.report import BootTestResult, CheckResult, junit_xml, render_summary
 from ccis_workbench.flows.test import combine_firmware_runs
 
 TARGET = "kickstarts/targets/openstack.yaml"
@@ -112,7 +112,8 @@ def _result(fw: str, ending: str = "completed", status: str = "passed") -> BootT
 def test_both_passes_only_if_both_pass_and_names_the_failed_firmware() -> None:
     ok = combine_firmware_runs([("bios", _result("bios")), ("uefi", _result("uefi"))], "--firmware both")
     assert ok.passed and ok.ending == "completed"
-    assert [c.id for c in ok.checks] == ["bios/boot.login", "uefi/boot.login"]
+    assert [(c.firmware, c.id) for c in ok.checks] == [("bios", "boot.login"), ("uefi", "boot.login")]
+    assert ok.total_time == 20.0
     assert [s["firmware"] for s in ok.sections] == ["bios", "uefi"]
     text = render_summary(ok)
     assert "== firmware bios: PASSED" in text and "== firmware uefi: PASSED" in text
@@ -126,6 +127,8 @@ def test_both_passes_only_if_both_pass_and_names_the_failed_firmware() -> None:
     assert "== firmware bios: PASSED" in text and "== firmware uefi: FAILED" in text
     assert bad.to_dict()["sections"][1]["ending"] == "no-uefi-boot"
     assert "===== firmware uefi =====" in bad.console_log
+    junit = junit_xml(bad)
+    assert 'classname="bios.checks.spec"' in junit and 'classname="uefi.checks.spec"' in junit
 
     check_failed = combine_firmware_runs([("bios", _result("bios", status="failed")), ("uefi", _result("uefi"))])
     assert not check_failed.passed and check_failed.ending == "completed"

@@ -168,8 +168,8 @@ def test_hybrid_image_passes_both_firmwares(hybrid: Path, cleanup: str, tmp_path
         ("bios", True, "completed"),
         ("uefi", True, "completed"),
     ]
-    ran = {c["id"] for c in report["checks"] if c["status"] == "passed"}
-    assert {"bios/image.seeded-user", "uefi/image.seeded-user"} <= ran
+    ran = {(c["firmware"], c["id"]) for c in report["checks"] if c["status"] == "passed"}
+    assert {("bios", "image.seeded-user"), ("uefi", "image.seeded-user")} <= ran
     assert "== firmware bios: PASSED" in res.stdout and "== firmware uefi: PASSED" in res.stdout
     for section in report["sections"]:
         assert left_behind(cleanup, section["domain"]) == []

@@ -51,6 +51,8 @@ class CheckResult:
     output: str = ""
     duration: float = 0.0
     origin: str | None = None
+    #: the firmware of the boot the check ran in, in a run with several (`boot-test --firmware both`)
+    firmware: str = ""
 
 
 @dataclass
@@ -86,7 +88,7 @@ class BootTestResult:
     #: the firmware the guest booted with ("bios" or "uefi"; "" for a container check)
     firmware: str = ""
     #: a run with several firmwares (`boot-test --firmware both`): one entry per firmware (firmware, passed, ending,
-    #: ending_message, counts, times), its checks are in *checks* with ids prefixed "FIRMWARE/"
+    #: ending_message, counts, times); its checks are in *checks*, each with its `firmware`
     sections: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -161,7 +163,8 @@ def junit_xml(result: BootTestResult) -> str:
         fail = ET.SubElement(case, "failure", type=result.ending, message=_xml(result.ending_message))
         fail.text = _xml(_tail(result.console_log, 40))
     for c in result.checks:
-        tc = ET.SubElement(suite, "testcase", classname=f"checks.{c.group}", name=c.id, time=f"{c.duration:.3f}")
+        tc = ET.SubElement(suite, "testcase", classname=f"{c.firmware}.checks.{c.group}" if c.firmware else
+                           f"checks.{c.group}", name=c.id, time=f"{c.duration:.3f}")
         if c.status == "failed":
             el = ET.SubElement(tc, "failure", type="check-failed", message=_xml(c.reason))
             el.text = _xml(f"{c.description}\n$ {c.command}\nexpected: {c.expectation}\n"
@@ -239,7 +242,7 @@ def render_summary(result: BootTestResult, *, width: int = 118, output_lines: in
             lines.append(f"  boot to login prompt {section['boot_to_login']:.1f} s, "
                          f"total {section['total_time']:.1f} s")
         for r in result.checks:
-            if r.id.startswith(f"{fw}/"):
+            if r.firmware == fw:
                 lines.append(f"  {marks[r.status]}  {r.id:40} {r.duration:6.1f} s  {r.description[:width - 62]}")
         lines.append("")
     for r in result.checks if not result.sections else []:

@@ -260,9 +260,14 @@ def run_test(setup: TestSetup, request: BootRequest, monitor: Monitor) -> Any:
 
 
 def combine_firmware_runs(runs: list[tuple[str, Any]], why: str = "") -> Any:
-    """One BootTestResult of the runs of one image with several firmwares: checks prefixed "FIRMWARE/", one
-    section per firmware, the ending of the first that did not complete, a message naming every firmware that
-    failed."""
+    """One BootTestResult of the runs of one image with several firmwares: every run's checks (each with its
+    firmware), one section per firmware, times added up, the ending of the first that did not complete, a message
+    naming every firmware that failed."""
+
+    def total(attr: str) -> float | None:
+        values = [getattr(r, attr) for _, r in runs]
+        return None if any(v is None for v in values) else sum(values)
+
     first = runs[0][1]
     failed = [(fw, r) for fw, r in runs if not r.passed]
     cancelled = next((r for _, r in runs if is_cancelled(r)), None)
@@ -282,9 +287,10 @@ def combine_firmware_runs(runs: list[tuple[str, Any]], why: str = "") -> Any:
                  "total_time": r.total_time, "run_id": r.run_id} for fw, r in runs]
     return dataclasses.replace(
         first, domain=", ".join(r.domain for _, r in runs if r.domain), ending=ending, ending_message=message,
-        boot_to_login=None, login_time=None, checks_time=None, total_time=sum(r.total_time for _, r in runs),
+        boot_to_login=total("boot_to_login"), login_time=total("login_time"), checks_time=total("checks_time"),
+        total_time=sum(r.total_time for _, r in runs),
         timings={fw: r.timings for fw, r in runs},
-        checks=[dataclasses.replace(c, id=f"{fw}/{c.id}") for fw, r in runs for c in r.checks],
+        checks=[dataclasses.replace(c, firmware=fw) for fw, r in runs for c in r.checks],
         console_log="".join(f"===== firmware {fw} =====\n{r.console_log}\n" for fw, r in runs),
         kept_domain=next((r.kept_domain for _, r in runs if r.kept_domain), None),
         kept_credentials=next((r.kept_credentials for _, r in runs if r.kept_credentials), None),
