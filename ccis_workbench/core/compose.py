@@ -247,9 +247,9 @@ class Composer:
             },
             "target": {"name": target.name, "title": target.title, "agent": agent,
                        "datasources": list(target.datasources), "formats": list(target.formats),
-                       "default_user": target.default_user} if target else
-                      {"name": "", "title": "", "agent": agent, "datasources": [], "formats": [],
-                       "default_user": None},
+                       "default_user": target.default_user, "firmware": target.firmwares(release.name)} if target
+                      else {"name": "", "title": "", "agent": agent, "datasources": [], "formats": [],
+                            "default_user": None, "firmware": ["bios"]},
             "overlays": [o.name for o in overlays],
             "vars": dict(variables),
             "arch": arch,
