@@ -133,3 +133,36 @@ def test_both_passes_only_if_both_pass_and_names_the_failed_firmware() -> None:
     check_failed = combine_firmware_runs([("bios", _result("bios", status="failed")), ("uefi", _result("uefi"))])
     assert not check_failed.passed and check_failed.ending == "completed"
     assert check_failed.ending_message == "FAILED with bios: bios: a check failed"
+
+
+def test_shipped_claims_follow_the_official_images(catalog) -> None:
+    targets = catalog.targets
+    assert targets["openstack"].firmwares("centos-stream-9") == ["bios", "uefi"]
+    assert targets["openstack"].firmwares("centos-stream-10") == ["bios", "uefi"]
+    assert targets["aws"].firmwares("centos-stream-10") == ["bios", "uefi"]
+    assert targets["aws"].firmwares("centos-stream-9") == ["bios"]  # the official Stream 9 ec2 file has no ESP
+    assert targets["openstack"].firmwares("centos-7") == ["bios"]
+
+
+@pytest.mark.parametrize(
+    "name", ["openstack-stream9", "openstack-stream10", "aws-stream10", "aws-stream9", "vagrant-stream9"]
+)
+def test_hybrid_layout_exactly_where_uefi_is_claimed(catalog, name: str) -> None:
+    from ccis_workbench.core.compose import Composer
+
+    comp = Composer(catalog).compose(catalog.load_profile(name))
+    lines = comp.text.splitlines()
+    hybrid = "uefi" in comp.target.firmwares(comp.release.name)
+    assert ('part biosboot --fstype="biosboot" --size=1' in lines) == hybrid
+    assert ('part /boot/efi --fstype="efi" --size=200' in lines) == hybrid
+    assert ("reqpart" in lines) == (not hybrid)
+    assert {"grub2-efi-x64", "shim"} <= set(lines) if hybrid else not {"grub2-efi-x64", "shim"} & set(lines)
+    assert any("disk_set pmbr_boot off" in ln for ln in lines) == hybrid
+
+
+@pytest.mark.parametrize(("profile", "expected"), [("openstack-stream9", ["bios", "uefi"]), ("aws-stream9", ["bios"])])
+def test_shipped_profile_default_firmware(cli, tmp_path: Path, profile: str, expected: list[str]) -> None:
+    res = cli("boot-test", str(_disk(tmp_path / "disk.raw")), "--profile", profile, "--plan", "--json")
+    assert res.code == 0, res.err
+    data = json.loads(res.out)
+    assert [p["firmware"] for p in data.get("firmwares", [data])] == expected
