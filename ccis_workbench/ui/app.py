@@ -213,6 +213,8 @@ class WorkbenchApp(App[int]):
     @on(HostChecked)
     def _host_checked(self, message: HostChecked) -> None:
         self.host_status = message.status
+        for note in message.status.notes:  # e.g. "removed the leftovers of a dead build (pid N): ..."
+            self.notify(note, title="Leftovers of a killed run", severity="warning", timeout=15)
 
     def watch_host_status(self) -> None:
         for screen in self.screen_stack:

@@ -27,6 +27,8 @@ class HostStatus:
     reachable: bool | None
     detail: str
     accelerator: str
+    #: what the check did besides looking, one line each (e.g. "removed the leftovers of a dead build (pid N): ...")
+    notes: tuple[str, ...] = ()
 
     def summary(self, short: bool = False) -> str:
         """One line for the status bar (*short*: for 80 columns)."""
@@ -104,7 +106,17 @@ class LocalCapabilities(Capabilities):
         finally:
             with contextlib.suppress(error):  # closing a broken connection: nothing more to say
                 conn.close()
-        return HostStatus(uri, True, detail, accel)
+        return HostStatus(uri, True, detail, accel, self._remove_dead_runs(uri))
+
+    def _remove_dead_runs(self, uri: str) -> tuple[str, ...]:
+        """What runs killed on this host left in the pool, removed (flows.leftovers, as `doctor` does)."""
+        from ccis_workbench.core.errors import WorkbenchError
+        from ccis_workbench.flows.leftovers import remove_dead_runs
+
+        try:
+            return tuple(remove_dead_runs(uri, str(self.settings.pool)))
+        except (WorkbenchError, OSError) as exc:
+            return (f"could not remove the leftovers of dead runs: {exc}",)
 
 
 class FixedCapabilities(Capabilities):

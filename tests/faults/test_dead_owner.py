@@ -191,3 +191,56 @@ def test_doctor_removes_a_killed_builds_leftovers_and_says_so(
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert not left & _all_ccis(libvirt_uri)
     assert not list((tmp_path / "cache").rglob("locks/*.lock")), "a stale lock remains"
+
+
+def test_the_tuis_host_check_removes_a_killed_builds_leftovers_and_says_so(
+    libvirt_uri: str, tree_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The TUI's host check at start (LocalCapabilities, the real libvirtd) removes a killed build's leftovers and
+    says so in a notification."""
+    import asyncio
+
+    from ccis_workbench.ui.app import WorkbenchApp
+    from ccis_workbench.ui.capabilities import LocalCapabilities
+    from tests.test_ui_support import settle
+
+    env = _env(tmp_path)
+    before = set(leftovers(libvirt_uri))
+    proc = subprocess.Popen(
+        _build(tree_server, tmp_path / "out"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    _kill_when(proc, ("Starting installer", "Linux version"))
+    run_id = _stale_lock(tmp_path)
+    left = {n for n in set(leftovers(libvirt_uri)) - before if run_id in n}
+    assert left, "SIGKILL left nothing: nothing to test"
+    monkeypatch.setenv("XDG_CACHE_HOME", env["XDG_CACHE_HOME"])  # the killed build's locks
+    monkeypatch.setenv("TMPDIR", env["TMPDIR"])
+    monkeypatch.setenv("CCIS_WORKBENCH_URI", libvirt_uri)
+
+    async def run() -> list[str]:
+        app = WorkbenchApp(REPO, capabilities=LocalCapabilities(), profile="openstack-stream9")
+        async with app.run_test(size=(120, 36)) as pilot:
+            await settle(pilot)
+            for _ in range(600):  # the host check runs in a worker thread after the first refresh
+                if app.host_status.reachable is not None:
+                    break
+                await pilot.pause(0.1)
+            await settle(pilot)
+            assert app.host_status.reachable, app.host_status
+            return [str(n.message) for n in app._notifications]
+
+    try:
+        notes = asyncio.run(run())
+    finally:
+        _remove_run(libvirt_uri, run_id)
+    said = [n for n in notes if n.startswith(f"removed the leftovers of a dead build (pid {proc.pid}): ")]
+    assert said, notes
+    for name in left:
+        assert name in said[0]
+    assert not left & _all_ccis(libvirt_uri)
+    assert not list((tmp_path / "cache").rglob("locks/*.lock")), "a stale lock remains"
