@@ -270,12 +270,19 @@ def serve_and_verify(folder: Path, build: Build, tmp_path: Path) -> dict:
 
 
 def test_publish_twice_to_a_mirror_then_verify_over_http(build: Build, mirror: Mirror, tmp_path: Path) -> None:
-    runs = []
+    runs, trees = [], []
     for _ in range(2):
         proc = publish(build, mirror, tmp_path, "--sign-key", build.fpr, "--json")
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs.append(json.loads(proc.stdout)[0])
+        trees.append(snapshot(mirror.root))
     first, second = runs
+    # the second publish replaced only the index names; every other path is as the first left it
+    index = {f"{IMAGES}/{n}" for n in ("CHECKSUM", "CHECKSUM.asc", LATEST)}
+    assert {k: v for k, v in trees[0].items() if k not in index} == {
+        k: v for k, v in trees[1].items() if k in trees[0] and k not in index
+    }
+    assert len(trees[1]) > len(trees[0]) and trees[1][f"{IMAGES}/CHECKSUM"] != trees[0][f"{IMAGES}/CHECKSUM"]
     assert first["signed"] and second["signed"]
     assert first["folder"].endswith(IMAGES) and first["folder"].startswith(mirror.to.rsplit("/pub", 1)[0])
     assert first["files"][0] == "REHEARSAL-CentOS-Stream-9-openstack-20261205.0.x86_64.qcow2"
