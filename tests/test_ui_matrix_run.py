@@ -334,10 +334,10 @@ def test_real_matrix_run_from_the_review_screen_passes_and_leaves_nothing(no_lef
                     await pilot.pause(0.1)
                 assert not review.running, f"the run did not end in 15 minutes: {seen}"
                 assert review.run_result is not None, review.run_error
-                # heard live: the cell built, then boot-tested ("queued" lasts too short a time to be sampled)
-                assert "build" in seen and "test" in seen[seen.index("build"):], seen
                 (cell,) = review.run_result.cells
                 assert cell.status == PASSED, cell.reason
+                # heard live: the cell built, then boot-tested ("queued" lasts too short a time to be sampled)
+                assert "build" in seen and "test" in seen[seen.index("build"):], seen
                 assert "passed" in cell_text(review, "openstack")
                 assert "1 passed" in str(review.query_one("#matrix-status", Static).render())
                 return review
