@@ -296,6 +296,58 @@ async def test_an_overlay_no_profile_uses_says_so_and_runs_nothing(tmp_path: Pat
         assert any("no profile matches" in n.message for n in app._notifications)
 
 
+# -- the flows' events ------------------------------------------------------------------------------------------------
+
+
+def test_run_matrix_sends_each_cells_states_in_order(tmp_path: Path) -> None:
+    """flows.matrix.run_matrix's CellEvents (what the review screen draws): queued, building, boot-testing, then the
+    ending; a cell unchanged since a passing run is cached; once cancelled, waiting cells are skipped. The cell
+    runner is injected (it only reports stages), the tree is a local directory: nothing boots."""
+    from ccis_workbench.core.catalog import Catalog
+    from ccis_workbench.core.compose import Composer
+    from ccis_workbench.core.errors import WorkbenchError
+    from ccis_workbench.core.monitor import RecordingMonitor
+    from ccis_workbench.flows.build import BuildRequest
+    from ccis_workbench.flows.matrix import CACHED, FAILED, MatrixRequest, assign_hosts, run_matrix, select_cells
+    from ccis_workbench.flows.test import BootRequest
+    from tests.test_plan import make_tree
+
+    cat = Catalog.load(catalog_with_alpha_profiles(tmp_path))
+    tree = make_tree(tmp_path / "tree")
+    req = MatrixRequest(build=BuildRequest(tree=str(tree)), boot=BootRequest(), output=tmp_path / "mx", jobs=1)
+
+    def cell_runner(cell: Cell, catalog: Any, composer: Any, request: Any, monitor: Any, *, on_stage: Any) -> None:
+        on_stage("build")
+        if cell.profile == "alpha-openstack":
+            raise WorkbenchError("Build failed", "the stand-in cell fails here")
+        on_stage("boot-test")
+        junit = request.output / cell.profile / "junit.xml"
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        junit.write_text("<testsuites/>\n")
+        cell.status, cell.junit = PASSED, str(junit)
+
+    def run(monitor: Any) -> dict[str, list[str]]:
+        heard: dict[str, list[str]] = {}
+        lock = threading.Lock()
+
+        def on_event(event: CellEvent) -> None:
+            with lock:
+                heard.setdefault(event.cell.profile, []).append(event.state)
+
+        cells = select_cells(cat, overlays=["ui-alpha"])
+        assign_hosts(cells, ["qemu:///system"])
+        run_matrix(cat, Composer(cat), cells, req, monitor, runner=cell_runner, reachable=lambda uri: True,
+                   on_event=on_event)
+        return heard
+
+    assert run(RecordingMonitor()) == {"alpha-box": [QUEUED, BUILDING, BOOT_TESTING, PASSED],
+                                       "alpha-openstack": [QUEUED, BUILDING, FAILED]}
+    assert run(RecordingMonitor()) == {"alpha-box": [CACHED], "alpha-openstack": [QUEUED, BUILDING, FAILED]}
+    cancelled = RecordingMonitor()
+    cancelled.cancel_event.set()
+    assert run(cancelled) == {"alpha-box": [CACHED], "alpha-openstack": [QUEUED, SKIPPED]}
+
+
 # -- the real runner ------------------------------------------------------------------------------------------------
 
 
