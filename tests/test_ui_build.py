@@ -342,7 +342,10 @@ async def test_real_build_then_boot_test_through_the_screens(no_leftovers: str, 
                      "sbom.spdx.json", "provenance.intoto.json"):
             assert (art / name).is_file()
             assert f"  {name}" in ending
-        assert "evidence: UNSIGNED (no signing key), SBOM, provenance attestation" in ending
+        # the folder is verified in a worker after the build (settle waited for it): unsigned, and every check holds
+        assert "signature: UNSIGNED (no CHECKSUM.asc" in ending and "SBOM: sbom.spdx.json, SPDX 2.3, " in ending
+        assert "attestation: provenance.intoto.json, in-toto Statement v1" in ending
+        assert "verify: ✓ VERIFIED (unsigned, REHEARSAL build: not CentOS)" in ending, ending
         assert app.last_artifact_dir == str(art)
 
         await pilot.press("escape")

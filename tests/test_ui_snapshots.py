@@ -358,8 +358,10 @@ def test_snapshot_build_during_a_run(snap_compare, snap: Path, size: tuple[int, 
 
 
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("ending", ["success", "failure"])
+@pytest.mark.parametrize("ending", ["success", "signed", "failure"])
 def test_snapshot_build_after_a_run(snap_compare, snap: Path, size: tuple[int, int], ending: str) -> None:  # type: ignore[no-untyped-def]
+    """After success the result box shows the signature (the key id, or UNSIGNED), the SBOM's package count, the
+    attestation and what `verify` said of the folder, checked in a worker after the build."""
     clock = HandClock()
     release = threading.Event()
 
@@ -371,13 +373,18 @@ def test_snapshot_build_after_a_run(snap_compare, snap: Path, size: tuple[int, i
         clock.now += 95  # the build ends at 01:35; the timer stays there
         release.set()
         await until(pilot, lambda: screen.ended is not None, "the ending")
+        if ending != "failure":
+            await until(pilot, lambda: screen.verification is not None, "the verification")
+            box = text_of(screen.query_one("#build-ending"))
+            assert "✓ VERIFIED" in box and "SPDX 2.3, 3 packages" in box, box
+            assert (f"key {TEST_KEY_FPR[-16:]}" if ending == "signed" else "UNSIGNED") in box, box
         await settle(pilot)
         assert "01:35" in text_of(screen.query_one("#build-status"))
         # the notification's timer is Textual's own: take it away so the picture does not depend on the time
         pilot.app.clear_notifications()
         await steady(pilot)
 
-    runner = build_runner(release=release, fail=ending == "failure")
+    runner = build_runner(release=release, fail=ending == "failure", signed=ending == "signed")
     try:
         assert snap_compare(snap_app(snap / "catalog", clock, build=runner), terminal_size=size, run_before=go)
     finally:
@@ -456,11 +463,13 @@ def test_snapshot_boot_test(snap_compare, snap: Path, size: tuple[int, int], mom
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_snapshot_propose_with_evidence(snap_compare, snap: Path, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
-    """Rows ok (lint, diff), REHEARSAL (the build's manifest and CHECKSUM) and missing (no boot-test report)."""
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_snapshot_propose_with_evidence(snap_compare, snap: Path, size: tuple[int, int], signed: bool) -> None:  # type: ignore[no-untyped-def]
+    """Rows ok (lint, diff), REHEARSAL (the build's manifest and CHECKSUM) and missing (no boot-test report), each
+    with whether it verified; the signature line (good, with the key, or UNSIGNED)."""
     root = snap / "catalog"
     app = snap_app(root, HandClock())
-    app.last_artifact_dir = str(built(root))
+    app.last_artifact_dir = str(built(root, signed=signed))
 
     async def go(pilot) -> None:  # type: ignore[no-untyped-def]
         screen = await open_run_screen(pilot, "u")
@@ -470,6 +479,8 @@ def test_snapshot_propose_with_evidence(snap_compare, snap: Path, size: tuple[in
         statuses = {i.kind: i.status for i in screen.evidence.items}
         assert statuses["manifest"] == "ok" and statuses["boot-test"] == "missing", statuses
         assert screen.evidence.rehearsal
+        line = text_of(screen.query_one("#propose-signature"))
+        assert ("✓ good: Good signature from" in line and TEST_KEY_FPR in line) if signed else "UNSIGNED" in line
         await steady(pilot)
 
     assert snap_compare(app, terminal_size=size, run_before=go)

@@ -57,6 +57,8 @@ class VerifyReport:
     findings: list[Finding] = field(default_factory=list)
     signed: bool = False
     rehearsal: bool = False
+    #: the signing key's fingerprint as gpgv named it ("" when unsigned or not said)
+    key_id: str = ""
 
     @property
     def verified(self) -> bool:
@@ -285,8 +287,11 @@ def _signature(folder: Path, keyring: str | None, report: VerifyReport) -> None:
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     good = next((ln for ln in lines if "Good signature" in ln), "")
+    # gpgv says "using EDDSA key FINGERPRINT" before the verdict: the key id goes with the signer's name
+    report.key_id = next((ln.rsplit(" key ", 1)[1].strip() for ln in lines if "using " in ln and " key " in ln), "")
     report.add("signature", proc.returncode == 0,
-               good.split("gpgv: ", 1)[-1] if proc.returncode == 0 else
+               good.split("gpgv: ", 1)[-1] + (f" (key {report.key_id})" if report.key_id else "")
+               if proc.returncode == 0 else
                "BAD or unknown signature: " + ("; ".join(lines[-2:]) or f"gpgv exit {proc.returncode}"))
 
 

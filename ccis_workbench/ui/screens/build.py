@@ -21,6 +21,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.message_pump import MessagePump
 from textual.screen import Screen
 from textual.widgets import Button, Header, Input, Label, Log, RichLog, Select, Static
@@ -137,6 +138,28 @@ class UIMonitor(Monitor):
                 self.target.post_message(RunOutput(channel, "".join(parts)))
 
 
+class ArtifactsVerified(Message):
+    """`verify` ran on a finished build's artifact folder: its report (flows.verify.VerifyReport), or the error
+    that stopped it."""
+
+    def __init__(self, artifact_dir: str, report: Any = None, error: WorkbenchError | None = None) -> None:
+        super().__init__()
+        self.artifact_dir = artifact_dir
+        self.report = report
+        self.error = error
+
+
+def verify_artifacts(folder: Path, catalog_root: Path) -> Any:
+    """flows.verify on a build's folder, as `ccis-workbench verify` runs it: the signature (gpgv's keyring), every
+    checksum, the SBOM and the attestation; the attested profile is composed again when the catalog is a git
+    repository (the attestation names its commit; outside git there is nothing to compose it at)."""
+    from ccis_workbench.flows.build import catalog_state
+    from ccis_workbench.flows.verify import verify_folder
+
+    recompose = catalog_root if catalog_state(catalog_root).get("commit") else None
+    return verify_folder(folder, catalog_root=recompose)
+
+
 @dataclass
 class BuildSettings:
     """What the build screen's controls choose (the CLI's build options). None: the workbench's setting
@@ -219,6 +242,9 @@ class BuildScreen(Screen[None]):
         self.monitor: UIMonitor | None = None
         self.running = False
         self.ended: BuildEnded | None = None
+        #: what `verify` said of the last successful build's folder (a VerifyReport or a WorkbenchError; None
+        #: while it runs)
+        self.verification: Any = None
         self.stage_name = ""
         self.console_text: list[str] = []  # everything the console pane received (tests read it)
         self._build_done = threading.Event()
@@ -486,18 +512,46 @@ class BuildScreen(Screen[None]):
         self.stage_name = message.status
         if self.monitor is not None:
             self.monitor.stop_clock()
+        self.verification = None
         if message.status == "success" and message.artifact_dir:
             self.wb_app.last_artifact_dir = message.artifact_dir
+            self.run_verify(message.artifact_dir)
         elapsed = self.monitor.elapsed() if self.monitor else 0.0
         severity = {"success": "info", "cancelled": "warning"}.get(message.status, "error")
         self._event(severity, f"{message.title}: {message.message}", elapsed)
         ending = self.query_one("#build-ending", Static)
-        ending.update(ending_text(message))
+        ending.update(ending_text(message, self.verification))
         ending.set_classes(f"ending -shown -{'ok' if message.status == 'success' else 'bad'}")
         self._refresh_controls()
         severity = "information" if message.status == "success" else "warning" if message.status == "cancelled" \
             else "error"
         self.notify(message.message, title=message.title, severity=severity, timeout=8)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="build-verify", description="verify the artifacts")
+    def run_verify(self, artifact_dir: str) -> None:
+        from ccis_workbench.core.errors import WorkbenchError
+
+        try:
+            report = verify_artifacts(Path(artifact_dir), Path(self.workbench.root))
+        except WorkbenchError as exc:
+            self.post_message(ArtifactsVerified(artifact_dir, error=exc))
+            return
+        self.post_message(ArtifactsVerified(artifact_dir, report))
+
+    @on(ArtifactsVerified)
+    def _artifacts_verified(self, message: ArtifactsVerified) -> None:
+        if self.ended is None or self.ended.artifact_dir != message.artifact_dir:
+            return  # a newer plan or run replaced that result
+        self.verification = message.error if message.error is not None else message.report
+        good = message.report is not None and message.report.verified
+        ending = self.query_one("#build-ending", Static)
+        ending.update(ending_text(self.ended, self.verification))
+        ending.set_classes(f"ending -shown -{'ok' if good else 'bad'}")
+        elapsed = self.monitor.elapsed() if self.monitor else 0.0
+        if message.error is not None:
+            self._event("error", f"verify could not run: {message.error.title}: {message.error.message}", elapsed)
+        else:
+            self._event("info" if good else "error", "verify: " + verify_line(message.report).plain, elapsed)
 
     @on(CleanupVerified)
     def _verified(self, message: CleanupVerified) -> None:
@@ -515,8 +569,8 @@ class BuildScreen(Screen[None]):
         self._event(severity, text, self.monitor.elapsed() if self.monitor else 0.0)
         ending = self.query_one("#build-ending", Static)
         if self.ended is not None:
-            ending.update(Text.assemble(ending_text(self.ended), ("\n" + text, "bold" if not message.remaining
-                                                                  else "bold red")))
+            ending.update(Text.assemble(ending_text(self.ended, self.verification),
+                                        ("\n" + text, "bold" if not message.remaining else "bold red")))
 
     # -- controls and status -----------------------------------------------------------------------------------
 
@@ -575,6 +629,66 @@ class BuildScreen(Screen[None]):
         self.app.pop_screen()
 
 
+def _found(report: Any, prefix: str) -> list[Any]:
+    return [f for f in report.findings if f.check == prefix or f.check.startswith(prefix + " ")]
+
+
+def evidence_text(files: list[str], verification: Any = None) -> Text:
+    """What `verify` said, then the signature, SBOM and attestation, one line each (the verdict first: a small
+    terminal shows the top of the box): from the file names while `verify` runs, then from its report."""
+    import re
+
+    from ccis_workbench.flows.verify import VerifyReport
+
+    text = Text()
+    if not isinstance(verification, VerifyReport):
+        signed = "CHECKSUM.asc" in files
+        if verification is None:
+            text.append_text(Text.assemble(("verify: ", "bold"), ("checking…", "italic"), "\n"))
+        else:  # the error that stopped it
+            text.append_text(Text.assemble(("verify: ", "bold"), (f"could not run: {verification.title}: "
+                                                                 f"{verification.message}", "bold red"), "\n"))
+        text.append("signature: ", style="bold")
+        text.append("signed (CHECKSUM.asc)\n" if signed else "UNSIGNED (no signing key)\n",
+                    style="" if signed else "yellow")
+        sboms = [n for n in files if n.endswith("spdx.json")]
+        attestations = [n for n in files if n.endswith("provenance.intoto.json")]
+        text.append_text(Text.assemble(("SBOM: ", "bold"), ", ".join(sboms) or ("none", "yellow"), "\n"))
+        text.append_text(Text.assemble(("attestation: ", "bold"), ", ".join(attestations) or ("none", "yellow"),
+                                       "\n"))
+        return text
+    r = verification
+    text.append_text(Text.assemble(("verify: ", "bold"), verify_line(r), "\n"))
+    sig = next(iter(_found(r, "signature")), None)
+    text.append("signature: ", style="bold")
+    if not r.signed:
+        text.append("UNSIGNED (no CHECKSUM.asc: no signing key was set)\n", style="yellow")
+    elif sig is not None and sig.ok:
+        signer = re.search(r'from "(.+?)"', sig.detail)
+        text.append(f"✓ signed, key {r.key_id[-16:] or '(not named)'}" + (f", {signer.group(1)}" if signer else "")
+                    + "\n", style="green")
+    else:
+        text.append(f"✗ BAD: {sig.detail if sig else 'not checked'}\n", style="bold red")
+    for label, prefix in (("SBOM", "sbom"), ("attestation", "attestation")):
+        named = [f for f in _found(r, prefix) if f.check != prefix] or _found(r, prefix)
+        text.append(f"{label}: ", style="bold")
+        if not named:
+            text.append("none\n", style="yellow")
+        for f in named:
+            name = f.check.split(" ", 1)[1] if " " in f.check else ""
+            text.append(f"{name + ', ' if name else ''}{f.detail}\n", style="" if f.ok else "bold red")
+    return text
+
+
+def verify_line(report: Any) -> Text:
+    """VERIFIED, or NOT VERIFIED with every failed check and why."""
+    if report.verified:
+        return Text.assemble(("✓ VERIFIED", "bold green"), f" ({'signed' if report.signed else 'unsigned'}"
+                             f"{', REHEARSAL build: not CentOS' if report.rehearsal else ''})")
+    failed = "; ".join(f"{f.check}: {f.detail}" for f in report.findings if not f.ok)
+    return Text.assemble(("✗ NOT VERIFIED", "bold red"), f": {failed}")
+
+
 def _progress_text(m: RunProgress) -> str:
     if m.unit == "B":
         done = f"{m.done / 1048576:.1f} MiB"
@@ -582,17 +696,16 @@ def _progress_text(m: RunProgress) -> str:
     return f"{m.done:.0f}/{m.total:.0f} {m.unit}" if m.total else f"{m.done:.0f} {m.unit}"
 
 
-def ending_text(m: BuildEnded) -> Text:
-    """The ending, stated plainly: success with the artifacts, or what went wrong with its lines and hint."""
+def ending_text(m: BuildEnded, verification: Any = None) -> Text:
+    """The ending, stated plainly: success with its evidence (signature, SBOM, attestation), what `verify` said of
+    the folder (*verification*: a VerifyReport, a WorkbenchError, or None while it runs) and the files; or what
+    went wrong with its lines and hint."""
     if m.status == "success":
-        text = Text.assemble(("✓ Build succeeded", "bold green"), f" — artifacts in {m.artifact_dir}:\n")
+        text = Text.assemble(("✓ Build succeeded", "bold green"), f" — artifacts in {m.artifact_dir}\n")
+        text.append_text(evidence_text(m.artifacts, verification))
+        text.append("files:\n", style="dim")
         for name in m.artifacts:
             text.append(f"  {name}\n")
-        evidence = [("signed (CHECKSUM.asc)" if "CHECKSUM.asc" in m.artifacts else "UNSIGNED (no signing key)"),
-                    "SBOM" if "sbom.spdx.json" in m.artifacts else "no SBOM",
-                    "provenance attestation" if "provenance.intoto.json" in m.artifacts else "no attestation"]
-        text.append("evidence: " + ", ".join(evidence) + " · `ccis-workbench verify` checks them\n",
-                    style="italic")
         return text
     head = {"failed": "✗ Installer failure", "stalled": "✗ Stalled", "timeout": "✗ Time limit",
             "cancelled": "■ Cancelled", "crashed": "✗ Guest stopped", "lost": "✗ libvirtd lost",

@@ -18,6 +18,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Header, Input, Label, Static
 
@@ -41,6 +42,46 @@ if TYPE_CHECKING:
 
 STATUS_STYLE = {"ok": "green", "failing": "bold red", "stale": "bold yellow", "missing": "yellow",
                 "unverified": "bold yellow"}
+
+
+class SignatureChecked(Message):
+    """The artifact folder's signature status: (text, style) for the propose screen's signature line."""
+
+    def __init__(self, text: str, style: str) -> None:
+        super().__init__()
+        self.text = text
+        self.style = style
+
+
+def signature_status(artifacts: str) -> tuple[str, str]:
+    """What the artifact folder's CHECKSUM.asc says, checked with gpgv as propose checks it (flows.verify)."""
+    from ccis_workbench.flows.verify import SIGNATURE, check_signature
+
+    if not artifacts:
+        return "signature: no artifact folder (a signed build holds CHECKSUM.asc)", "dim"
+    folder = Path(artifacts)
+    if not folder.is_dir():
+        return f"signature: {artifacts} is not a folder", "yellow"
+    if not (folder / SIGNATURE).is_file():
+        return "signature: UNSIGNED (no CHECKSUM.asc: the build had no signing key)", "yellow"
+    good, said = check_signature(folder)
+    return (f"signature: ✓ good: {said}", "green") if good else (f"signature: ✗ BAD: {said}", "bold red")
+
+
+def verdict(item: Any) -> Text:
+    """Whether a row's evidence verified: a build's manifest, CHECKSUM and boot-test report are cross-checked with
+    the build's own files and signature (flows.propose); lint and diff are made here, from this kickstart."""
+    from ccis_workbench.core.propose import FAILING, MISSING, OK, STALE
+
+    if item.kind in ("lint", "diff"):
+        return Text("made here", style="dim")
+    if item.status in (OK, FAILING):
+        return Text("✓ verified", style="green")
+    if item.status == STALE:
+        return Text("✗ other kickstart", style="yellow")
+    if item.status == MISSING:
+        return Text("—", style="dim")
+    return Text("✗ NOT VERIFIED", style="bold red")
 
 
 def saved_profile_name(ch: Choice) -> str | None:
@@ -126,9 +167,11 @@ class ProposeScreen(Screen[None]):
             yield Label("Branch", classes="bar-label")
             yield Input(self.branch, id="propose-branch", compact=True)
         yield Static("", id="propose-head")
+        yield Static("", id="propose-signature")
         table = DataTable(id="propose-evidence", cursor_type="row", zebra_stripes=True)
         table.add_column("Evidence", key="title")
         table.add_column("Status", key="status")
+        table.add_column("Verified", key="verified")
         table.add_column("Detail", key="detail")
         table.add_column("sha256", key="sha")
         yield table
@@ -164,6 +207,7 @@ class ProposeScreen(Screen[None]):
     def gather_evidence(self, artifacts: str, tag: str, branch: str) -> None:
         from ccis_workbench.core.errors import WorkbenchError
 
+        self.post_message(SignatureChecked(*signature_status(artifacts)))
         try:
             evidence, proposal = gather(self.workbench, self.choice, artifacts, tag, branch)
         except WorkbenchError as exc:
@@ -187,8 +231,8 @@ class ProposeScreen(Screen[None]):
         ev, p = message.evidence, message.proposal
         for i in ev.items:
             # Text, never str: a DataTable renders a str cell as markup, and details carry paths and JSON values
-            table.add_row(Text(i.title), Text(i.status, style=STATUS_STYLE.get(i.status, "")), Text(i.detail),
-                          Text((i.sha256 or "")[:16]), key=i.kind)
+            table.add_row(Text(i.title), Text(i.status, style=STATUS_STYLE.get(i.status, "")), verdict(i),
+                          Text(i.detail), Text((i.sha256 or "")[:16]), key=i.kind)
         unmet = ev.unmet()
         head.update(Text.assemble(
             (f"{p.folder}/{p.kickstart_name}", "bold"), f"  kickstart sha256 {ev.kickstart_sha256[:16]}…  ",
@@ -200,6 +244,10 @@ class ProposeScreen(Screen[None]):
         else:
             self._status(f"branch {self.branch or p.branch} · tag {self.tag}   f2 dry run · f3 propose (asks)")
         self.refresh_bindings()
+
+    @on(SignatureChecked)
+    def _signature_checked(self, message: SignatureChecked) -> None:
+        self.query_one("#propose-signature", Static).update(Text(message.text, style=message.style))
 
     # -- running -----------------------------------------------------------------------------------------------
 
