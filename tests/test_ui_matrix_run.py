@@ -296,6 +296,35 @@ async def test_an_overlay_no_profile_uses_says_so_and_runs_nothing(tmp_path: Pat
         assert any("no profile matches" in n.message for n in app._notifications)
 
 
+@sync
+async def test_a_changed_target_runs_the_profiles_in_the_cells_it_affects(tmp_path: Path) -> None:
+    import subprocess
+
+    root = catalog_with_alpha_profiles(tmp_path)
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@example.com", "commit",
+                                                 "-qm", "catalog"]):
+        subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+    frag = root / "kickstarts/targets/openstack.ks.j2"
+    frag.write_text(frag.read_text().replace("%end", "echo reviewed-change\n%end", 1))
+    runner = SteppedRunner()
+    app = make_matrix_app(root, runner, tmp_path / "mx")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        app.open_review("changed:kickstarts/targets/openstack.ks.j2")
+        await settle(pilot)
+        review = app.screen
+        assert isinstance(review, ReviewScreen)
+        await wait_for(pilot, lambda: review.done, "the review of the change computed")
+        modal = await start_run(pilot, review)
+        # the openstack cell is affected: its profiles (whatever their overlays); ui-box's is not
+        assert counted(2, "cell") in modal.question
+        assert "alpha-openstack" in modal.question and "openstack-stream9" in modal.question
+        assert "alpha-box" not in modal.question
+        await pilot.press("n")
+        await pilot.pause()
+        assert not review.running and not runner.calls
+
+
 # -- the flows' events ------------------------------------------------------------------------------------------------
 
 
