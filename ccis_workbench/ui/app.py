@@ -77,6 +77,7 @@ class WorkbenchApp(App[int]):
         self.on_first_frame = on_first_frame
         #: called each time a preview is shown (benchmarks/bench_tui.py times the first one)
         self.on_preview_ready = on_preview_ready
+        self._host_check_started = False
         self.capabilities = capabilities or LocalCapabilities()
         self.initial_profile = profile
         self.set_reactive(WorkbenchApp.host_status, self.capabilities.initial_status())
@@ -111,7 +112,15 @@ class WorkbenchApp(App[int]):
     def on_mount(self) -> None:
         self._exit_on_signals()
         self.push_screen(ComposeScreen(self.initial_profile))
-        self.call_after_refresh(self.check_host)
+        # The host check (libvirt-python, a connection, the leftovers of dead runs: 60-150 ms of CPU) waits for the
+        # first preview: at start it took turns at the GIL with loading the catalog and composing. A catalog that
+        # fails to load, or loads slowly, does not hold it back more than 2 s.
+        self.set_timer(2.0, self._first_host_check)
+
+    def _first_host_check(self) -> None:
+        if not self._host_check_started:
+            self._host_check_started = True
+            self.check_host()
 
     def _exit_on_signals(self) -> None:
         """SIGTERM (`kill`, a service manager) and SIGHUP (a closed terminal, a dropped SSH connection) end the app
@@ -195,9 +204,12 @@ class WorkbenchApp(App[int]):
         return bool(self.on_first_frame(self)) if self.on_first_frame is not None else False
 
     def preview_ready(self) -> None:
-        """Called when a preview is shown: the injected `on_preview_ready`, if any."""
+        """Called when a preview is shown: the injected `on_preview_ready`, if any; the first starts the host
+        check (see on_mount)."""
         if self.on_preview_ready is not None:
             self.on_preview_ready(self)
+        if self.return_code is None:  # an injected callback may have ended the app
+            self._first_host_check()
 
     @property
     def compose_screen(self) -> ComposeScreen:
