@@ -243,6 +243,10 @@ def run_test(setup: TestSetup, request: BootRequest, monitor: Monitor) -> Any:
     per firmware, passes only if every boot passed, and its ending names the firmware that failed."""
     if is_container(setup):
         return _run_one(setup, request, monitor)
+    from ccis_workbench.flows.leftovers import remove_dead_runs
+
+    for line in remove_dead_runs(request.uri, request.pool):  # what killed runs left in the pool goes first
+        monitor.note("warning", line)
     firmwares, why = firmwares_for(setup, request)
     runs: list[tuple[str, Any]] = []
     for fw in firmwares:
