@@ -26,6 +26,7 @@ import shlex
 import shutil
 import time
 from collections.abc import Callable
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,11 +194,17 @@ class _Ended(Exception):
 
 
 class BootTest:
-    """One boot test of one image; `run()` returns the result and leaves nothing behind."""
+    """One boot test of one image; `run()` returns the result and leaves nothing behind.
+
+    *on_result*, when given, receives the finished result (verdict, checks, console log, redacted) as soon as the
+    checks are done, before the guest is destroyed (libvirt's destroy of a TCG qemu takes about a second): the
+    caller reports at once, and `run()` still destroys the guest and deletes its volumes before it returns. The
+    result it returns afterwards adds the cleanup's timings."""
 
     def __init__(self, image: str | Path, checks: CheckPlan | list[Check], options: BootTestOptions | None = None,
                  monitor: Monitor | None = None, *, label: str | None = None,
-                 kvm_probe: BootProbe | None = BootProbe()) -> None:  # noqa: B008
+                 kvm_probe: BootProbe | None = BootProbe(),  # noqa: B008
+                 on_result: Callable[[BootTestResult], None] | None = None) -> None:
         self.image = Path(image)
         self.options = options or BootTestOptions()
         self.options.validate()
@@ -208,6 +215,7 @@ class BootTest:
         self.run_id = self.options.run_id or new_build_id()
         self.name = boot_test_name(self.label, self.run_id)
         self.kvm_probe = kvm_probe
+        self.on_result = on_result
         self._probe: BootProbe | None = None
         self.plan: BootTestPlan | None = None
         self.session: Session | None = None
@@ -269,6 +277,8 @@ class BootTest:
                     keep_password(self.creds, self.name)
                     result.kept_credentials = str(self.creds.workdir)
                     result.notes.append(f"the guest {self.name} was kept running (--keep-on-failure)")
+                if self.on_result is not None:
+                    self._report_early(result, t0)
         finally:
             if not keep:
                 self.creds.cleanup()  # first: it cannot fail, whatever libvirt does next
@@ -291,6 +301,19 @@ class BootTest:
             result.console_log = self.console.text() if self.console else ""
             redact_result(result, self.creds.secrets())
         return result
+
+    def _report_early(self, result: BootTestResult, t0: float) -> None:
+        """Give *on_result* the result as it will be reported, while the guest still runs: nothing after the
+        verdict goes into the console log, what the redactor held back joins it, every text is redacted."""
+        assert self.on_result is not None and self.console is not None
+        if self.child is not None:
+            self.child.logfile_read = None
+        self.console.close()
+        result.console_log = self.console.text()
+        result.total_time = time.monotonic() - t0
+        result.timings.setdefault("harness", {})["reported"] = round(result.total_time, 3)
+        redact_result(result, self.creds.secrets())
+        self.on_result(result)
 
     def _run_with_fallback(self, info: ImageInfo, result: BootTestResult) -> None:
         """The run; under `--accel auto`, a KVM guest whose kernel stays silent restarts it once under TCG."""
@@ -341,30 +364,39 @@ class BootTest:
 
     def _create_volumes(self, plan: BootTestPlan) -> float:
         """The plan's volumes: the uploaded copy of the image (when needed), the overlay, the seed CD-ROM.
-        Returns the seconds spent on the seed."""
+        The seed ISO is built in a thread while libvirt makes the other volumes. Returns the seconds spent on
+        the seed after those (waiting for it, its volume and its upload)."""
         assert self.session is not None
-        base_path = ""
-        for v in plan.volumes:
-            if v.role == "base":
-                assert v.upload is not None
-                self.monitor.note("info", f"uploading {Path(v.upload).name} into pool {self.options.pool} "
-                                  f"({v.capacity >> 20} MiB)")
-                vol = self.session.create_volume(v.name, "raw", v.capacity, mode="0600", what="the image's copy")
-                self.session.upload(vol, Path(v.upload))
-                base_path = str(vol.path())
-            elif v.role == "disk":
-                backing = base_path if v.backing == "{base}" else v.backing
-                self.session.create_volume(v.name, "qcow2", v.capacity, mode="0600", backing=backing,
-                                           backing_format=v.backing_format or "raw", what="the test disk",
-                                           hint="the libvirt host must be able to read the image")
-        t = time.monotonic()
         seed = plan.volume("seed")
-        if seed is not None:
-            data = build_seed(self.options.seed, SeedData(plan.instance_id, self.options.hostname, self.creds,
-                                                          legacy=self.options.rehearsal))
-            vol = self.session.create_volume(seed.name, "raw", len(data), mode="0600", what="the seed")
-            self.session.upload(vol, data)
-        return time.monotonic() - t
+        maker = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="seed") if seed is not None else None
+        try:
+            seed_data = maker.submit(build_seed, self.options.seed,
+                                     SeedData(plan.instance_id, self.options.hostname, self.creds,
+                                              legacy=self.options.rehearsal)) if maker is not None else None
+            base_path = ""
+            for v in plan.volumes:
+                if v.role == "base":
+                    assert v.upload is not None
+                    self.monitor.note("info", f"uploading {Path(v.upload).name} into pool {self.options.pool} "
+                                      f"({v.capacity >> 20} MiB)")
+                    vol = self.session.create_volume(v.name, "raw", v.capacity, mode="0600",
+                                                     what="the image's copy")
+                    self.session.upload(vol, Path(v.upload))
+                    base_path = str(vol.path())
+                elif v.role == "disk":
+                    backing = base_path if v.backing == "{base}" else v.backing
+                    self.session.create_volume(v.name, "qcow2", v.capacity, mode="0600", backing=backing,
+                                               backing_format=v.backing_format or "raw", what="the test disk",
+                                               hint="the libvirt host must be able to read the image")
+            t = time.monotonic()
+            if seed is not None and seed_data is not None:
+                data = seed_data.result()
+                vol = self.session.create_volume(seed.name, "raw", len(data), mode="0600", what="the seed")
+                self.session.upload(vol, data)
+            return time.monotonic() - t
+        finally:
+            if maker is not None:
+                maker.shutdown(wait=True, cancel_futures=True)
 
     def _run(self, info: ImageInfo, result: BootTestResult) -> None:
         o = self.options
@@ -719,7 +751,9 @@ def parse_cloud_init_analyze(text: str) -> dict[str, float]:
 
 
 def run_boot_test(image: str | Path, checks: CheckPlan | list[Check], options: BootTestOptions | None = None,
-                  monitor: Monitor | None = None, *, label: str | None = None) -> BootTestResult:
-    """Boot-test *image* with *checks* (a CheckPlan from core.testspec, or a plain list of Check)."""
-    return BootTest(image, checks, options, monitor, label=label).run()
+                  monitor: Monitor | None = None, *, label: str | None = None,
+                  on_result: Callable[[BootTestResult], None] | None = None) -> BootTestResult:
+    """Boot-test *image* with *checks* (a CheckPlan from core.testspec, or a plain list of Check); *on_result*
+    gets the result before the guest is destroyed (see `BootTest`)."""
+    return BootTest(image, checks, options, monitor, label=label, on_result=on_result).run()
 
