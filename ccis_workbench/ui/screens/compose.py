@@ -169,6 +169,7 @@ class ComposeScreen(Screen[None]):
             workbench.overlay_states(ch)
         except WorkbenchError:
             pass
+        import rich.syntax  # noqa: F401 - here, not in the UI thread's first show_profile (pygments: 10-70 ms)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="compose", description="compose the choice")
     def analyse(self, generation: int, workbench: Workbench, ch: Choice, diff_mode: str, diff_file: str | None,
