@@ -17,9 +17,11 @@ recorded for the host (libvirt_session), the monitor, console.log and manifest.j
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -50,6 +52,7 @@ from ccis_workbench.backends.libvirt_session import (  # noqa: F401  (re-exporte
 )
 from ccis_workbench.core.artifacts import Producer
 from ccis_workbench.core.boottest_plan import DOMAIN_PREFIX as BOOT_TEST_PREFIX
+from ccis_workbench.core.boottest_plan import is_local_uri
 from ccis_workbench.core.errors import WorkbenchError
 from ccis_workbench.core.failure import FailureDetector, Verdict
 from ccis_workbench.core.initrd import inject_kickstart
@@ -181,6 +184,7 @@ class Build:
         self.paused_on_io_error = threading.Event()  # qemu paused the guest: a disk write failed (a full pool)
         self.conn: libvirt.virConnect | None = None
         self.dom: libvirt.virDomain | None = None
+        self._dom_uuid = ""  # to find the guest's qemu on this host should libvirtd die
         self.readers: list[_Reader] = []
         self._callback_ids: list[int] = []
 
@@ -332,6 +336,7 @@ class Build:
         try:
             flags = libvirt.VIR_DOMAIN_START_PAUSED | libvirt.VIR_DOMAIN_START_AUTODESTROY
             self.dom = self.conn.createXML(xml, flags)
+            self._dom_uuid = self.dom.UUIDString()
         except libvirt.libvirtError as exc:
             if self._probe is not None:
                 return BuildResult("kvm-silent", "The KVM guest could not start", f"libvirt refused it: {exc}",
@@ -484,7 +489,8 @@ class Build:
         assert self.session is not None
         if not self.session.reconnect(RECONNECT_WINDOW, self.monitor.cancelled):
             return BuildResult("lost", "libvirtd went away", f"no connection to {self.plan.options.uri} for "
-                               f"{RECONNECT_WINDOW:.0f}s", "start libvirtd again, then `ccis-workbench gc`", "lost")
+                               f"{RECONNECT_WINDOW:.0f}s{self._kill_orphaned_guest()}",
+                               "start libvirtd again, then `ccis-workbench gc` (it removes the volumes)", "lost")
         conn = self.session.conn
         assert conn is not None
         for r in self.readers:
@@ -505,6 +511,25 @@ class Build:
                                                           self._lifecycle, None)]
         self._attach()
         return None
+
+    def _kill_orphaned_guest(self) -> str:
+        """libvirtd is gone for good: on this host, the guest's qemu (found by the domain's UUID on its command
+        line) would go on installing with nobody watching; kill it. What was done, as the end of a sentence."""
+        if not self._dom_uuid or not is_local_uri(self.plan.options.uri):
+            return ""
+        killed, failed = [], []
+        for pid in guest_qemu_pids(self._dom_uuid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(str(pid))
+            except ProcessLookupError:
+                continue
+            except PermissionError:
+                failed.append(str(pid))
+        said = f"; killed the guest's qemu that libvirtd left running (pid {', '.join(killed)})" if killed else ""
+        if failed:
+            said += f"; could not kill the guest's qemu (pid {', '.join(failed)}): not allowed"
+        return said
 
     def _tail(self, n: int = 15) -> list[str]:
         with self._lock:
@@ -693,6 +718,23 @@ def reap_dead_owners(conn: libvirt.virConnect, pool_name: str = DEFAULT_POOL,
         say(f"removed the leftovers of a dead {what} (pid {pid}): {doms}, {vols}"
             + (f" (could not remove {'; '.join(failed)})" if failed else ""))
     return removed
+
+
+def guest_qemu_pids(uuid: str, proc: Path = Path("/proc")) -> list[int]:
+    """The local qemu processes started for the domain with *uuid* (`-uuid UUID` on their command line)."""
+    found = []
+    for d in proc.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            args = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not args or b"qemu" not in os.path.basename(args[0]):
+            continue
+        if any(a == b"-uuid" and b.decode("ascii", "replace") == uuid for a, b in itertools.pairwise(args)):
+            found.append(int(d.name))
+    return found
 
 
 def reap_dead_runs(uri: str, pool_name: str = DEFAULT_POOL,
