@@ -57,11 +57,9 @@ def disk(tmp_path: Path) -> Path:
     return d
 
 
-def plan_for(tmp_path: Path, formats: list[str], out: str = "out") -> object:
+def plan_for(tmp_path: Path, formats: list[str], out: str = "out", build_id: str = "20260101-000000-abcd") -> object:
     src = from_dir(make_tree(tmp_path / f"tree-{out}"))
-    opts = PlanOptions(
-        accel="tcg", build_id="20260101-000000-abcd", output_dir=str(tmp_path / out), disk_size_mb=64, memory_mb=512
-    )
+    opts = PlanOptions(accel="tcg", build_id=build_id, output_dir=str(tmp_path / out), disk_size_mb=64, memory_mb=512)
     return make_plan(composition(formats), "p", src, opts)
 
 
@@ -239,8 +237,8 @@ def test_vmdk_and_vhd_are_the_same_bytes_from_two_conversions(
     the OVA holding a vmdk come out identical, and every tool still reads them and finds the disk's content."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", str(EPOCH))
     outs = []
-    for name in ("first", "second"):
-        outs.append(produce(plan_for(tmp_path, [*AWS, "ova"], name), disk))
+    for name, build_id in (("first", "20260101-000000-abcd"), ("second", "20260102-120000-ef01")):
+        outs.append(produce(plan_for(tmp_path, [*AWS, "ova"], name, build_id), disk))
     first, second = outs
     images = sorted(n for n in os.listdir(first) if n.endswith((".raw", ".vmdk", ".vhd", ".ova")))
     assert len(images) == 4 and images == sorted(

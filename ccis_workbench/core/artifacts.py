@@ -528,7 +528,8 @@ class Producer:
             self.run(cmds[0])
             vmdk = work / "disk1.vmdk"
             make_vmdk_reproducible(vmdk, epoch)
-            ovf = ovf_descriptor(self.plan.name, vmdk.name, vmdk.stat().st_size, vsize,
+            # named after the artifact, not the build's domain (its build id would make each OVA different)
+            ovf = ovf_descriptor(dest.name.removesuffix(".ova"), vmdk.name, vmdk.stat().st_size, vsize,
                                  self.plan.options.memory_mb, self.plan.options.vcpus)
             (work / "image.ovf").write_text(ovf)
             (work / "image.mf").write_text(f"SHA256(image.ovf)= {sha256_file(work / 'image.ovf')}\n"
