@@ -188,7 +188,10 @@ def test_doctor_removes_a_killed_builds_leftovers_and_says_so(
     assert said[0]["message"].startswith(f"removed the leftovers of a dead build (pid {proc.pid}): "), said
     for name in left:
         assert name in said[0]["message"]
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # removing them is not a problem; the host's other checks decide the status (a TCG probe guest on a loaded
+    # host may miss its window): 1 exactly when one of them failed
+    failed = [c for c in checks if not c["ok"] and c["severity"] == "error"]
+    assert done.returncode == (1 if failed else 0), (failed, done.stderr[-2000:])
     assert not left & _all_ccis(libvirt_uri)
     assert not list((tmp_path / "cache").rglob("locks/*.lock")), "a stale lock remains"
 
