@@ -74,22 +74,36 @@ def session_daemon(libvirt_uri: str) -> Iterator[tuple[str, Path]]:
         for d in dirs.values():
             d.mkdir()
             shutil.chown(d, USER)
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": str(top),
-               "XDG_RUNTIME_DIR": str(dirs["r"]), "XDG_CONFIG_HOME": str(dirs["c"]), "XDG_CACHE_HOME": str(dirs["k"]),
-               "XDG_DATA_HOME": str(dirs["d"])}
-        daemon = subprocess.Popen(["runuser", "-u", USER, "--", "libvirtd", "--timeout", "0"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "HOME": str(top),
+            "XDG_RUNTIME_DIR": str(dirs["r"]),
+            "XDG_CONFIG_HOME": str(dirs["c"]),
+            "XDG_CACHE_HOME": str(dirs["k"]),
+            "XDG_DATA_HOME": str(dirs["d"]),
+        }
+        daemon = subprocess.Popen(
+            ["runuser", "-u", USER, "--", "libvirtd", "--timeout", "0"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         sock = dirs["r"] / "libvirt" / "libvirt-sock"
         uri = f"qemu+unix:///session?socket={sock}"
         for _ in range(300):  # until it answers (bounded)
-            if sock.exists() and subprocess.run(["virsh", "-c", uri, "version"], capture_output=True,
-                                                check=False).returncode == 0:
+            if (
+                sock.exists()
+                and subprocess.run(["virsh", "-c", uri, "version"], capture_output=True, check=False).returncode == 0
+            ):
                 break
             time.sleep(0.1)
         else:
             pytest.fail("the private libvirtd did not start")
-        subprocess.run(["virsh", "-c", uri, "pool-define-as", "ccis-workbench", "dir", "--target", str(dirs["pool"])],
-                       capture_output=True, check=True)
+        subprocess.run(
+            ["virsh", "-c", uri, "pool-define-as", "ccis-workbench", "dir", "--target", str(dirs["pool"])],
+            capture_output=True,
+            check=True,
+        )
         subprocess.run(["virsh", "-c", uri, "pool-start", "ccis-workbench"], capture_output=True, check=True)
         yield uri, top
     finally:
@@ -109,15 +123,41 @@ def session_daemon(libvirt_uri: str) -> Iterator[tuple[str, Path]]:
             subprocess.run(["userdel", USER], capture_output=True, check=False)
 
 
-def test_libvirtd_killed_mid_build_is_said_and_its_guest_does_not_run_on(session_daemon: tuple[str, Path],
-                                                                          tree_server: str, tmp_path: Path) -> None:
+def test_libvirtd_killed_mid_build_is_said_and_its_guest_does_not_run_on(
+    session_daemon: tuple[str, Path], tree_server: str, tmp_path: Path
+) -> None:
     uri, top = session_daemon
     out = tmp_path / "out"
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
-    proc = subprocess.Popen([sys.executable, "-u", "-m", "ccis_workbench", "build", "openstack-stream9", "--tree",
-                             tree_server, "--accel", "tcg", "--disk-size", "96M", "--memory", "512", "--format",
-                             "qcow2", "--uri", uri, "--output", str(out)], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-u",
+            "-m",
+            "ccis_workbench",
+            "build",
+            "openstack-stream9",
+            "--tree",
+            tree_server,
+            "--accel",
+            "tcg",
+            "--disk-size",
+            "96M",
+            "--memory",
+            "512",
+            "--format",
+            "qcow2",
+            "--uri",
+            uri,
+            "--output",
+            str(out),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert proc.stdout is not None
         for line in proc.stdout:  # the live console: the guest's qemu runs once its kernel prints

@@ -38,12 +38,15 @@ NOTHING_TO_KILL = """\
 """
 
 
-@pytest.mark.parametrize("console", [INITRAMFS_DOES_NOT_FIT, OOM_KILLER, NOTHING_TO_KILL],
-                         ids=["initramfs-does-not-fit", "oom-killer", "nothing-to-kill"])
+@pytest.mark.parametrize(
+    "console",
+    [INITRAMFS_DOES_NOT_FIT, OOM_KILLER, NOTHING_TO_KILL],
+    ids=["initramfs-does-not-fit", "oom-killer", "nothing-to-kill"],
+)
 def test_running_out_of_memory_is_recognised_from_the_console(console: str) -> None:
     detector = FailureDetector()
     for i in range(0, len(console), 7):  # any chunking
-        detector.feed("console", console[i:i + 7])
+        detector.feed("console", console[i : i + 7])
     verdict = detector.verdict()
     assert verdict is not None and verdict.kind == "oom", verdict
     assert "ran out of memory" in verdict.summary and "--memory" in verdict.summary
@@ -61,10 +64,29 @@ def test_a_plain_root_fs_panic_is_still_a_kernel_panic() -> None:
 def test_too_little_memory_is_refused_before_a_guest_is_made(memory: str, tree_server: str, tmp_path: Path) -> None:
     """No guest, nothing in libvirt: the value is refused while planning, with what to give instead."""
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), TMPDIR=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-m", "ccis_workbench", "build", "openstack-stream9", "--tree",
-                           tree_server, "--accel", "tcg", "--memory", memory, "--output",
-                           str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, env=env, timeout=120,
-                          check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ccis_workbench",
+            "build",
+            "openstack-stream9",
+            "--tree",
+            tree_server,
+            "--accel",
+            "tcg",
+            "--memory",
+            memory,
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert f"error: Too little memory\n  {memory} MiB\n" in proc.stderr, proc.stderr[-2000:]
     assert "at least 256 MiB" in proc.stderr

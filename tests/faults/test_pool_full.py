@@ -57,9 +57,9 @@ def small_pool(libvirt_uri: str, tmp_path: Path) -> Iterator[tuple[Path, object]
 
 
 @pytest.mark.parametrize("room", ["none", "kernel-and-initrd"])
-def test_a_full_pool_is_named_and_nothing_is_left(room: str, libvirt_uri: str, tree_server: str,
-                                                  rehearsal_tree: Path, small_pool: tuple[Path, object],
-                                                  tmp_path: Path) -> None:
+def test_a_full_pool_is_named_and_nothing_is_left(
+    room: str, libvirt_uri: str, tree_server: str, rehearsal_tree: Path, small_pool: tuple[Path, object], tmp_path: Path
+) -> None:
     folder, size = small_pool
     pxe = rehearsal_tree / "images" / "pxeboot"
     uploads = (pxe / "vmlinuz").stat().st_size + (pxe / "initrd.img").stat().st_size
@@ -71,10 +71,38 @@ def test_a_full_pool_is_named_and_nothing_is_left(room: str, libvirt_uri: str, t
     work = tmp_path / "tmp"
     work.mkdir()
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), TMPDIR=str(work))
-    proc = subprocess.run([sys.executable, "-m", "ccis_workbench", "build", "openstack-stream9", "--tree", tree_server,
-                           "--accel", "tcg", "--disk-size", "256M", "--memory", "512", "--format", "qcow2",
-                           "--pool", POOL, "--output", str(out), "--quiet", "--inactivity-timeout", "240"],
-                          cwd=REPO, capture_output=True, text=True, env=env, timeout=600, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ccis_workbench",
+            "build",
+            "openstack-stream9",
+            "--tree",
+            tree_server,
+            "--accel",
+            "tcg",
+            "--disk-size",
+            "256M",
+            "--memory",
+            "512",
+            "--format",
+            "qcow2",
+            "--pool",
+            POOL,
+            "--output",
+            str(out),
+            "--quiet",
+            "--inactivity-timeout",
+            "240",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "build failed: The storage pool is full" in proc.stderr, proc.stderr[-3000:]
     assert f"no space left in pool {POOL} ({folder})" in proc.stderr, proc.stderr[-3000:]
