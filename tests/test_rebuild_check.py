@@ -176,8 +176,9 @@ def test_causes_of_differences() -> None:
 @pytest.mark.slow
 def test_every_format_reproducible_or_named(no_leftovers: str, rehearsal_tree: Path, frozen_catalog: Path,
                                             tmp_path: Path, clean_env: dict[str, str]) -> None:
-    """qcow2, raw, gce-tar and the Vagrant box are bit-for-bit the same; vmdk, vhd and ova differ only in their
-    container (the disk inside is the same); the rootfs tar differs in its members' times."""
+    """qcow2, raw, gce-tar, the Vagrant box, vmdk, vhd and ova are bit-for-bit the same (the VMDK CID and the VHD
+    footer come from the epoch and the content); the rootfs tar's member times are clamped to the epoch: it is the
+    same, or differs only in what the export stored (never in times)."""
     out = tmp_path / "out"
     fmts = ["qcow2", "raw", "vmdk", "vhd", "ova", "gce-tar", "vagrant-libvirt", "rootfs-tar"]
     proc = cli("--catalog", str(frozen_catalog), "build", "openstack-stream9", "--tree", str(rehearsal_tree), *SMALL,
@@ -186,16 +187,14 @@ def test_every_format_reproducible_or_named(no_leftovers: str, rehearsal_tree: P
     (first,) = list(out.iterdir())
     proc = cli("--catalog", str(frozen_catalog), "rebuild-check", str(first), "--json", "--quiet", "--memory", "512",
                cwd=tmp_path, env=clean_env)
-    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]  # 1: the rootfs tar differs (below)
     report = json.loads(proc.stdout)
     base = "openstack-stream9-rehearsal.x86_64"
     same = {a["file"] for a in report["artifacts"] if a["same"]}
-    assert {f"{base}{s}" for s in (".qcow2", ".raw", ".tar.gz", ".vagrant-libvirt.box")} <= same
-    causes = {d["item"]: d for d in report["differences"]}
-    for suffix, cause in ((".vmdk", "vmdk container"), (".vhd", "vhd container"), (".ova", "vmdk container")):
-        d = causes[base + suffix]
-        assert d["what"] == "container" and d["cause"].startswith(cause), d
+    assert {f"{base}{s}" for s in (".qcow2", ".raw", ".tar.gz", ".vagrant-libvirt.box", ".vmdk", ".vhd",
+                                    ".ova")} <= same
     assert all(d["explained"] for d in report["differences"]), report["differences"]
+    assert not [d for d in report["differences"] if d["what"] == "mtime"], report["differences"]
     artifacts = {a["file"] for a in report["artifacts"]}
-    members = [d for d in report["differences"] if d["item"] not in artifacts]  # inside the rootfs tar
-    assert members and {(d["what"], d["cause"]) for d in members} == {("mtime", "timestamps")}
+    assert {d["item"] for d in report["differences"]} & artifacts <= {f"{base}.rootfs.tar.xz"}
+    assert (proc.returncode == 1) == bool(report["differences"])
