@@ -110,6 +110,41 @@ def hybrid(tmp_path_factory: pytest.TempPathFactory, cleanup: str) -> Path:
     return _build(HYBRID, "fwtest-hybrid", tmp_path_factory.mktemp("hybrid"))
 
 
+def test_shipped_stream9_hybrid_profile_passes_both_by_default(tmp_path: Path, cleanup: str) -> None:
+    """openstack-stream9 claims [bios, uefi]: its rehearsal image boots both ways, and boot-test without --firmware
+    boots it with both."""
+    if not find_ovmf():
+        pytest.skip("OVMF is not installed (apt-get install ovmf)")
+    out = tmp_path / "artifacts"
+    res = _cli(
+        "build",
+        "openstack-stream9",
+        "--tree",
+        "rehearsal",
+        "--accel",
+        "tcg",
+        "--disk-size",
+        "256M",
+        "--format",
+        "qcow2",
+        "--output",
+        str(out),
+        "--quiet",
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (artifact,) = [d for d in out.iterdir() if (d / "manifest.json").exists()]
+    report_dir = tmp_path / "report"
+    res = _cli("boot-test", str(artifact), "--rehearsal", "--accel", "tcg", "--quiet", "-o", str(report_dir))
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["passed"] and report["firmware"] == "bios+uefi"
+    assert "what target openstack claims on centos-stream-9" in report["notes"][0]
+    assert [(s["firmware"], s["passed"]) for s in report["sections"]] == [("bios", True), ("uefi", True)]
+    for section in report["sections"]:
+        assert left_behind(cleanup, section["domain"]) == []
+    shutil.rmtree(out, ignore_errors=True)
+
+
 def _raw(artifact: Path, dest: Path) -> Path:
     image = next(artifact.glob("*.qcow2"))
     subprocess.run(["qemu-img", "convert", "-O", "raw", str(image), str(dest)], check=True, timeout=120)
