@@ -79,7 +79,7 @@ def main() -> int:
             cached, s3 = run(profiles, srv.url, base / "jobs2", 2, env)
             after = sorted(p.name for p in (base / "jobs2").glob("*/artifacts/*"))
     n = len(s1["cells"])
-    failed = {f"jobs{j}": [c["name"] for c in s["cells"] if c["status"] != "passed"] for j, s in ((1, s1), (2, s2))}
+    failed = {f"jobs{j}": [c["profile"] for c in s["cells"] if c["status"] != "passed"] for j, s in ((1, s1), (2, s2))}
     if not any(failed.values()) and (s3["counts"].get("cached") != n or before != after):
         sys.exit(f"the cached run rebuilt something: {s3['counts']}")
     figures = {
