@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import shutil
 import statistics
@@ -30,6 +29,8 @@ from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench_rows import report, row  # noqa: E402  (benchmarks/ is the script's folder)
 
 from ccis_workbench.core.artifacts import Producer  # noqa: E402
 from ccis_workbench.core.files import DigestCache, sha256_read  # noqa: E402
@@ -89,10 +90,6 @@ def one_round(way: str, disk: Path, work: Path, tree: Path, size_mb: int) -> flo
         shutil.rmtree(out, ignore_errors=True)
 
 
-def row(measure: str, value: float, unit: str, goal: str, met: bool, detail: str) -> dict[str, object]:
-    return {"measure": measure, "value": round(value, 3), "unit": unit, "goal": goal, "met": met, "detail": detail}
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
@@ -143,12 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             "median old / median new",
         ),
     ]
-    width = max(len(str(r["measure"])) for r in rows)
-    print(f"\n{'measure':<{width}}  {'value':>9}  goal          met")
-    for r in rows:
-        print(f"{r['measure']:<{width}}  {r['value']:>7} {r['unit']:<2} {r['goal']:<13} {'yes' if r['met'] else 'NO'}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    report(rows, args.json)
     return 0
 
 

@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_rows import report, row
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -127,10 +129,6 @@ def workbench_round(image: Path) -> dict[str, float]:
         if isinstance(v, (int, float)) and k != "reported":  # a moment, not a stage
             out[f"stage:{k}"] = float(v)
     return out
-
-
-def row(measure: str, value: float, unit: str, goal: str, met: bool, detail: str) -> dict[str, object]:
-    return {"measure": measure, "value": round(value, 3), "unit": unit, "goal": goal, "met": met, "detail": detail}
 
 
 def upload_cost(image: Path) -> float:
@@ -242,12 +240,7 @@ def main() -> int:
     ]
     for k in sorted(k for k in med if k.startswith("stage:")):
         rows.append(row(f"harness stage {k[6:]}", med[k], "s", "reference", True, "median"))
-    width = max(len(str(r["measure"])) for r in rows)
-    print(f"\n{'measure':<{width}}  {'value':>9}  {'goal':<12}  met")
-    for r in rows:
-        print(f"{r['measure']:<{width}}  {r['value']:>7} {r['unit']:<2} {r['goal']:<12}  {'yes' if r['met'] else 'NO'}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    report(rows, args.json)
     return 0
 
 

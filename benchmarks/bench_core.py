@@ -15,7 +15,6 @@ Every figure is printed as a table row; with --json FILE the rows are also writt
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
@@ -25,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_rows import report, row
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -109,27 +110,6 @@ WARM_GOAL_MS = 50.0
 COLD_GOAL_X = 1.1
 
 
-def row(measure: str, value: float, unit: str, goal: str, met: bool, detail: str = "") -> dict[str, object]:
-    """One figure in the shared benchmark format (the README's speed table is assembled from these rows)."""
-    return {
-        "measure": measure,
-        "value": round(value, 3),
-        "unit": unit,
-        "goal": goal,
-        "met": bool(met),
-        "detail": detail,
-    }
-
-
-def print_rows(rows: list[dict[str, object]]) -> None:
-    width = max(len(str(r["measure"])) for r in rows)
-    print(f"{'measure':<{width}}  {'value':>10}  {'goal':<10}  met  detail")
-    for r in rows:
-        value = f"{r['value']:.2f} {r['unit']}" if r["unit"] != "x" else f"{r['value']:.2f}x"
-        met = "yes" if r["met"] else "NO"
-        print(f"{r['measure']:<{width}}  {value:>10}  {r['goal']:<10}  {met:<3}  {r['detail']}")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=11)
@@ -169,11 +149,9 @@ def main() -> int:
             f"{c['render_cpu_ms']:.0f} ms, ksvalidator {c['ksvalidator_cpu_ms']:.0f} ms",
         ),
     ]
-    print_rows(rows)
+    report(rows, args.json)
     for n, ms in sorted(per.items(), key=lambda kv: -kv[1]):
         print(f"  {n:32} {ms:6.1f} ms")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fcntl
-import json
 import os
 import pty
 import resource
@@ -37,6 +36,8 @@ import termios
 import threading
 import time
 from pathlib import Path
+
+from bench_rows import report, row
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -197,27 +198,6 @@ READY_GOAL_S = 0.5
 FIRST_FRAME_GOAL_X = 1.1
 
 
-def row(measure: str, value: float, unit: str, goal: str, met: bool, detail: str = "") -> dict[str, object]:
-    """One figure in the shared benchmark format (the README's speed table is assembled from these rows)."""
-    return {
-        "measure": measure,
-        "value": round(value, 3),
-        "unit": unit,
-        "goal": goal,
-        "met": bool(met),
-        "detail": detail,
-    }
-
-
-def print_rows(rows: list[dict[str, object]]) -> None:
-    width = max(len(str(r["measure"])) for r in rows)
-    print(f"{'measure':<{width}}  {'value':>10}  {'goal':<10}  met  detail")
-    for r in rows:
-        value = f"{r['value']:.2f} {r['unit']}" if r["unit"] != "x" else f"{r['value']:.2f}x"
-        met = "yes" if r["met"] else "NO"
-        print(f"{r['measure']:<{width}}  {value:>10}  {r['goal']:<10}  {met:<3}  {r['detail']}")
-
-
 def spread(values: list[float], scale: float = 1000.0, unit: str = "ms") -> str:
     return f"min {min(values) * scale:.1f} {unit}, max {max(values) * scale:.1f} {unit}, n={len(values)}"
 
@@ -302,9 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{statistics.median(bare_cpu) * 1000:.0f} ms; load average {os.getloadavg()[0]:.1f} at the end",
         ),
     ]
-    print_rows(rows)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    report(rows, args.json)
     return 0
 
 
