@@ -18,12 +18,12 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 APT_PACKAGES=(python3-venv virtinst python3-dev gcc libc6-dev git pkg-config libvirt-dev libvirt-daemon-system libvirt-clients
   qemu-system-x86 qemu-utils busybox-static cpio xorriso syslinux extlinux syslinux-common mtools dosfstools
   e2fsprogs fdisk util-linux curl librsvg2-bin tmux libkrb5-dev linux-image-amd64 vagrant vagrant-libvirt
-  debootstrap cloud-init openssh-client openssh-server rsync podman runc netavark uidmap catatonit libxml2-utils libarchive-tools kmod gpg gpgv
-  ovmf systemd-boot-efi)
+  debootstrap cloud-init openssh-client openssh-server rsync podman runc netavark uidmap catatonit libxml2-utils libarchive-tools kmod gpg gpgv gpgconf
+  procps ovmf systemd-boot-efi)
 DNF_PACKAGES=(python3 python3-devel gcc git pkgconf-pkg-config libvirt-devel libvirt-daemon-kvm libvirt-client
   qemu-kvm qemu-img busybox cpio xorriso syslinux syslinux-extlinux mtools dosfstools e2fsprogs util-linux
   curl librsvg2-tools tmux krb5-devel podman runc glibc-static libxml2 cloud-init debootstrap openssh-clients openssh-server rsync
-  virt-install vagrant bsdtar gnupg2 edk2-ovmf systemd-boot-unsigned)
+  virt-install vagrant bsdtar gnupg2 edk2-ovmf systemd-boot-unsigned procps-ng shadow-utils)
 
 system_packages() {
   if command -v apt-get >/dev/null 2>&1; then

@@ -42,6 +42,8 @@ DNF = {
     "tmux": "tmux", "rsvg-convert": "librsvg2-tools", "qemu-nbd": "qemu-img", "virtlogd": "libvirt-daemon",
     "libvirtd": "libvirt-daemon", "dpkg-deb": None,  # the rehearsal tree unpacks Debian's kernel .deb: Debian only
     "apt-get": None, "dpkg-query": None,  # Debian only, by definition
+    "gpgconf": "gnupg2", "id": "coreutils", "mtype": "mtools", "pgrep": "procps-ng", "rsync": "rsync",
+    "runuser": "util-linux", "ssh": "openssh-clients", "useradd": "shadow-utils", "userdel": "shadow-utils",
 }
 #: dnf packages that Fedora/CentOS pull in with others listed (run.sh need not name them).
 DNF_IMPLIED = {"bash", "coreutils", "util-linux", "glibc-common", "kmod", "tar", "libvirt-daemon", "libvirt-client"}
