@@ -427,7 +427,7 @@ class BootTestScreen(Screen[None]):
                           "f2 runs again · escape goes back")
         elif self.setup is not None:
             accel = self.settings.accel or self.defaults.accel
-            status.update(f"ready: {self.setup.image} · {self.uri} · accel {accel}   f2/ctrl+s starts")
+            status.update(f"ready: {self.setup.image.name} · {self.uri} · accel {accel}   f2/ctrl+s starts")
         else:
             status.update("choose an artifact (enter)")
 
