@@ -206,6 +206,21 @@ def test_unsaved_choice_recorded_in_the_manifest_gives_its_checks(tmp_path: Path
         prepare_test(cat, Composer(cat), str(_artifact(tmp_path / "x", {"profile": "nope"})))
 
 
+def test_a_catalog_that_composes_another_kickstart_than_the_one_built_is_said(tmp_path: Path) -> None:
+    """Checks derived from a catalog that no longer composes the built kickstart may not fit the image: said."""
+    import hashlib
+
+    cat = Catalog.load(REPO)
+    text = Composer(cat).compose(cat.load_profile("openstack-stream9")).text
+    same = _artifact(tmp_path / "same", {"profile": "openstack-stream9",
+                                         "kickstart_sha256": hashlib.sha256(text.encode()).hexdigest()})
+    assert not any("another kickstart" in n for n in prepare_test(cat, Composer(cat), str(same)).notes)
+    other = _artifact(tmp_path / "other", {"profile": "openstack-stream9",
+                                           "kickstart_sha256": hashlib.sha256(b"text\n").hexdigest()})
+    notes = prepare_test(cat, Composer(cat), str(other)).notes
+    assert any("composes openstack-stream9 to another kickstart" in n and "--catalog" in n for n in notes), notes
+
+
 # -- diff against the baseline: one meaning -------------------------------------------------------------------
 
 def test_tui_baseline_diff_shows_the_profiles_own_timezone() -> None:

@@ -120,6 +120,10 @@ def prepare_test(catalog: Any, composer: Any, artifact: str, *, profile: Any = N
         profile = fallback
         notes.append(f"checks of the current choice {profile.name} (the artifact names no profile of this catalog)")
     comp = composer.compose(profile)
+    if manifest is not None and not kickstart_matches(comp.text, manifest.kickstart_sha256):
+        notes.append(f"this catalog ({catalog.root}) composes {profile.name} to another kickstart than the one the "
+                     "image was built from (kickstart_sha256 in manifest.json): the derived checks follow this "
+                     "catalog; give --catalog of the build for checks that match the image")
     if rehearsal is None:
         rehearsal = bool(manifest is not None and manifest.rehearsal)
     if rehearsal:
@@ -129,6 +133,19 @@ def prepare_test(catalog: Any, composer: Any, artifact: str, *, profile: Any = N
         notes.append("container image: checked in podman or a chroot, nothing boots")
     return TestSetup(image, manifest, profile, comp, plan, rehearsal, seed_for(plan, seed, rehearsal),
                      hostname_for(profile.name), notes)
+
+
+def kickstart_matches(text: str, sha256: str) -> bool:
+    """Whether the composed *text* is the kickstart a build recorded as *sha256* (with or without the rootfs-tar
+    export %post); True when the build recorded none."""
+    import hashlib
+
+    from ccis_workbench.core.plan import build_kickstart
+
+    if not sha256:
+        return True
+    return any(hashlib.sha256(build_kickstart(text, formats).encode()).hexdigest() == sha256
+               for formats in ([], ["rootfs-tar"]))
 
 
 def hostname_for(profile_name: str) -> str:
