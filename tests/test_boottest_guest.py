@@ -130,14 +130,16 @@ def test_real_cloud_init_guest_passes_the_spec_checks_and_a_failing_check_fails_
 
 def test_configdrive_seed_through_the_cli(debian_guest: Path, libvirt_uri: str, tmp_path: Path) -> None:  # noqa: F811
     """The CLI as a user runs it: the openstack target's ConfigDrive seed, the spec's checks (--only), a
-    profile-added check that fails, exit status 1, reports on disk."""
+    profile-added check that fails, exit status 1, reports on disk. BIOS only: the openstack target claims UEFI
+    too, and a second boot of the Debian guest under OVMF would test the firmware, not the seed."""
     prof = tmp_path / "debian-openstack.yaml"
     prof.write_text("name: debian-openstack\nrelease: centos-stream-9\ntarget: openstack\nchecks:\n"
                     "  - id: profile.os-is-centos\n    description: made to fail on a Debian guest\n"
                     "    command: grep '^ID=' /etc/os-release\n    output: '^ID=\"centos\"$'\n")
     out = tmp_path / "run"
     res = subprocess.run([sys.executable, "-m", "ccis_workbench", "boot-test", str(debian_guest), "--profile",
-                          str(prof), "--accel", "tcg", "--quiet", "--only", "cloud-init.finished", "--only",
+                          str(prof), "--accel", "tcg", "--firmware", "bios", "--quiet", "--only",
+                          "cloud-init.finished", "--only",
                           "cloud-init.seed-read", "--only", "image.seeded-user", "--only",
                           "openstack.datasource-used", "--only", "profile.*", "-o", str(out)],
                          capture_output=True, text=True, timeout=900, cwd=REPO, check=False)

@@ -74,9 +74,14 @@ def test_end_to_end_cli_every_format(no_leftovers: str, tree_server: str, tmp_pa
                             check=True).stdout.split()
     assert "etc/os-release" in rootfs and "etc/cloud/cloud.cfg.d/" in rootfs
     assert not any(n.startswith(("boot/", "proc/")) for n in rootfs)
-    # the raw disk is what the installer wrote: an MBR with the boot flag, and extlinux's boot code
-    mbr = files[base + ".raw"].read_bytes()[:512]
-    assert mbr[510:512] == b"\x55\xaa" and mbr[446] == 0x80
+    # the raw disk is what the installer wrote: openstack claims BIOS and UEFI on Stream 9, so a GPT disk behind a
+    # protective MBR (type 0xee) whose boot code is syslinux's gptmbr.bin, for the BIOS path
+    head = files[base + ".raw"].read_bytes()[:1024]
+    mbr = head[:512]
+    assert mbr[510:512] == b"\x55\xaa" and mbr[450] == 0xEE and head[512:520] == b"EFI PART"
+    gptmbr = next(p for p in (Path("/usr/lib/EXTLINUX/gptmbr.bin"), Path("/usr/lib/syslinux/mbr/gptmbr.bin"))
+                  if p.exists())
+    assert mbr[:440] == gptmbr.read_bytes()[:440]
     assert "Installation complete" in files["console.log"].read_text()
     assert "Installing cloud-init" in files["installer.log"].read_text()
     assert "cloud-init-0-rehearsal.noarch" in files["packages.txt"].read_text().split()

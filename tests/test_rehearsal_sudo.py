@@ -173,7 +173,8 @@ def test_the_specs_rpm_checks_answer_in_the_rehearsal_system(sysroot: Path) -> N
     (sysroot / "var/lib/rehearsal/packages").write_text(
         "".join(f"{p}-0-rehearsal.noarch\n" for p in ("chrony", "cloud-init", "cloud-utils-growpart",
                                                       "dracut-config-generic", "grub2-pc", "qemu-guest-agent",
-                                                      "rsync", "tar")))
+                                                      "rsync", "tar", "grub2-pc-modules", "grub2-efi-x64",
+                                                      "shim")))
     cat = Catalog.load(REPO)
     plan = select_checks(load_spec(REPO), Composer(cat).compose(cat.load_profile("openstack-stream9")))
     checks = {s.check.id: s.check for s in plan.selected}
