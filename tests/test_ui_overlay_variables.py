@@ -91,3 +91,24 @@ async def test_an_unexpected_error_is_saved_and_never_exits_0(tmp_path, monkeypa
     text = app.crash_report.read_text()
     assert "RuntimeError: simulated failure in a key handler" in text
     assert "release: centos-stream-9" in text and "target: openstack" in text
+
+
+@sync
+async def test_a_burst_of_keys_toggles_what_each_key_was_on() -> None:
+    """Keys that arrive at once (a fast typist, tmux, a paste): `space down space` chose nothing, because Textual's
+    SelectionList toggled the option highlighted when its message was handled (the second one, twice)."""
+    from textual import events
+
+    app = make_app(REPO, profile=None)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("tab", "tab")
+        await settle(pilot)
+        names = [app.compose_screen.query_one("#overlays").get_option_at_index(i).value for i in range(3)]
+        for key in ("space", "down", "space", "down", "space", "up", "space"):  # posted without waiting
+            app.post_message(events.Key(key, " " if key == "space" else None))
+        await settle(pilot)
+        assert app.is_running
+        assert app.compose_screen.choice.overlays == [names[0], names[2]]
+        assert list(app.compose_screen.query_one("#overlays").selected) == [names[0], names[2]]
+        assert inputs(app) == expected(app)

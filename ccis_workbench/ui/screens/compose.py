@@ -35,6 +35,7 @@ from ccis_workbench.ui.modals import ConfirmationModal, OpenProfileModal, PathMo
 from ccis_workbench.ui.paths import catalog_label
 from ccis_workbench.ui.widgets.kickstart_view import KickstartView, ViewLine
 from ccis_workbench.ui.widgets.panels import ErrorPanel, StatusLine, WorkbenchFooter
+from ccis_workbench.ui.widgets.toggle_list import ToggleList
 
 if TYPE_CHECKING:
     from ccis_workbench.core.errors import WorkbenchError
@@ -930,7 +931,7 @@ class Sidebar(VerticalScroll):
         yield Label("Target", classes="field-label")
         yield Select[str]([("…", "")], id="target", allow_blank=False, compact=True)
         yield Label("Overlays", classes="field-label")
-        yield SelectionList[str](id="overlays", compact=True)
+        yield ToggleList(id="overlays", compact=True)
         yield Static("", id="overlay-info")
         yield Label("Variables", classes="field-label section")
         yield Label("arch", classes="var-label")
