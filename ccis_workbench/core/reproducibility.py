@@ -272,6 +272,61 @@ def mbr_partitions(sector: bytes) -> list[tuple[int, int, int]]:
     return parts
 
 
+#: GPT partition type GUIDs of Linux file systems (on-disk byte order): "Linux filesystem data" and the
+#: Discoverable Partitions Specification's x86-64 root.
+GPT_LINUX_TYPES = {bytes.fromhex("af3dc60f838472478e793d69d8477de4"),
+                   bytes.fromhex("e3bc684fcde8b14d96e7fbcaf984b709")}
+#: How many sectors hold the protective MBR, the GPT header and 128 entries of 128 bytes.
+GPT_HEAD_SECTORS = 34
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One partition of a disk: whether it holds a Linux file system, where it starts and how long it is."""
+
+    linux: bool
+    first_sector: int
+    sectors: int
+
+
+def disk_partitions(head: bytes) -> list[Partition]:
+    """The partitions in use of a disk whose first sectors are *head*: GPT (behind its protective MBR) or MBR.
+
+    [] when *head* holds neither. For GPT, *head* must reach the entries (GPT_HEAD_SECTORS sectors)."""
+    mbr = mbr_partitions(head[:512])
+    if not (len(mbr) == 1 and mbr[0][0] == 0xEE):
+        return [Partition(ptype == 0x83, start, count) for ptype, start, count in mbr]
+    if head[512:520] != b"EFI PART":
+        return []
+    entries_lba, count, size = struct.unpack_from("<QII", head, 512 + 72)
+    parts = []
+    for i in range(min(count, 128)):
+        off = entries_lba * 512 + i * size
+        entry = head[off: off + 128]
+        if len(entry) < 128 or entry[:16] == bytes(16):
+            continue
+        first, last = struct.unpack_from("<QQ", entry, 32)
+        parts.append(Partition(entry[:16] in GPT_LINUX_TYPES, first, last - first + 1))
+    return parts
+
+
+def compare_gpt(first: bytes, second: bytes) -> list[Difference]:
+    """The GPT header and its entries (LBA 1 on), when the disks have one: identifiers and layout."""
+    if first[512:520] != b"EFI PART" or second[512:520] != b"EFI PART":
+        return []
+    diffs = []
+    if first[512 + 56: 512 + 72] != second[512 + 56: 512 + 72]:
+        diffs.append(Difference("disk: GPT", "disk GUID", "partition table identifier (random unless fixed)",
+                                f"{first[568:576].hex()} -> {second[568:576].hex()}"))
+    ga, gb = disk_partitions(first), disk_partitions(second)
+    if ga != gb:
+        diffs.append(Difference("disk: GPT", "partition table", UNEXPLAINED, f"{ga} -> {gb}"))
+    elif first[1024:] != second[1024:]:
+        diffs.append(Difference("disk: GPT", "partition GUIDs or names",
+                                "partition identifiers (random unless fixed)"))
+    return diffs
+
+
 def compare_mbr(first: bytes, second: bytes) -> list[Difference]:
     """The first sector: boot code, disk identifier, partition table."""
     diffs = []

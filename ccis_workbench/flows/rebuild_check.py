@@ -194,15 +194,15 @@ def compare_image(first: Path, second: Path, work: Path) -> list[rep.Difference]
 
 def compare_raw(first: Path, second: Path, work: Path, *, label: str) -> list[rep.Difference]:
     with open(first, "rb") as fa, open(second, "rb") as fb:
-        mbr_a, mbr_b = fa.read(512), fb.read(512)
-    diffs = rep.compare_mbr(mbr_a, mbr_b)
-    parts = rep.mbr_partitions(mbr_a)
-    linux = [p for p in parts if p[0] == 0x83]
-    if not linux or rep.mbr_partitions(mbr_b) != parts:
+        head_a, head_b = fa.read(512 * rep.GPT_HEAD_SECTORS), fb.read(512 * rep.GPT_HEAD_SECTORS)
+    diffs = rep.compare_mbr(head_a[:512], head_b[:512]) + rep.compare_gpt(head_a, head_b)
+    parts = rep.disk_partitions(head_a)
+    linux = [p for p in parts if p.linux]
+    if not linux or rep.disk_partitions(head_b) != parts:
         diffs.append(rep.Difference(label, "disk", rep.UNEXPLAINED, "no ext4 partition to read, or partition "
                                     "tables that differ"))
         return diffs
-    offset = linux[0][1] * 512
+    offset = linux[0].first_sector * 512
     sides = []
     for i, raw in enumerate((first, second)):
         device = f"{raw}?offset={offset}"
