@@ -60,6 +60,9 @@ step = st.one_of(
     st.tuples(st.just("paste"), st.sampled_from(PASTES)),
     st.tuples(st.just("resize"), st.sampled_from([(80, 24), (120, 36), (100, 30)])),
     st.tuples(st.just("click"), st.tuples(st.integers(0, 119), st.integers(0, 35))),
+    # keys that arrive at once (tmux, a paste, a fast typist): posted without waiting for each to be handled
+    st.tuples(st.just("burst"), st.lists(st.sampled_from(["space", "down", "up", "tab", "enter", "escape"]),
+                                         min_size=2, max_size=6)),
 )
 
 _CATALOG: Path | None = None
@@ -146,6 +149,8 @@ def check_invariants(app: Any, trail: list[Any]) -> None:
     assert f"{ch.release} · {ch.target}" in compose.sub_title, f"title {compose.sub_title!r} vs {ch} after {trail}"
     for name in ch.overlays:
         assert name in compose.sub_title
+    ticked = set(compose.query_one("#overlays").selected)
+    assert ticked == set(ch.overlays), f"overlay ticks {sorted(ticked)} vs the choice {ch.overlays} after {trail}"
     a = compose.analysis
     if a is not None and a.key == ch.key() and a.composition is not None and a.error is None:
         header = a.composition.lines[1].text
@@ -173,6 +178,9 @@ async def explore(steps: list[tuple[str, Any]]) -> None:
                     app.focused.post_message(events.Paste(arg))
             elif kind == "resize":
                 await pilot.resize_terminal(*arg)
+            elif kind == "burst":
+                for key in arg:
+                    app.post_message(events.Key(key, " " if key == "space" else None))
             else:
                 x, y = arg
                 width, height = app.size
