@@ -221,6 +221,21 @@ def test_a_catalog_that_composes_another_kickstart_than_the_one_built_is_said(tm
     assert any("composes openstack-stream9 to another kickstart" in n and "--catalog" in n for n in notes), notes
 
 
+def test_an_unsaved_choice_has_one_name_in_the_cli_and_the_tui() -> None:
+    """The TUI called an unsaved choice RELEASE-TARGET whatever its overlays, the CLI RELEASE-TARGET+OVERLAY...:
+    the same image was built under two names. Long names keep their start and a digest of the whole."""
+    from ccis_workbench.core.plan import safe_name
+    from ccis_workbench.ui.engine import Choice
+
+    overlays = ["debug-install", "container-host"]
+    tui = Choice("centos-stream-9", "openstack", list(overlays)).name
+    assert tui == choice("centos-stream-9", "openstack", overlays).name == \
+        "centos-stream-9-openstack+debug-install+container-host"
+    short, shorter = safe_name(tui), safe_name("centos-stream-9-openstack+debug-install")
+    assert len(short) <= 40 and short.startswith("centos-stream-9-openstack-debug") and "--" not in short
+    assert short != shorter and safe_name("openstack-stream9") == "openstack-stream9"
+
+
 # -- diff against the baseline: one meaning -------------------------------------------------------------------
 
 def test_tui_baseline_diff_shows_the_profiles_own_timezone() -> None:

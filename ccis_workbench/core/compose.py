@@ -711,10 +711,15 @@ def _cmd_text(cmd: Any) -> str:
     return " ".join(lines)
 
 
+def default_name(release: str, target: str, overlays: list[str]) -> str:
+    """What an unsaved choice is called: RELEASE-TARGET, then +OVERLAY for each overlay in order."""
+    return f"{release}-{target}" + "".join(f"+{o}" for o in overlays)
+
+
 def choice(release: str, target: str, overlays: list[str] | None = None, variables: dict[str, Any] | None = None,
            kickstart: str = "", name: str | None = None) -> Profile:
-    """An ad-hoc profile from --release/--target/--overlay."""
-    return Profile(name=name or f"{release}-{target}" + "".join(f"+{o}" for o in overlays or []), release=release,
+    """An ad-hoc profile from --release/--target/--overlay (the CLI's and the TUI's unsaved choice)."""
+    return Profile(name=name or default_name(release, target, overlays or []), release=release,
                    target=target, overlays=list(overlays or []), variables=dict(variables or {}),
                    kickstart=kickstart, source=None)
 

@@ -292,6 +292,17 @@ def default_pool_path(uri: str) -> str:
     return f"/var/lib/libvirt/images/{DEFAULT_POOL}"
 
 
+def safe_name(profile_name: str, limit: int = 40) -> str:
+    """*profile_name* as the domain and the artifact folder spell it: letters, digits, '_', '.' and '-', at most
+    *limit* characters. A longer name keeps its start and ends in 8 hex digits of the whole name's digest, so two
+    long names that share their start (one overlay more or less) stay apart."""
+    safe = _NAME_OK.sub("-", profile_name).strip("-") or "build"
+    if len(safe) <= limit:
+        return safe
+    digest = hashlib.sha256(profile_name.encode()).hexdigest()[:8]
+    return f"{safe[:limit - 9].rstrip('-.')}-{digest}"
+
+
 def new_build_id(now: _dt.datetime | None = None) -> str:
     """A short id: UTC time plus random hex (sortable, unique enough for one host)."""
     t = now or _dt.datetime.now(_dt.UTC)
@@ -419,7 +430,7 @@ def make_plan(composition: Any, profile_name: str, source: InstallSource, option
     if not formats:
         formats = ["qcow2"]
     build_id = options.build_id or new_build_id()
-    safe_profile = _NAME_OK.sub("-", profile_name).strip("-")[:40] or "build"
+    safe_profile = safe_name(profile_name)
     name = f"{PREFIX}{safe_profile}-{build_id}"
     kickstart = build_kickstart(composition.text, formats)
     notes: list[str] = []

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from ccis_workbench.core.catalog import Catalog
-from ccis_workbench.core.compose import Composer, Composition, choice
+from ccis_workbench.core.compose import Composer, Composition, choice, default_name
 from ccis_workbench.core.errors import CatalogError, WorkbenchError
 from ccis_workbench.core.model import Profile
 from ccis_workbench.core.values import VARIABLES
@@ -49,7 +49,7 @@ class Choice:
 
     @property
     def name(self) -> str:
-        return self.base.name if self.base else f"{self.release}-{self.target}"
+        return self.base.name if self.base else default_name(self.release, self.target, self.overlays)
 
     @property
     def modified(self) -> bool:
