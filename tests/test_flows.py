@@ -156,7 +156,7 @@ def test_manifest_is_typed(tmp_path: Path) -> None:
 def _artifact(tmp_path: Path, manifest: dict) -> Path:
     d = tmp_path / "build"
     d.mkdir(parents=True)
-    (d / "disk.qcow2").write_bytes(b"stand-in")
+    (d / "disk.qcow2").write_bytes(b"QFI\xfb" + bytes(508))  # a qcow2 header: nothing boots it
     (d / "manifest.json").write_text(json.dumps(manifest))
     return d
 
@@ -175,7 +175,7 @@ def test_real_image_is_not_taken_for_a_rehearsal_one(tmp_path: Path) -> None:
     assert len(full.selected) > len(select_checks(load_spec(cat.root), comp, rehearsal=True).selected)
     d2 = tmp_path / "r"
     d2.mkdir()
-    (d2 / "disk.qcow2").write_bytes(b"x")
+    (d2 / "disk.qcow2").write_bytes(b"QFI\xfb")
     (d2 / "manifest.json").write_text(json.dumps({"profile": "openstack-stream9", "rehearsal": True}))
     assert prepare_test(cat, Composer(cat), str(d2)).rehearsal is True
 
@@ -219,6 +219,20 @@ def test_a_catalog_that_composes_another_kickstart_than_the_one_built_is_said(tm
                                            "kickstart_sha256": hashlib.sha256(b"text\n").hexdigest()})
     notes = prepare_test(cat, Composer(cat), str(other)).notes
     assert any("composes openstack-stream9 to another kickstart" in n and "--catalog" in n for n in notes), notes
+
+
+def test_a_file_that_is_no_disk_is_refused_before_anything_is_prepared(tmp_path: Path) -> None:
+    """The TUI took /etc/passwd as an image (43 checks listed) and failed only on Start: both faces refuse it when
+    it is chosen. A raw disk with a boot signature and a qcow2 header pass."""
+    cat = Catalog.load(REPO)
+    text = tmp_path / "passwd"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(WorkbenchError, match="Not a disk image") as info:
+        prepare_test(cat, Composer(cat), str(text), profile=cat.load_profile("openstack-stream9"))
+    assert str(info.value.location) == str(text) and "no MBR boot signature" in info.value.message
+    raw = tmp_path / "disk.raw"
+    raw.write_bytes(bytes(510) + b"\x55\xaa")
+    assert prepare_test(cat, Composer(cat), str(raw), profile=cat.load_profile("openstack-stream9")).image == raw
 
 
 def test_an_unsaved_choice_has_one_name_in_the_cli_and_the_tui() -> None:

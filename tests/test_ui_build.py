@@ -416,7 +416,7 @@ async def test_boot_test_fills_in_checks_live_and_summarises(ui_catalog: Path, t
 
     artifact = tmp_path / "build" / "disk.qcow2"
     artifact.parent.mkdir()
-    artifact.write_bytes(b"not booted: the runner is a stand-in")
+    artifact.write_bytes(b"QFI\xfb not booted: the runner is a stand-in")
     (artifact.parent / "manifest.json").write_text('{"profile": "openstack-stream9", "rehearsal": true}')
     first_running = threading.Event()
     go_on = threading.Event()
@@ -537,7 +537,7 @@ async def test_paths_typed_in_the_tui_are_relative_to_the_catalog(ui_catalog: Pa
     folder the app happened to start in."""
     build = ui_catalog / "mybuild"
     build.mkdir()
-    (build / "disk.qcow2").write_bytes(b"stand-in")
+    (build / "disk.qcow2").write_bytes(b"QFI\xfb stand-in")
     (build / "manifest.json").write_text('{"profile": "openstack-stream9", "rehearsal": true}')
     assert not (Path.cwd() / "mybuild").exists()
     app = make_app(ui_catalog, status=REACHABLE)
@@ -558,7 +558,7 @@ async def test_boot_test_cancel_from_the_screen(ui_catalog: Path, tmp_path: Path
     from ccis_workbench.core.report import BootTestResult
 
     artifact = tmp_path / "disk.qcow2"
-    artifact.write_bytes(b"stand-in")
+    artifact.write_bytes(b"QFI\xfb stand-in")
 
     def runner(setup: Any, options: Any, monitor: Any) -> Any:
         monitor.stage("boot", "waiting for the login prompt")

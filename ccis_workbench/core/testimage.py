@@ -42,6 +42,27 @@ def artifact_kind(path: Path) -> str:
     return "disk"  # anything else: qemu-img decides whether it is a disk image
 
 
+#: The first bytes of a qcow2 image.
+QCOW2_MAGIC = b"QFI\xfb"
+
+
+def check_disk_header(path: Path) -> None:
+    """Refuse, before anything is prepared, a file the boot test would find is no disk: neither qcow2 (its magic)
+    nor a raw disk with an MBR or protective-MBR boot signature (qemu-img calls any file raw). The same rule as
+    the run's own `qemu-img info` check, read from the first sector only."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError as exc:
+        raise WorkbenchError("Cannot read the image", exc.strerror or str(exc), file=str(path)) from None
+    if head.startswith(QCOW2_MAGIC) or (len(head) == 512 and head[510:512] == b"\x55\xaa"):
+        return
+    raise WorkbenchError("Not a disk image", "no qcow2 header, and as a raw disk it has no MBR boot signature "
+                         "(55 AA)", file=str(path),
+                         hint="give the build's qcow2 or raw disk, its .box, GCE .tar.gz or rootfs tar, or its "
+                         "artifact directory")
+
+
 def find_artifact(d: Path, prefer: str | None = None) -> Path:
     """The artifact to test in a build's directory: of kind *prefer* when given, else the first kind found."""
     kinds = [prefer] if prefer else list(KINDS)

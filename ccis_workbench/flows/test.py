@@ -101,10 +101,12 @@ def prepare_test(catalog: Any, composer: Any, artifact: str, *, profile: Any = N
     *profile*: the profile the user named (wins). *fallback*: used when neither the user nor the manifest names
     one (the TUI's current choice); without it such an artifact is an error that says what to give.
     *rehearsal*: True or False forces; None takes the manifest's typed field."""
-    from ccis_workbench.core.testimage import seed_for
+    from ccis_workbench.core.testimage import artifact_kind, check_disk_header, seed_for
     from ccis_workbench.core.testspec import filter_plan, load_spec, select_checks
 
     image, manifest = resolve_artifact(artifact, catalog, artifacts)
+    if artifact_kind(image) == "disk":
+        check_disk_header(image)
     notes: list[str] = []
     if profile is None and not Path(artifact).exists() and artifact.strip() in catalog.profile_names():
         profile = catalog.load_profile(artifact.strip())
