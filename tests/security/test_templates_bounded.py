@@ -657,7 +657,8 @@ def test_review_of_a_changed_fragment_that_allocates(tmp_path: Path) -> None:
     wb = Workbench(root)
     cells = {(c.release, c.target): c for c in wb.review_change("kickstarts/targets/openstack.ks.j2")}
     broken = cells[("centos-stream-9", "openstack")]
-    assert broken.broken and "memory" in broken.reason, broken
+    # the worker's memory limit ends it, or on a busy machine the per-layer clock does first: either is named
+    assert broken.broken and ("memory" in broken.reason or "took over" in broken.reason), broken
     assert cells[("centos-stream-9", "ui-box")].applicable
     grew_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grew_kib < 200 * 1024, f"the workbench's peak memory grew by {grew_kib} KiB"
