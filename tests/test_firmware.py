@@ -142,10 +142,15 @@ def test_shipped_claims_follow_the_official_images(catalog) -> None:
     assert targets["aws"].firmwares("centos-stream-10") == ["bios", "uefi"]
     assert targets["aws"].firmwares("centos-stream-9") == ["bios"]  # the official Stream 9 ec2 file has no ESP
     assert targets["openstack"].firmwares("centos-7") == ["bios"]
+    # Google's Stream images boot UEFI only (Shielded VM needs it); ours are hybrid, so BIOS VMs boot them too
+    assert targets["gce"].firmwares("centos-stream-9") == targets["gce"].firmwares("centos-stream-10") == \
+        ["bios", "uefi"]
+    assert targets["gce"].firmwares("centos-7") == ["bios"]
 
 
 @pytest.mark.parametrize(
-    "name", ["openstack-stream9", "openstack-stream10", "aws-stream10", "aws-stream9", "vagrant-stream9"]
+    "name", ["openstack-stream9", "openstack-stream10", "aws-stream10", "aws-stream9", "vagrant-stream9", "gce-stream9",
+             "gce-stream10"]
 )
 def test_hybrid_layout_exactly_where_uefi_is_claimed(catalog, name: str) -> None:
     from ccis_workbench.core.compose import Composer
