@@ -22,16 +22,9 @@ from ccis_workbench.core.report import BootTestResult  # noqa: E402
 
 @pytest.fixture(scope="module")
 def debian_guest() -> Path:
-    from tests.guests.debian_cloud import GuestBuildError, build, missing_tools
+    from tests.guests.debian_cloud import build_or_skip
 
-    if missing_tools():
-        pytest.skip(f"apt-get install {' '.join(missing_tools())} to build the Debian guest")
-    try:
-        return build()
-    except GuestBuildError as exc:
-        if "needs root" in str(exc):
-            pytest.skip(str(exc))
-        raise
+    return build_or_skip()
 
 
 def domain_state(uri: str, name: str) -> str:

@@ -44,16 +44,9 @@ REAL_CHECKS = ("cloud-init.finished", "cloud-init.seed-read", "cloud-init.ssh-ke
 
 @pytest.fixture(scope="module")
 def debian_guest() -> Path:
-    from tests.guests.debian_cloud import GuestBuildError, build, missing_tools
+    from tests.guests.debian_cloud import build_or_skip
 
-    if missing_tools():
-        pytest.skip(f"apt-get install {' '.join(missing_tools())} to build the Debian guest")
-    try:
-        return build()
-    except GuestBuildError as exc:
-        if "needs root" in str(exc):
-            pytest.skip(str(exc))
-        raise
+    return build_or_skip()
 
 
 @pytest.fixture(scope="module")

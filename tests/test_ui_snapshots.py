@@ -4,6 +4,7 @@ the build, boot-test and propose screens also get injected ids, clock and date, 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -156,17 +157,26 @@ def snap() -> Iterator[Path]:
     root = make_catalog(SNAP)
     shutil.copy(REPO / "kickstarts/testspec.yaml", root / "kickstarts/testspec.yaml")
     make_tree(SNAP / "tree")
-    old = os.environ.get("GNUPGHOME")
-    home = SNAP / "gnupg"
+    try:
+        with signing_home(SNAP / "gnupg"):
+            yield SNAP
+    finally:
+        shutil.rmtree(SNAP, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def signing_home(home: Path) -> Iterator[Path]:
+    """GNUPGHOME=*home* (made 0700) holding the throwaway test key, its public key also in gpgv's default keyring
+    (the signature checks need no --keyring); the old GNUPGHOME is back and the agent stopped afterwards."""
     home.mkdir(mode=0o700)
+    old = os.environ.get("GNUPGHOME")
     os.environ["GNUPGHOME"] = str(home)
     try:
         subprocess.run(["gpg", "--batch", "--import"], input=TEST_KEY.encode(), capture_output=True, check=True)
         public = subprocess.run(["gpg", "--batch", "--export", TEST_KEY_FPR], capture_output=True, check=True).stdout
-        # gpgv's default keyring: the signature checks need no --keyring
         subprocess.run(["gpg", "--batch", "--no-default-keyring", "--keyring", str(home / "trustedkeys.kbx"),
                         "--import"], input=public, capture_output=True, check=True)
-        yield SNAP
+        yield home
     finally:
         if old is None:
             os.environ.pop("GNUPGHOME", None)
@@ -174,7 +184,6 @@ def snap() -> Iterator[Path]:
             os.environ["GNUPGHOME"] = old
         subprocess.run(["gpgconf", "--kill", "all"], capture_output=True, check=False,
                        env=dict(os.environ, GNUPGHOME=str(home)))
-        shutil.rmtree(SNAP, ignore_errors=True)
 
 
 def make_tree(root: Path) -> Path:

@@ -9,8 +9,6 @@ CHECKSUM was written, or CHECKSUM changed after it was signed) must show NOT VER
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,6 @@ from ccis_workbench.ui.screens.build import BuildSettings
 from tests.test_ui_snapshots import (
     PROFILE,
     SNAP_UI,
-    TEST_KEY,
     TEST_KEY_FPR,
     Counter,
     HandClock,
@@ -32,6 +29,7 @@ from tests.test_ui_snapshots import (
     composed_sha,
     make_tree,
     open_run_screen,
+    signing_home,
     text_of,
     until,
     write_build,
@@ -44,23 +42,8 @@ IMAGE = f"{PROFILE}.x86_64.qcow2"
 @pytest.fixture
 def gnupg(tmp_path: Path) -> Iterator[Path]:
     """A GnuPG home holding the throwaway test key, its public key in gpgv's default keyring (GNUPGHOME)."""
-    home = tmp_path / "gnupg"
-    home.mkdir(mode=0o700)
-    old = os.environ.get("GNUPGHOME")
-    os.environ["GNUPGHOME"] = str(home)
-    try:
-        subprocess.run(["gpg", "--batch", "--import"], input=TEST_KEY.encode(), capture_output=True, check=True)
-        public = subprocess.run(["gpg", "--batch", "--export", TEST_KEY_FPR], capture_output=True, check=True).stdout
-        subprocess.run(["gpg", "--batch", "--no-default-keyring", "--keyring", str(home / "trustedkeys.kbx"),
-                        "--import"], input=public, capture_output=True, check=True)
+    with signing_home(tmp_path / "gnupg") as home:
         yield home
-    finally:
-        if old is None:
-            os.environ.pop("GNUPGHOME", None)
-        else:
-            os.environ["GNUPGHOME"] = old
-        subprocess.run(["gpgconf", "--kill", "all"], capture_output=True, check=False,
-                       env=dict(os.environ, GNUPGHOME=str(home)))
 
 
 def make_app(tmp_path: Path, runner: Any = None) -> WorkbenchApp:

@@ -85,6 +85,21 @@ def missing_tools() -> list[str]:
     return missing
 
 
+def build_or_skip() -> Path:
+    """The guest image for a test module's fixture: built (or taken from the cache), or the test skipped with
+    what is missing (its tools, or root)."""
+    import pytest
+
+    if missing_tools():
+        pytest.skip(f"apt-get install {' '.join(missing_tools())} to build the Debian guest")
+    try:
+        return build()
+    except GuestBuildError as exc:
+        if "needs root" in str(exc):
+            pytest.skip(str(exc))
+        raise
+
+
 def build(cache: Path | None = None, *, force: bool = False, log: Callable[[str], None] | None = None) -> Path:
     """Return the cached guest disk, building it first when it is missing (or *force*)."""
     cache = cache or cache_dir()
