@@ -235,6 +235,14 @@ def test_ordinary_templates_still_render(tmp_path: Path) -> None:
 # Each value is allowed (1 MB), and each is kept in a variable of its own: 3000 of them get past the in-process
 # checks with 3 GB, and only the worker's address-space limit stops them.
 PAST_THE_CHECKS = "{% set s = 'x' * 1000000 %}" + "".join(f"{{% set a{i} = s | upper %}}" for i in range(3000))
+
+
+def bounded(reason: str) -> bool:
+    """The worker's memory limit ends an allocating fragment, or on a busy machine the per-layer clock does first:
+    both are the right answer, as long as the reason names one of them."""
+    return "memory" in reason or "took over" in reason
+
+
 ENDLESS = "{% set r = range(100000) | list %}{% for a in r %}{% for b in r %}{% endfor %}{% endfor %}"
 
 
@@ -629,7 +637,7 @@ def test_review_screen_with_an_allocating_overlay_stays_up(tmp_path: Path) -> No
             cells = await review_of("bomb")
             assert cells
             for cell in cells.values():
-                assert not cell.applicable and "memory" in cell.reason, cell.reason
+                assert not cell.applicable and bounded(cell.reason), cell.reason
             cells = await review_of("ui-alpha")
             assert all(c.applicable for c in cells.values()), [c.reason for c in cells.values()]
 
@@ -657,8 +665,7 @@ def test_review_of_a_changed_fragment_that_allocates(tmp_path: Path) -> None:
     wb = Workbench(root)
     cells = {(c.release, c.target): c for c in wb.review_change("kickstarts/targets/openstack.ks.j2")}
     broken = cells[("centos-stream-9", "openstack")]
-    # the worker's memory limit ends it, or on a busy machine the per-layer clock does first: either is named
-    assert broken.broken and ("memory" in broken.reason or "took over" in broken.reason), broken
+    assert broken.broken and bounded(broken.reason), broken
     assert cells[("centos-stream-9", "ui-box")].applicable
     grew_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grew_kib < 200 * 1024, f"the workbench's peak memory grew by {grew_kib} KiB"
