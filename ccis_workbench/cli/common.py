@@ -68,15 +68,16 @@ def catalog_root(args: argparse.Namespace) -> Any:
     return Settings.load().catalog_root(getattr(args, "catalog", None))
 
 
-def load_catalog(args: argparse.Namespace) -> Any:
+def load_catalog(args: argparse.Namespace, *, lazy: bool = False) -> Any:
     """The catalog in use; when it is not the one the working directory is in (nor --catalog), say which, on
-    stderr, so that a command run outside a catalog never works on a surprising one silently."""
+    stderr, so that a command run outside a catalog never works on a surprising one silently. *lazy*: each layer
+    is read when first used (core.catalog.LayerTable), for commands that compose one profile."""
     from ccis_workbench.core.catalog import Catalog
 
     root = catalog_root(args)
     if root.why not in ("working directory", "--catalog"):
         say_on_stderr(f"catalog: {root.describe()}")
-    return Catalog.load(root.path)
+    return Catalog.load(root.path, lazy=lazy)
 
 
 def profile_from_args(catalog: Any, args: argparse.Namespace) -> Any:

@@ -111,7 +111,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def compose_from_args(args: argparse.Namespace) -> Any:
     from ccis_workbench.core.compose import Composer
 
-    cat = load_catalog(args)
+    cat = load_catalog(args, lazy=True)  # the profile's layers only: a broken unrelated overlay is lint's to report
     profile = profile_from_args(cat, args)
     composer = Composer(cat)
     return cat, composer, composer.compose(profile)

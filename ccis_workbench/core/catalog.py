@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ccis_workbench.core import ledger
 from ccis_workbench.core.errors import CatalogError, WorkbenchError
@@ -236,33 +237,98 @@ def _block_first_line(text: str, key_line: int) -> int:
     return key_line + 1
 
 
+L = TypeVar("L")
+
+
+class LayerTable(Mapping[str, L]):
+    """The layers of one kind, by name, loaded (and checked) the first time each is asked for.
+
+    The names are the files on disk whose stem is a valid name; a layer is read, validated and cross-checked
+    exactly as an eager load does it, with the same errors, when it is first looked up. Iterating over the
+    values loads every layer. `Catalog.load(lazy=True)` uses it for commands that compose one profile."""
+
+    def __init__(self, names: list[str], load: Callable[[str], L]) -> None:
+        self._names = names
+        self._known = set(names)
+        self._load = load
+        self._loaded: dict[str, L] = {}
+
+    def __getitem__(self, name: str) -> L:
+        if name not in self._loaded:
+            if name not in self._known:
+                raise KeyError(name)
+            self._loaded[name] = self._load(name)
+        return self._loaded[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._known
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def _release_order(name: str) -> tuple[int, str]:
+    """7, 8, 9, 10: not 10, 7, 8 (a name without a number last)."""
+    number = name.rsplit("-", 1)[-1]
+    return (int(number), name) if number.isdigit() else (1 << 30, name)
+
+
 @dataclass
 class Catalog:
     """Everything under one catalog root, loaded and cross-checked."""
 
     root: Path
-    releases: dict[str, Release]
-    targets: dict[str, Target]
-    overlays: dict[str, Overlay]
+    releases: Mapping[str, Release]
+    targets: Mapping[str, Target]
+    overlays: Mapping[str, Overlay]
 
     @classmethod
-    def load(cls, root: str | Path | None = None) -> Catalog:
+    def load(cls, root: str | Path | None = None, *, lazy: bool = False) -> Catalog:
+        """Load and check every layer; *lazy*: only list them, and load each the first time it is used (a
+        command that composes one profile reads its three or four layers, not the thirty of the catalog)."""
         root = Path(root) if root is not None else default_root()
         ks = root / "kickstarts"
         if not ks.is_dir():
             raise CatalogError("Catalog not found", f"no kickstarts/ folder under {root}", file=str(root),
                                hint="run from the repository or set CCIS_WORKBENCH_ROOT")
-        cat = cls(root=root, releases={}, targets={}, overlays={})
-        releases = [cat._load_release(path) for path in (ks / "releases").glob("*.yaml")]
-        for r in sorted(releases, key=lambda r: int(r.name.rsplit("-", 1)[1])):  # 7, 8, 9, 10: not 10, 7, 8
-            cat.releases[r.name] = r
+        if lazy:
+            return cls._lazy(root, ks)
+        releases: dict[str, Release] = {}
+        targets: dict[str, Target] = {}
+        overlays: dict[str, Overlay] = {}
+        cat = cls(root=root, releases=releases, targets=targets, overlays=overlays)
+        loaded = [cat._load_release(path) for path in (ks / "releases").glob("*.yaml")]
+        for r in sorted(loaded, key=lambda r: _release_order(r.name)):
+            releases[r.name] = r
         for path in sorted((ks / "targets").glob("*.yaml")):
             t = cat._load_layer(path, TARGET_SCHEMA, "target")
-            cat.targets[t.name] = t  # type: ignore[assignment]
+            targets[t.name] = t  # type: ignore[assignment]
         for path in sorted((ks / "overlays").glob("*.yaml")):
             o = cat._load_layer(path, OVERLAY_SCHEMA, "overlay")
-            cat.overlays[o.name] = o  # type: ignore[assignment]
+            overlays[o.name] = o  # type: ignore[assignment]
         cat._cross_check()
+        return cat
+
+    @classmethod
+    def _lazy(cls, root: Path, ks: Path) -> Catalog:
+        def names(kind: str, pattern: str) -> list[str]:
+            return sorted(p.stem for p in (ks / kind).glob("*.yaml") if re.fullmatch(pattern, p.stem))
+
+        cat = cls(root=root, releases={}, targets={}, overlays={})
+        cat.releases = LayerTable(sorted(names("releases", "|".join(RELEASES)), key=_release_order),
+                                  lambda n: cat._load_release(ks / "releases" / f"{n}.yaml"))
+        cat.targets = LayerTable(names("targets", NAME), lambda n: cat._load_layer(  # type: ignore[arg-type,return-value]
+            ks / "targets" / f"{n}.yaml", TARGET_SCHEMA, "target"))
+
+        def overlay(n: str) -> Overlay:
+            o: Overlay = cat._load_layer(ks / "overlays" / f"{n}.yaml", OVERLAY_SCHEMA, "overlay")  # type: ignore
+            cat._check_references(o)
+            return o
+
+        cat.overlays = LayerTable(names("overlays", NAME), overlay)
         return cat
 
     def rel(self, path: Path) -> str:
@@ -386,14 +452,17 @@ class Catalog:
 
     def _cross_check(self) -> None:
         for o in self.overlays.values():
-            for kind, names, table in (("requires", o.requires, self.overlays), ("conflicts", o.conflicts,
-                                                                                 self.overlays),
-                                       ("targets", o.targets or [], self.targets),
-                                       ("exclude_targets", o.exclude_targets, self.targets)):
-                for n in names:
-                    if n not in table:
-                        noun = "overlay" if kind in ("requires", "conflicts") else "target"
-                        raise CatalogError("Unknown name", f"{kind}: {n!r} is not a known {noun}", file=o.source)
+            self._check_references(o)
+
+    def _check_references(self, o: Overlay) -> None:
+        """An overlay names only overlays and targets the catalog has (names only: nothing else is loaded)."""
+        tables = (("requires", o.requires, self.overlays), ("conflicts", o.conflicts, self.overlays),
+                  ("targets", o.targets or [], self.targets), ("exclude_targets", o.exclude_targets, self.targets))
+        for kind, names, table in tables:
+            for n in names:
+                if n not in table:
+                    noun = "overlay" if kind in ("requires", "conflicts") else "target"
+                    raise CatalogError("Unknown name", f"{kind}: {n!r} is not a known {noun}", file=o.source)
 
     # -- profiles -------------------------------------------------------------------------------------------
 
