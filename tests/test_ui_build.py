@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Input, Log, Select, Static
 
 from ccis_workbench.ui.capabilities import HostStatus
 from ccis_workbench.ui.messages import (
+    BootTestCleanedUp,
     BootTestEnded,
     BootTestPrepared,
     BuildEnded,
@@ -420,8 +421,11 @@ async def test_boot_test_fills_in_checks_live_and_summarises(ui_catalog: Path, t
     (artifact.parent / "manifest.json").write_text('{"profile": "openstack-stream9", "rehearsal": true}')
     first_running = threading.Event()
     go_on = threading.Event()
+    destroyed = threading.Event()
 
-    def runner(setup: Any, options: Any, monitor: Any) -> Any:
+    def runner(setup: Any, options: Any, monitor: Any, on_result: Any) -> Any:
+        """Reports its verdict the way flows.test.run_test does (before the guest is destroyed), then waits
+        for the test to let it 'destroy' the guest."""
         ids = [s.check.id for s in setup.plan.selected]
         monitor.stage("boot", "waiting for the login prompt")
         monitor.output("console", "rehearsal login: ")
@@ -436,10 +440,13 @@ async def test_boot_test_fills_in_checks_live_and_summarises(ui_catalog: Path, t
             monitor.check(cid, "passed" if ok else "failed", "ok" if ok else "exit status 1, expected 0")
             results.append(CheckResult(cid, "d", "spec", "true", "exit 0", "passed" if ok else "failed",
                                        "" if ok else "exit status 1, expected 0", 0 if ok else 1, "", 0.1))
-        return BootTestResult(run_id=options.run_id, label=setup.label, image=str(setup.image), started="now",
-                              uri=options.uri, domain="ccis-boottest-x", domain_type="qemu", seed=setup.seed,
-                              user="ccis-test", ending="completed", ending_message="every check ran",
-                              boot_to_login=3.0, checks_time=1.0, total_time=5.0, checks=results)
+        result = BootTestResult(run_id=options.run_id, label=setup.label, image=str(setup.image), started="now",
+                                uri=options.uri, domain="ccis-boottest-x", domain_type="qemu", seed=setup.seed,
+                                user="ccis-test", ending="completed", ending_message="every check ran",
+                                boot_to_login=3.0, checks_time=1.0, total_time=5.0, checks=results)
+        on_result(result)
+        assert destroyed.wait(30)
+        return result.snapshot(total_time=6.5)
 
     app = make_app(ui_catalog, status=REACHABLE)
     app.last_artifact_dir = str(artifact.parent)
@@ -466,8 +473,19 @@ async def test_boot_test_fills_in_checks_live_and_summarises(ui_catalog: Path, t
         assert str(table.get_cell(ids[1], "status")) == "pending"
         go_on.set()
         ended = await w.wait(lambda m: isinstance(m, BootTestEnded))
+        await pilot.pause()  # not settle: that waits for the worker, which waits for the test
+        await pilot.pause()
+        assert ended.error is None and not ended.result.passed and ended.cleaning
+        # the verdict and the reports are there while the guest is still being destroyed; no new run yet
+        assert (tmp_path / "reports" / "report.json").is_file()
+        assert not screen.check_action("start", ()) and not screen.check_action("cancel", ())
+        assert screen.query_one("#boot-start").disabled
+        assert "removing the guest" in text_of(screen.query_one("#boot-status"))
+        destroyed.set()
+        await w.wait(lambda m: isinstance(m, BootTestCleanedUp))
         await settle(pilot)
-        assert ended.error is None and not ended.result.passed
+        assert screen.check_action("start", ()) and not screen.query_one("#boot-start").disabled
+        assert "f2 runs again" in text_of(screen.query_one("#boot-status"))
         assert str(table.get_cell(ids[1], "status")) == "failed"
         assert "exit status 1, expected 0" in str(table.get_cell(ids[1], "reason"))
         assert str(table.get_cell(ids[0], "status")) == "passed"
@@ -560,7 +578,7 @@ async def test_boot_test_cancel_from_the_screen(ui_catalog: Path, tmp_path: Path
     artifact = tmp_path / "disk.qcow2"
     artifact.write_bytes(b"QFI\xfb stand-in")
 
-    def runner(setup: Any, options: Any, monitor: Any) -> Any:
+    def runner(setup: Any, options: Any, monitor: Any, on_result: Any) -> Any:  # returns only: never reports
         monitor.stage("boot", "waiting for the login prompt")
         assert monitor.cancel_event.wait(30)  # the backend polls cancelled(); this stand-in waits for it
         monitor.note("warning", "cancelled: the guest was destroyed and its volumes removed")

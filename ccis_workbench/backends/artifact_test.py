@@ -13,6 +13,7 @@ libvirt-python is imported only for the booting path, so container images are ch
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,10 @@ def check_kind(image: Path, plan: CheckPlan, label: str) -> str:
 
 def run_artifact_test(image: Path, comp: Any, plan: CheckPlan, monitor: Monitor, *, label: str,
                       boot: Any = None, container: ContainerTestOptions | None = None,
-                      workdir: str | None = None) -> BootTestResult:
-    """Test *image* (see the module docstring); *boot* is a backends.boottest.BootTestOptions."""
+                      workdir: str | None = None,
+                      on_result: Callable[[BootTestResult], None] | None = None) -> BootTestResult:
+    """Test *image* (see the module docstring); *boot* is a backends.boottest.BootTestOptions. *on_result*: a
+    booted image's result as soon as its checks are done, before the guest is destroyed (backends.boottest)."""
     kind = check_kind(image, plan, label)
     if kind == "rootfs":
         return run_container_test(image, plan, container or ContainerTestOptions(workdir=workdir), monitor,
@@ -64,14 +67,17 @@ def run_artifact_test(image: Path, comp: Any, plan: CheckPlan, monitor: Monitor,
         monitor.note("warning" if box.status == "failed" else "info", f"{box.status.upper()} {CHECK_ID}: {box.reason}")
         monitor.check(CHECK_ID, box.status, box.reason)
         pre.append(box)
+    notes = [f"logged in as {image_login[0]}, the user the kickstart creates with a public plaintext password "
+             "(the image takes no seed)"] if image_login else []
+
+    def whole(result: BootTestResult) -> BootTestResult:
+        """The boot's result as this artifact's: its own path, the box check first, how it was logged into."""
+        return result.snapshot(image=str(image), checks=[*pre, *result.checks], notes=[*result.notes, *notes])
+
+    early = (lambda result: on_result(whole(result))) if on_result is not None else None
     disk = disk_for(image, workdir)
     try:
-        result = run_boot_test(disk.path, plan, boot, monitor, label=label)
+        result = run_boot_test(disk.path, plan, boot, monitor, label=label, on_result=early)
     finally:
         disk.cleanup()
-    result.image = str(image)
-    result.checks[:0] = pre
-    if image_login:
-        result.notes.append(f"logged in as {image_login[0]}, the user the kickstart creates with a public "
-                            "plaintext password (the image takes no seed)")
-    return result
+    return whole(result)

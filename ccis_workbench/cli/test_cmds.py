@@ -221,22 +221,28 @@ def _boot_test(args: argparse.Namespace, monitor: Any, stopped: Any) -> int:
         else:
             sys.stdout.write("\n".join(p.render_text() for p in plans))
         return 0
-    result = run_test(setup, request, monitor)
+    def report(result: Any) -> None:
+        """Called once, as soon as the verdict is final (before the guest is destroyed): the user waits for
+        nothing after it but the exit."""
+        if is_cancelled(result):
+            return
+        paths = write_reports(result, report_dir(setup.image, result.run_id, args.output))
+        if args.json:
+            emit_json(result.to_dict())
+        else:
+            sys.stdout.write("\n" + render_summary(result))
+            print(f"reports: {', '.join(str(p) for p in paths.values())}")
+            if result.kept_domain:
+                print(f"the guest is still running: virsh -c {request.uri} console {result.kept_domain}\n"
+                      f"  log in as {result.user}: the password and the SSH key are in {result.kept_credentials}/ "
+                      f"(private; delete it when done)\n"
+                      f"  remove the guest and its volumes with: ccis-workbench gc (or virsh -c {request.uri} "
+                      f"destroy {result.kept_domain})")
+        sys.stdout.flush()
+
+    result = run_test(setup, request, monitor, on_result=report)
     if is_cancelled(result):
         # a cancelled run is not evidence: no report is written (propose could take it for one)
         print(f"boot test cancelled ({stopped.name or 'interrupted'}): no report written", file=sys.stderr)
         return stopped.exit_status or 130
-    out_dir = report_dir(setup.image, result.run_id, args.output)
-    paths = write_reports(result, out_dir)
-    if args.json:
-        emit_json(result.to_dict())
-    else:
-        sys.stdout.write("\n" + render_summary(result))
-        print(f"reports: {', '.join(str(p) for p in paths.values())}")
-        if result.kept_domain:
-            print(f"the guest is still running: virsh -c {request.uri} console {result.kept_domain}\n"
-                  f"  log in as {result.user}: the password and the SSH key are in {result.kept_credentials}/ "
-                  f"(private; delete it when done)\n"
-                  f"  remove the guest and its volumes with: ccis-workbench gc (or virsh -c {request.uri} destroy "
-                  f"{result.kept_domain})")
     return 0 if result.passed else 1

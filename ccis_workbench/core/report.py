@@ -7,10 +7,11 @@ Files are written atomically (temporary file + rename), so a failed write leaves
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,13 @@ class BootTestResult:
         if self.boot_to_login is None:
             return None
         return self.total_time - self.boot_to_login - (self.login_time or 0.0) - (self.checks_time or 0.0)
+
+    def snapshot(self, **changes: Any) -> BootTestResult:
+        """A copy that later changes to this result do not reach (its lists and timings are its own), with
+        *changes*: what is reported early, while the run still cleans up, stays what was reported."""
+        mine = {"timings": copy.deepcopy(self.timings), "checks": list(self.checks), "notes": list(self.notes),
+                "sections": copy.deepcopy(self.sections)}
+        return replace(self, **{**mine, **changes})
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,30 +257,93 @@ def plan_tests(setup: TestSetup, request: BootRequest) -> list[Any]:
     return [plan_test(setup, dataclasses.replace(request, firmware=fw)) for fw in firmwares_for(setup, request)[0]]
 
 
-def run_test(setup: TestSetup, request: BootRequest, monitor: Monitor) -> Any:
+def run_test(setup: TestSetup, request: BootRequest, monitor: Monitor,
+             on_result: Callable[[Any], None] | None = None) -> Any:
     """Boot a disk with each firmware the request names (auto: the target's claim), one after the other, each in
     its own domain, or check a container image; one BootTestResult. With several firmwares it has one section
-    per firmware, passes only if every boot passed, and its ending names the firmware that failed."""
+    per firmware, passes only if every boot passed, and its ending names the firmware that failed.
+
+    *on_result* receives the result once, as soon as it is final: for a disk, when the last boot's checks are
+    done and before its guest is destroyed (destroying a TCG guest takes a second or two), so a face reports at
+    once; the result returned afterwards is the same verdict with the cleanup's timings added. The image's
+    verification (`verify` of its build folder) runs beside the boot, not after it."""
+    verification = _Verification(setup.image, request.keyring)
+    delivered: list[Any] = []
+
+    def final(result: Any) -> Any:
+        if not is_cancelled(result) and hasattr(result, "notes"):
+            note = verification.note()
+            if note:
+                result = result.snapshot(notes=[*result.notes, note])
+        return result
+
+    def deliver(result: Any) -> None:
+        if on_result is not None and not delivered:
+            delivered.append(result)
+            on_result(result)
+
     if is_container(setup):
-        return _run_one(setup, request, monitor)
+        result = final(_run_one(setup, request, monitor))
+        deliver(result)
+        return result
     from ccis_workbench.flows.leftovers import remove_dead_runs
 
     for line in remove_dead_runs(request.uri, request.pool):  # what killed runs left in the pool goes first
         monitor.note("warning", line)
     firmwares, why = firmwares_for(setup, request)
     runs: list[tuple[str, Any]] = []
-    for fw in firmwares:
+
+    def outcome(last: tuple[str, Any]) -> Any:
+        every = [*runs, last]
+        if len(every) == 1:
+            fw, r = last
+            return final(r.snapshot(firmware=fw, notes=[f"firmware {firmwares[0]} ({why})", *r.notes]))
+        return final(combine_firmware_runs(every, why))
+
+    for fw in firmwares[:-1]:
         if runs:
             monitor.note("info", f"boot test with firmware {fw} ({why})")
         result = _run_one(setup, dataclasses.replace(request, firmware=fw), monitor)
+        if is_cancelled(result):
+            result = outcome((fw, result))
+            deliver(result)
+            return result
         result.firmware = fw
         runs.append((fw, result))
-        if is_cancelled(result):
-            break
-    if len(runs) == 1:
-        runs[0][1].notes.insert(0, f"firmware {firmwares[0]} ({why})")
-        return runs[0][1]
-    return combine_firmware_runs(runs, why)
+    last = firmwares[-1]
+    if runs:
+        monitor.note("info", f"boot test with firmware {last} ({why})")
+
+    def early(r: Any) -> None:
+        deliver(outcome((last, r)))
+
+    result = outcome((last, _run_one(setup, dataclasses.replace(request, firmware=last), monitor,
+                                     early if on_result is not None else None)))
+    deliver(result)
+    return result
+
+
+class _Verification:
+    """`verify` of the image's build folder (the note the report carries), run in a thread beside the boot: it
+    hashes every artifact of the folder, which on a 10 GiB sparse disk takes seconds the user would otherwise
+    wait for after the verdict."""
+
+    def __init__(self, image: Path, keyring: str | None) -> None:
+        import threading
+
+        self._note = ""
+        self._thread = threading.Thread(target=self._run, args=(image, keyring), name="verify-image", daemon=True)
+        self._thread.start()
+
+    def _run(self, image: Path, keyring: str | None) -> None:
+        try:
+            self._note = verification_note(image, keyring)
+        except Exception as exc:  # noqa: BLE001 - a note, never the reason a boot test fails
+            self._note = f"image verification: could not run: {type(exc).__name__}: {exc}"
+
+    def note(self) -> str:
+        self._thread.join()
+        return self._note
 
 
 def combine_firmware_runs(runs: list[tuple[str, Any]], why: str = "") -> Any:
@@ -320,22 +384,23 @@ def combine_firmware_runs(runs: list[tuple[str, Any]], why: str = "") -> Any:
         notes=notes, firmware="+".join(fw for fw, _ in runs), sections=sections)
 
 
-def _run_one(setup: TestSetup, request: BootRequest, monitor: Monitor) -> Any:
+def _run_one(setup: TestSetup, request: BootRequest, monitor: Monitor,
+             on_result: Callable[[Any], None] | None = None) -> Any:
     from ccis_workbench.backends.artifact_test import run_artifact_test
     from ccis_workbench.backends.container_test import ContainerTestOptions
 
+    def labelled(result: Any) -> Any:
+        if setup.rehearsal and hasattr(result, "rehearsal"):
+            result.rehearsal = True  # container checks carry no flag of their own: the label must never be lost
+        return result
+
+    early = (lambda result: on_result(labelled(result))) if on_result is not None else None
     result = run_artifact_test(setup.image, setup.comp, setup.plan, monitor, label=setup.label,
                                boot=boot_options(setup, request),
                                container=ContainerTestOptions(runner=request.container_runner,
                                                               workdir=request.workdir),
-                               workdir=request.workdir)
-    if setup.rehearsal and hasattr(result, "rehearsal"):
-        result.rehearsal = True  # container checks carry no flag of their own: the label must never be lost
-    if not is_cancelled(result) and hasattr(result, "notes"):
-        note = verification_note(setup.image, request.keyring)
-        if note:
-            result.notes.append(note)
-    return result
+                               workdir=request.workdir, on_result=early)
+    return labelled(result)
 
 
 def verification_note(image: Path, keyring: str | None = None) -> str:

@@ -194,14 +194,20 @@ class CheckUpdated(Message):
 
 
 class BootTestEnded(Message):
-    """A boot test ended: *result* is the BootTestResult (None when it could not run: see *error*)."""
+    """A boot test ended: *result* is the BootTestResult (None when it could not run: see *error*). *cleaning*:
+    the verdict came before the guest was destroyed, and BootTestCleanedUp follows when it is gone."""
 
     def __init__(self, result: Any = None, reports: dict[str, str] | None = None,
-                 error: WorkbenchError | None = None) -> None:
+                 error: WorkbenchError | None = None, *, cleaning: bool = False) -> None:
         super().__init__()
         self.result = result
         self.reports = reports or {}
         self.error = error
+        self.cleaning = cleaning
+
+
+class BootTestCleanedUp(Message):
+    """The boot test's worker is done: its guest destroyed and its volumes deleted (after BootTestEnded)."""
 
 
 class EvidenceGathered(Message):

@@ -29,6 +29,7 @@ from ccis_workbench.flows.build import leftovers_of
 from ccis_workbench.flows.settings import Settings
 from ccis_workbench.flows.test import BootRequest, TestSetup, is_cancelled, prepare_test, report_dir, run_test
 from ccis_workbench.ui.messages import (
+    BootTestCleanedUp,
     BootTestEnded,
     BootTestPrepared,
     CheckUpdated,
@@ -100,7 +101,7 @@ class BootTestScreen(Screen[None]):
 
     def __init__(self, workbench: Workbench, ch: Choice, uri: str, settings: BootTestSettings | None = None, *,
                  artifact: str | None = None, defaults: Settings | None = None,
-                 runner: Callable[[TestSetup, BootRequest, Monitor], Any] | None = None,
+                 runner: Callable[[TestSetup, BootRequest, Monitor, Callable[[Any], None]], Any] | None = None,
                  leftovers: Callable[[str, str, str], list[str]] | None = None,
                  ids: Callable[[], str] | None = None, clock: Callable[[], float] | None = None) -> None:
         super().__init__()
@@ -110,7 +111,8 @@ class BootTestScreen(Screen[None]):
         self.defaults = defaults or Settings.load()
         self.settings = settings or BootTestSettings()
         self.artifact = artifact or ""
-        #: runs the test (flows.test.run_test); tests inject endings a real guest cannot be made to produce
+        #: runs the test (flows.test.run_test: it hands the verdict to its 4th argument before destroying the
+        #: guest); tests inject endings a real guest cannot be made to produce
         self.runner = runner or run_test
         #: what of a run is left in libvirt after a cancel (flows.build.leftovers_of)
         self.leftovers = leftovers or leftovers_of
@@ -122,6 +124,8 @@ class BootTestScreen(Screen[None]):
         self.setup_error: WorkbenchError | None = None
         self.monitor: BootTestMonitor | None = None
         self.running = False
+        #: the verdict is shown and the worker still destroys the guest and deletes its volumes
+        self.cleaning = False
         self.result: Any = None
         self.statuses: dict[str, str] = {}
         self.console_text: list[str] = []
@@ -224,7 +228,7 @@ class BootTestScreen(Screen[None]):
     # -- run ---------------------------------------------------------------------------------------------------
 
     def action_start(self) -> None:
-        if self.running:
+        if self.running or self.cleaning:
             return
         if self.setup is None:
             why = f"{self.setup_error.title}: {self.setup_error.message}" if self.setup_error else "not ready yet"
@@ -256,22 +260,35 @@ class BootTestScreen(Screen[None]):
         from ccis_workbench.core.errors import WorkbenchError
         from ccis_workbench.core.report import write_reports
 
+        reported: list[bool] = []
+
+        def report(result: Any, *, cleaning: bool = True) -> None:
+            """The verdict, shown and written as soon as it is final: the guest is destroyed after it."""
+            if reported:
+                return
+            monitor.flush()
+            paths = {} if is_cancelled(result) else {  # a cancelled run is not evidence: no report is written
+                k: str(v) for k, v in write_reports(result, report_dir(setup.image, result.run_id,
+                                                                       settings.output_dir)).items()}
+            reported.append(True)
+            self.post_message(BootTestEnded(result, paths, cleaning=cleaning))
+
         try:
             try:
-                result = self.runner(setup, settings.request(self.defaults, self.uri, run_id), monitor)
+                result = self.runner(setup, settings.request(self.defaults, self.uri, run_id), monitor, report)
                 monitor.flush()
-                if is_cancelled(result):
-                    # a cancelled run is not evidence: no report beside the artifact
-                    self.post_message(BootTestEnded(result, {}))
-                    return
-                paths = write_reports(result, report_dir(setup.image, result.run_id, settings.output_dir))
+                report(result, cleaning=False)  # a runner that only returns its result (nothing if reported)
             except WorkbenchError as exc:
                 monitor.flush()
-                self.post_message(BootTestEnded(error=exc))
-                return
-            self.post_message(BootTestEnded(result, {k: str(v) for k, v in paths.items()}))
+                if not reported:
+                    reported.append(True)
+                    self.post_message(BootTestEnded(error=exc))
+                else:  # the verdict stands; what went wrong afterwards is said beside it
+                    monitor.note("error", f"after the verdict: {exc.title}: {exc.message}")
+                    monitor.flush()
         finally:
             self._done.set()
+            self.post_message(BootTestCleanedUp())
 
     def artifacts_dir(self) -> Path:
         """Where a profile's builds are looked for: the artifacts setting, relative to the catalog root."""
@@ -358,7 +375,8 @@ class BootTestScreen(Screen[None]):
         from ccis_workbench.core.report import ENDINGS
 
         self.running = False
-        self.stage_name = "ended"
+        self.cleaning = message.cleaning and not self._done.is_set()
+        self.stage_name = "removing the guest" if self.cleaning else "ended"
         summary = self.query_one("#boot-summary", Static)
         if message.error is not None:
             e = message.error
@@ -401,6 +419,13 @@ class BootTestScreen(Screen[None]):
                     + ("passed" if r.passed else "failed"), severity="information" if r.passed else "error")
         self._refresh_controls()
 
+    @on(BootTestCleanedUp)
+    def _cleaned_up(self) -> None:
+        if self.cleaning:
+            self.cleaning = False
+            self.stage_name = "ended"
+            self._refresh_controls()
+
     @on(CleanupVerified)
     def _verified(self, message: CleanupVerified) -> None:
         if message.error:
@@ -423,8 +448,8 @@ class BootTestScreen(Screen[None]):
             status.update(f"{state} · stage {self.stage_name} · {elapsed_text(self.monitor.elapsed())} · checks "
                           f"{done}/{len(self.statuses)}   ctrl+x/f3 cancels")
         elif self.result is not None:
-            status.update(f"ended: {'passed' if self.result.passed else 'failed'} ({self.result.ending})   "
-                          "f2 runs again · escape goes back")
+            after = "removing the guest and its volumes…" if self.cleaning else "f2 runs again · escape goes back"
+            status.update(f"ended: {'passed' if self.result.passed else 'failed'} ({self.result.ending})   {after}")
         elif self.setup is not None:
             accel = self.settings.accel or self.defaults.accel
             status.update(f"ready: {self.setup.image.name} · {self.uri} · accel {accel}   f2/ctrl+s starts")
@@ -432,17 +457,18 @@ class BootTestScreen(Screen[None]):
             status.update("choose an artifact (enter)")
 
     def _refresh_controls(self) -> None:
-        self.query_one("#boot-start", Button).disabled = self.running or self.setup is None
+        busy = self.running or self.cleaning
+        self.query_one("#boot-start", Button).disabled = busy or self.setup is None
         self.query_one("#boot-cancel", Button).disabled = not self.running
-        self.query_one("#boot-artifact", Input).disabled = self.running
-        self.query_one("#boot-accel", Select).disabled = self.running
+        self.query_one("#boot-artifact", Input).disabled = busy
+        self.query_one("#boot-accel", Select).disabled = busy
         self.refresh_bindings()
         self._tick()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Footer shows Start when an artifact is ready and nothing runs, Cancel while a test runs."""
         if action == "start":
-            return not self.running and self.setup is not None
+            return not self.running and not self.cleaning and self.setup is not None
         if action == "cancel":
             return self.running
         return True
