@@ -53,10 +53,11 @@ from ccis_workbench.backends.libvirt_session import (  # noqa: F401  (re-exporte
 from ccis_workbench.core.artifacts import Producer
 from ccis_workbench.core.boottest_plan import DOMAIN_PREFIX as BOOT_TEST_PREFIX
 from ccis_workbench.core.boottest_plan import is_local_uri
+from ccis_workbench.core.cachedir import cache_root
 from ccis_workbench.core.errors import WorkbenchError
 from ccis_workbench.core.failure import FailureDetector, Verdict
 from ccis_workbench.core.initrd import inject_kickstart
-from ccis_workbench.core.installsource import USER_NET_HOST, cache_root, sweep_partial_downloads
+from ccis_workbench.core.installsource import USER_NET_HOST, sweep_partial_downloads
 from ccis_workbench.core.monitor import Monitor
 from ccis_workbench.core.plan import (
     DEFAULT_POOL,

@@ -25,8 +25,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
 
+from ccis_workbench.core.cachedir import cache_root
 from ccis_workbench.core.errors import WorkbenchError
-from ccis_workbench.core.installsource import cache_root
 from ccis_workbench.core.monitor import Monitor
 from ccis_workbench.core.plan import DEFAULT_POOL, default_pool_path
 

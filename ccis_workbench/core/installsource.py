@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ccis_workbench.core.cachedir import cache_root
 from ccis_workbench.core.errors import WorkbenchError
 from ccis_workbench.core.files import sha256_file
 from ccis_workbench.core.monitor import Monitor
@@ -54,12 +55,6 @@ PLAIN_HTTP_WARNING = (
     "them) travel unprotected, so anyone on the network path can change what is installed; "
     "prefer an https:// mirror"
 )
-
-
-def cache_root() -> Path:
-    """`$XDG_CACHE_HOME/ccis-workbench`, else `~/.cache/ccis-workbench`."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "ccis-workbench"
 
 
 @dataclass

@@ -35,8 +35,10 @@ from jinja2.sandbox import (
 from jinja2.utils import _PassArg, generate_lorem_ipsum
 from markupsafe import Markup
 
+from ccis_workbench.core.cachedir import cache_root
 from ccis_workbench.core.errors import TemplateError, WorkbenchError
 from ccis_workbench.core.render_limits import Clock, LimitExceeded, Meter, RenderLimits, too_large
+from ccis_workbench.core.template_cache import TemplateCodeCache
 from ccis_workbench.core.textfile import read_text, require_regular
 
 _MARK_OPEN = "\x1e"
@@ -65,6 +67,7 @@ class _LineMarker(Extension):
 
     def filter_stream(self, stream: TokenStream) -> Iterator[Token]:
         env = self.environment
+        # the id is baked into the compiled code: template_cache.py keys cached code by it
         tid = env.template_id(stream.name or "<string>")  # type: ignore[attr-defined]
         for token in stream:
             if token.type != "data" or "\n" not in token.value:
@@ -343,13 +346,18 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
 class FragmentRenderer:
     """Renders catalog fragments; one instance per catalog root (templates are compiled once and cached)."""
 
-    def __init__(self, root: str | Path, limits: RenderLimits | None = None) -> None:
+    def __init__(self, root: str | Path, limits: RenderLimits | None = None, *,
+                 code_cache: Path | None = None) -> None:
+        """*code_cache*: where compiled templates are kept between runs (template_cache.py); default
+        $XDG_CACHE_HOME/ccis-workbench/templates."""
         self.root = Path(root)
         self.limits = limits or RenderLimits()
         self._loader = _CatalogLoader(self.root)
+        self.code_cache = TemplateCodeCache(code_cache or cache_root() / "templates", self._template_id)
         self.env = _BoundedEnvironment(
             self.limits,
             loader=self._loader,
+            bytecode_cache=self.code_cache,
             undefined=jinja2.StrictUndefined,
             extensions=[_LineMarker],
             autoescape=False,

@@ -45,9 +45,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ccis_workbench.core.cachedir import cache_root
 from ccis_workbench.core.errors import WorkbenchError
 from ccis_workbench.core.initrd import CpioEntry, write_cpio
-from ccis_workbench.core.installsource import cache_root
 from ccis_workbench.core.monitor import Monitor
 
 #: Bumped whenever the layout of the tree changes (part of the cache key).
