@@ -89,7 +89,7 @@ def stand_in_build(plan: Any, monitor: Any) -> Path:
     raise WorkbenchError("Build failed", "the monkey test's stand-in build ends here")
 
 
-def stand_in_boot_test(setup: Any, request: Any, monitor: Any) -> Any:
+def stand_in_boot_test(setup: Any, request: Any, monitor: Any, on_result: Any) -> Any:
     raise WorkbenchError("Boot test failed", "the monkey test's stand-in boot test ends here")
 
 

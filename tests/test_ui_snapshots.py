@@ -405,7 +405,7 @@ def boot_runner(*, release: threading.Event | None = None):
     rest pass; with *release*, it waits after the first check (the second shown running) until released."""
     from ccis_workbench.core.report import BootTestResult, CheckResult
 
-    def run(setup: Any, options: Any, monitor: Any) -> Any:
+    def run(setup: Any, options: Any, monitor: Any, on_result: Any) -> Any:  # returns its result, as a runner may
         ids = [s.check.id for s in setup.plan.selected]
         monitor.stage("boot", "waiting for the login prompt")
         monitor.output("console", "CCIS Workbench rehearsal 0.1\r\nKernel 6.1.0 on an x86_64\r\n\r\n")

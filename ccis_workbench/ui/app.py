@@ -35,6 +35,8 @@ class Runners:
     presenter's or a test's stand-ins are passed here, never switched on inside the screens."""
 
     build: Callable[..., Any] | None = None
+    #: (setup, request, monitor, on_result) -> result, as flows.test.run_test: on_result gets the verdict before
+    #: the guest is destroyed (a stand-in may only return it)
     boot_test: Callable[..., Any] | None = None
     leftovers: Callable[[str, str, str], list[str]] | None = None
     #: the review screen's matrix run (None: flows.matrix.run_matrix, builds and boot tests on libvirt)
