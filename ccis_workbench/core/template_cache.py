@@ -41,10 +41,15 @@ MAX_CODE_BYTES = 8 * 1024 * 1024
 def code_fingerprint() -> bytes:
     """What the generated code depends on besides the template: the modules that generate and bound it, and the
     Python and Jinja2 versions."""
-    h = hashlib.sha256(f"{sys.version}\0{jinja2.__version__}\0".encode())
+    from ccis_workbench import __version__
+
+    h = hashlib.sha256(f"{sys.version}\0{jinja2.__version__}\0{__version__}\0".encode())
     here = Path(__file__).resolve().parent
     for module in ("templates.py", "render_limits.py"):
-        h.update((here / module).read_bytes())
+        try:
+            h.update((here / module).read_bytes())
+        except OSError:  # installed without its sources: the version above stands for them
+            h.update(f"{module} unreadable".encode())
     return h.hexdigest().encode()
 
 
