@@ -20,7 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 def _lines(root: Path, cache: Path, *names: str) -> list[list[tuple[str, str, int]]]:
     """Render *names* in this order with one renderer (one process's template ids) over *cache*."""
     renderer = FragmentRenderer(root, code_cache=cache)
-    return [[(sl.text, sl.file, sl.line) for sl in renderer.render(n, {"v": "x"})] for n in names]
+    lines = [[(sl.text, sl.file, sl.line) for sl in renderer.render(n, {"v": "x"})] for n in names]
+    renderer.code_cache.commit()  # what Composer does once a composition succeeds
+    return lines
 
 
 @pytest.fixture
@@ -98,6 +100,23 @@ def test_a_cache_that_cannot_be_written_is_no_error(two_templates: Path, tmp_pat
     blocked = tmp_path / "file-not-dir"
     blocked.write_text("a file where the cache directory would be\n")
     assert _lines(two_templates, blocked / "templates", "a.j2")[0][0] == ("a one", "a.j2", 1)
+
+
+def test_bad_input_keeps_nothing(two_templates: Path, tmp_path: Path) -> None:
+    """A template compiled on the way to a composition that fails is not written: bad input writes nothing
+    anywhere, not even the cache directory (Composer discards on failure; through the CLI:
+    tests/security/test_templates_bounded.py checks $HOME unchanged)."""
+    from ccis_workbench.core.errors import TemplateError
+
+    (two_templates / "bad.j2").write_text("{% include 'c.j2' %}\n{{ nope }}\n")
+    cache = tmp_path / "cache"
+    renderer = FragmentRenderer(two_templates, code_cache=cache)
+    renderer.render("a.j2", {"v": "x"})
+    with pytest.raises(TemplateError):
+        renderer.render("bad.j2", {})
+    renderer.code_cache.discard()
+    renderer.code_cache.commit()
+    assert not cache.exists()
 
 
 def test_render_through_the_cli_uses_the_users_cache(tmp_path: Path) -> None:

@@ -287,6 +287,18 @@ class Composer:
 
     def _compose(self, profile: Profile, release: Release, target: Target | None, overlays: list[Overlay],
                  variables: dict[str, Any]) -> Composition:
+        """Compose, then keep the templates compiled on the way (core/template_cache.py); a composition that
+        fails keeps nothing: bad input writes nothing anywhere."""
+        try:
+            comp = self._compose_layers(profile, release, target, overlays, variables)
+        except BaseException:
+            self.renderer.code_cache.discard()
+            raise
+        self.renderer.code_cache.commit()
+        return comp
+
+    def _compose_layers(self, profile: Profile, release: Release, target: Target | None, overlays: list[Overlay],
+                        variables: dict[str, Any]) -> Composition:
         ctx = self.context(release, target, overlays, variables)
         version = release.pykickstart
         layers: list[Layer] = [Layer("baseline", release, self.renderer.render(release.baseline, ctx))]

@@ -13,7 +13,8 @@ its source text, compiled by the sandbox.
 
 The files live in the user's own cache directory ($XDG_CACHE_HOME/ccis-workbench/templates), which must be a
 directory owned by the user and closed to others (mode 0700); they are written atomically and opened without
-following links. A directory that cannot be used or written is no cache, never an error.
+following links. Code compiled on the way to a composition that fails is not kept: bad input writes nothing. A
+directory that cannot be used or written is no cache, never an error.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class TemplateCodeCache(jinja2.BytecodeCache):
         self.directory = directory
         self.template_id = template_id
         self._usable: bool | None = None
+        self._pending: dict[Path, bytes] = {}
 
     def get_cache_key(self, name: str, filename: str | None = None) -> str:
         parts = (code_fingerprint(), name.encode(), (filename or "").encode(), str(self.template_id(name)).encode())
@@ -75,19 +77,24 @@ class TemplateCodeCache(jinja2.BytecodeCache):
     def _path(self, bucket: Bucket) -> Path:
         return self.directory / f"{bucket.key}.code"
 
-    def usable(self) -> bool:
-        """The directory exists (made if missing), is a directory owned by this user, and is closed to others."""
-        if self._usable is None:
+    def usable(self, *, create: bool = False) -> bool:
+        """The directory exists (made when *create*), is a directory owned by this user, and is closed to
+        others."""
+        if self._usable is None or (create and not self._usable):
             try:
-                self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                if create:
+                    self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
                 st = os.lstat(self.directory)
                 if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) & 0o077:
                     os.chmod(self.directory, 0o700)
                     st = os.lstat(self.directory)
-                self._usable = (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
-                                and not stat.S_IMODE(st.st_mode) & 0o077)
+                usable = (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+                          and not stat.S_IMODE(st.st_mode) & 0o077)
             except OSError:
-                self._usable = False
+                usable = False
+            if usable or create:
+                self._usable = usable  # a directory that is missing may be made later, by commit()
+            return usable
         return self._usable
 
     def load_bytecode(self, bucket: Bucket) -> None:
@@ -117,23 +124,35 @@ class TemplateCodeCache(jinja2.BytecodeCache):
             bucket.code = code
 
     def dump_bytecode(self, bucket: Bucket) -> None:
-        if bucket.code is None or not self.usable():
+        """Kept in memory until commit(): the composing that compiled it may still fail, and bad input writes
+        nothing."""
+        if bucket.code is not None:
+            self._pending[self._path(bucket)] = self._header(bucket) + marshal.dumps(bucket.code)
+
+    def discard(self) -> None:
+        self._pending.clear()
+
+    def commit(self) -> None:
+        """Write what was compiled since the last commit (atomically; nothing when the directory is not usable)."""
+        pending, self._pending = self._pending, {}
+        if not pending or not self.usable(create=True):
             return
-        tmp = ""
-        try:
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(self._header(bucket) + marshal.dumps(bucket.code))
-            os.replace(tmp, self._path(bucket))
+        for path, data in pending.items():
             tmp = ""
-        except (OSError, ValueError):
-            pass  # a full disk or a read-only home: the template was compiled, the next run compiles it again
-        finally:
-            if tmp:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+            try:
+                fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".tmp")
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
+                tmp = ""
+            except (OSError, ValueError):
+                pass  # a full disk or a read-only home: compiled again next time
+            finally:
+                if tmp:
+                    try:
+                        os.unlink(tmp)
+                    except OSError:
+                        pass
 
     def clear(self) -> None:
         if not self.directory.is_dir():

@@ -319,8 +319,11 @@ def test_good_iso_still_plans(tmp_path: Path, mini_catalog: Path) -> None:
     iso = make_iso(tmp_path / "good.iso", treeinfo())
     proc = run_cli(tmp_path, mini_catalog, "plan", "p", "--tree", str(iso))
     assert proc.returncode == 0, proc.stderr
-    kept = sorted(p.name for p in (tmp_path / "xdg").rglob("*") if p.is_file())
+    files = [p for p in (tmp_path / "xdg").rglob("*") if p.is_file()]
+    templates = tmp_path / "xdg/ccis-workbench/templates"  # compiled catalog templates (core/template_cache.py)
+    kept = sorted(p.name for p in files if p.parent != templates)
     assert kept == ["initrd.img", "initrd.img.verified", "vmlinuz", "vmlinuz.verified"]
+    assert all(p.suffix == ".code" for p in files if p.parent == templates)
 
 
 def test_plain_http_is_warned_once_in_plan_and_build_output(
