@@ -60,6 +60,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run(venv: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(cwd), "XDG_CONFIG_HOME": str(cwd / ".config"),
+           # the compiled-template cache goes beside the working folder, not into a catalog it may be
+           "XDG_CACHE_HOME": str(cwd.parent / f".cache-{cwd.name}"),
            "GIT_AUTHOR_NAME": "T", "GIT_COMMITTER_NAME": "T", "GIT_AUTHOR_EMAIL": "t@example.com",
            "GIT_COMMITTER_EMAIL": "t@example.com", "LANG": os.environ.get("LANG", "C.UTF-8")}
     return subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=300)
