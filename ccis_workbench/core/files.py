@@ -197,7 +197,12 @@ class DigestCache:
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str, *, mode: int | None = None) -> Path:
-    """Write *text* to *path* through a temporary file in the same folder, renamed into place: a reader sees
+    """Write *text* (UTF-8) to *path* atomically: write_bytes_atomic."""
+    return write_bytes_atomic(path, text.encode("utf-8"), mode=mode)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int | None = None) -> Path:
+    """Write *data* to *path* through a temporary file in the same folder, renamed into place: a reader sees
     the old file or the whole new one, and a failure (full disk, no permission) leaves nothing behind.
 
     The temporary file has a random name and is created with O_CREAT|O_EXCL|O_NOFOLLOW (tempfile.mkstemp), so
@@ -211,8 +216,8 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, *, mode: int | No
     try:
         if mode is not None:
             os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.replace(tmp, target)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)

@@ -25,13 +25,15 @@ import marshal
 import os
 import stat
 import sys
-import tempfile
 import types
 from collections.abc import Callable
 from pathlib import Path
 
 import jinja2
 from jinja2.bccache import Bucket
+
+from ccis_workbench.core.errors import WorkbenchError
+from ccis_workbench.core.files import write_bytes_atomic
 
 _FORMAT = b"ccis-workbench template code 1\n"
 #: A compiled fragment is a few tens of kilobytes; a file over this is not one of ours.
@@ -138,21 +140,10 @@ class TemplateCodeCache(jinja2.BytecodeCache):
         if not pending or not self.usable(create=True):
             return
         for path, data in pending.items():
-            tmp = ""
             try:
-                fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".tmp")
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, path)
-                tmp = ""
-            except (OSError, ValueError):
+                write_bytes_atomic(path, data)
+            except WorkbenchError:
                 pass  # a full disk or a read-only home: compiled again next time
-            finally:
-                if tmp:
-                    try:
-                        os.unlink(tmp)
-                    except OSError:
-                        pass
 
     def clear(self) -> None:
         if not self.directory.is_dir():
