@@ -24,6 +24,7 @@ import datetime as _dt
 import re
 import shlex
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
@@ -34,6 +35,7 @@ from typing import Any
 import libvirt
 import pexpect
 
+from ccis_workbench.backends.emulator import EMULATOR_DIED, HOST_FAULT_RESTARTS, emulator_death, stop_reason
 from ccis_workbench.backends.libvirt_build import kvm_available
 from ccis_workbench.backends.libvirt_session import (
     RECONNECT_WINDOW,
@@ -228,6 +230,9 @@ class BootTest:
         self.destroy_seconds = 0.0
         self.fallback: AccelFallback | None = None
         self._t_boot = time.monotonic()
+        self._stop_reason = ""  # how libvirt said the guest's domain stopped (`emulator.stop_reason`)
+        self._stop_event = threading.Event()
+        self._event_id: int | None = None
 
     @property
     def conn(self) -> Any:
@@ -316,31 +321,50 @@ class BootTest:
         self.on_result(result)
 
     def _run_with_fallback(self, info: ImageInfo, result: BootTestResult) -> None:
-        """The run; under `--accel auto`, a KVM guest whose kernel stays silent restarts it once under TCG."""
-        try:
-            self._run(info, result)
-        except _Ended as end:
-            if end.ending != "kvm-silent":
-                raise
-            self.fallback = AccelFallback(end.message)
-            self.monitor.note("warning", f"{end.message}; destroyed it and restarting the boot test under TCG "
-                              "(slower, but it runs)")
-            result.notes.append(self.fallback.message())
-            probe = self._probe
-            key = hypervisor_key(self.conn) if self._conn_ok() else ""
-            verdict = record_verdict(key, False, end.message, probe.cache if probe else None) if key else None
-            if verdict is not None:
-                self.monitor.note("info", f"remembered for this host: later runs use TCG at once (delete "
-                                  f"{verdict.path} to probe KVM again)")
-            h = result.timings.setdefault("harness", {})
-            h["kvm-probe"] = round(time.monotonic() - self._t_boot, 3)
-            self._close_console()
-            self._cleanup()  # the guest and every volume of the silent attempt: the restart begins from nothing
-            assert self.creds is not None
-            self.console = _Console(self.monitor, self.creds.secrets())
-            self.console.parts.append(f"[ccis-workbench] {self.fallback.message()}; this log is the TCG "
-                                      "attempt's\n")
-            self._run(info, result)
+        """The run; under `--accel auto`, a KVM guest whose kernel stays silent restarts it once under TCG; a qemu
+        that dies under the guest (not the image's doing) restarts it once on the same accelerator."""
+        emulator_restarts = 0
+        while True:
+            checks_before = len(result.checks)
+            try:
+                self._run(info, result)
+                return
+            except _Ended as end:
+                if end.ending == "kvm-silent" and self.fallback is None:
+                    self._fall_back_to_tcg(end, result)
+                elif end.ending == "emulator-died" and emulator_restarts < HOST_FAULT_RESTARTS:
+                    emulator_restarts += 1
+                    self.monitor.note("warning", f"{end.message}; this is the emulator's fault, not the image's: "
+                                      "destroyed it and running the boot test again")
+                    result.notes.append(f"run twice: the first attempt ended because {end.message}")
+                    del result.checks[checks_before:]  # what the dead guest answered is not evidence
+                    self._restart_from_nothing(f"{end.message}; this log is the second attempt's")
+                else:
+                    raise
+
+    def _fall_back_to_tcg(self, end: _Ended, result: BootTestResult) -> None:
+        """The KVM guest stayed silent: say so, remember it for this host, and begin again from nothing under TCG."""
+        self.fallback = AccelFallback(end.message)
+        self.monitor.note("warning", f"{end.message}; destroyed it and restarting the boot test under TCG "
+                          "(slower, but it runs)")
+        result.notes.append(self.fallback.message())
+        probe = self._probe
+        key = hypervisor_key(self.conn) if self._conn_ok() else ""
+        verdict = record_verdict(key, False, end.message, probe.cache if probe else None) if key else None
+        if verdict is not None:
+            self.monitor.note("info", f"remembered for this host: later runs use TCG at once (delete "
+                              f"{verdict.path} to probe KVM again)")
+        h = result.timings.setdefault("harness", {})
+        h["kvm-probe"] = round(time.monotonic() - self._t_boot, 3)
+        self._restart_from_nothing(f"{self.fallback.message()}; this log is the TCG attempt's")
+
+    def _restart_from_nothing(self, why: str) -> None:
+        """The guest and every volume of the attempt go; a fresh console log begins with *why*."""
+        self._close_console()
+        self._cleanup()
+        assert self.creds is not None
+        self.console = _Console(self.monitor, self.creds.secrets())
+        self.console.parts.append(f"[ccis-workbench] {why}\n")
 
     def _choose_domain_type(self) -> str:
         """The plan's accelerator on this host: auto reads what libvirt offers and the recorded verdict."""
@@ -427,6 +451,10 @@ class BootTest:
                 raise _Ended("kvm-silent", f"the KVM guest could not start: {exc}") from None
             raise WorkbenchError("The guest did not start", str(exc),
                                  hint="try --accel tcg" if dtype == "kvm" else "") from None
+        self._stop_reason, self._stop_event = "", threading.Event()
+        with contextlib.suppress(libvirt.libvirtError):
+            self._event_id = self.conn.domainEventRegisterAny(self.dom, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                                              self._lifecycle, None)
         h["domain"] = round(time.monotonic() - t, 3)
         t = time.monotonic()
         self._attach()
@@ -499,12 +527,16 @@ class BootTest:
         if (self.dom is not None or self.session.volume_names) and not self._conn_ok():
             self._reconnect()
         t = time.monotonic()
+        if self._event_id is not None:
+            with contextlib.suppress(libvirt.libvirtError, AttributeError):
+                self.conn.domainEventDeregisterAny(self._event_id)
+            self._event_id = None
         if self.dom is not None:
             # libvirt's destroy of a TCG qemu takes about 1.2 s here (SIGTERM, then its teardown)
             with contextlib.suppress(libvirt.libvirtError):
                 self.dom.destroy()
             self.dom = None
-        self.destroy_seconds: float = time.monotonic() - t
+        self.destroy_seconds = time.monotonic() - t
         self.session.delete_volumes()
 
     # -- console ------------------------------------------------------------------------------------------------
@@ -579,8 +611,7 @@ class BootTest:
             if now - last_state >= 2.0:
                 last_state = now
                 if not self._alive():
-                    raise _Ended("crashed", "the guest stopped (crashed or powered off); last console lines: "
-                                 + " | ".join(self.console.tail(5)))
+                    raise self._stopped()
             try:
                 if self.console.disconnected:
                     self.console.disconnected = False
@@ -590,8 +621,7 @@ class BootTest:
                 continue
             except pexpect.EOF:
                 if not self._alive():
-                    raise _Ended("crashed", "the guest stopped (crashed or powered off); last console lines: "
-                                 + " | ".join(self.console.tail(5))) from None
+                    raise self._stopped() from None
                 # the guest runs but virsh console ended (libvirtd restarted): attach again once
                 if reattached:
                     raise _Ended("console-lost", "the serial console closed while the guest still runs") from None
@@ -601,10 +631,24 @@ class BootTest:
                     self._attach()
                 except WorkbenchError:
                     if not self._alive():  # it was going down when the console closed
-                        raise _Ended("crashed", "the guest stopped (crashed or powered off); last console lines: "
-                                     + " | ".join(self.console.tail(5))) from None
+                        raise self._stopped() from None
                     raise _Ended("console-lost", "the serial console closed and cannot be attached again "
                                  "while the guest still runs") from None
+
+    def _stopped(self) -> _Ended:
+        """How the guest's ending is said: qemu died under it (libvirt's STOPPED event says FAILED), or the guest
+        itself crashed or powered off."""
+        self._stop_event.wait(1.0)  # the event may trail what isActive() said
+        tail = " | ".join(self.console.tail(5)) if self.console else ""
+        if self._stop_reason == EMULATOR_DIED:
+            return _Ended("emulator-died", f"{emulator_death(self.options.uri, self.name)}; last console lines: "
+                          f"{tail}")
+        return _Ended("crashed", f"the guest stopped (crashed or powered off); last console lines: {tail}")
+
+    def _lifecycle(self, _conn: Any, _dom: Any, event: int, detail: int, _opaque: Any) -> None:
+        if event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
+            self._stop_reason = stop_reason(detail)
+            self._stop_event.set()
 
     def _is_kvm(self) -> bool:
         try:

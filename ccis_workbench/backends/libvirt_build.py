@@ -33,6 +33,7 @@ from typing import Any
 
 import libvirt
 
+from ccis_workbench.backends.emulator import EMULATOR_DIED, HOST_FAULT_RESTARTS, emulator_death, stop_reason
 from ccis_workbench.backends.libvirt_session import (  # noqa: F401  (re-exported: the build's public names)
     RECONNECT_WINDOW,
     Session,
@@ -91,7 +92,7 @@ class BuildFailed(WorkbenchError):
 
 @dataclass
 class BuildResult:
-    status: str  # success | failed | stalled | timeout | cancelled | crashed | lost
+    status: str  # success | failed | stalled | timeout | cancelled | crashed | lost | host-fault (run again)
     title: str
     message: str
     hint: str = ""
@@ -171,6 +172,7 @@ class Build:
         self._served_here = False  # the build serves a local tree itself (again after a restart)
         self.session: Session | None = None
         self._server: Any = None
+        self.restarts: list[str] = []  # why an attempt was thrown away and the build run again (the manifest says)
         self._reset()
 
     def _reset(self) -> None:
@@ -199,11 +201,7 @@ class Build:
 
     def _lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
         if event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
-            reasons = {libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN: "shutdown",
-                       libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED: "destroyed",
-                       libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED: "crashed",
-                       libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED: "failed"}
-            self.stop_reason = reasons.get(detail, f"stopped ({detail})")
+            self.stop_reason = stop_reason(detail)
             self.stopped.set()
         elif event == libvirt.VIR_DOMAIN_EVENT_CRASHED:
             self.stop_reason = "crashed"
@@ -222,6 +220,10 @@ class Build:
             result = self._attempt(probe)
             if result.status == "kvm-silent":
                 result = self._restart_under_tcg(result, probe)
+            for _ in range(HOST_FAULT_RESTARTS):
+                if result.status != "host-fault":
+                    break
+                result = self._restart_after_host_fault(result)
             self.timings["total"] = round(time.monotonic() - started, 3)
             if result.status != "success":
                 result.timings = self.timings
@@ -247,6 +249,24 @@ class Build:
                 t = time.monotonic()
                 self._cleanup()
                 self.timings["cleanup"] = round(time.monotonic() - t, 3)
+
+    def _restart_after_host_fault(self, fault: BuildResult) -> BuildResult:
+        """qemu died, or the TCG installer kernel stopped mid-boot: not the kickstart's doing; say so and build
+        again once from nothing (same accelerator). The manifest's `restarts` keeps what happened."""
+        said = f"{fault.title}: {fault.message}"
+        self.monitor.note("warning", f"{said}; this is the emulator's fault, not the kickstart's: destroyed it and "
+                          "building again")
+        self.timings = {"failed-attempt": self.timings.get("install", 0.0)}
+        if self._served_here:  # the tree server of the aborted attempt is gone: serve the tree again
+            self.served_repo = None
+        self.restarts.append(said)
+        self._reset()
+        self.console.append(f"[ccis-workbench] {said}; this log is the second attempt's\n")
+        result = self._attempt(None)
+        if result.status == "host-fault":  # the second fault is reported as what it is
+            result.status = "crashed" if result.kind == "emulator-died" else "stalled"
+            result.message += " (for the second time: the first attempt ended the same way)"
+        return result
 
     def _restart_under_tcg(self, silent: BuildResult, probe: KvmProbe | None) -> BuildResult:
         """The KVM guest stayed silent (or could not start): say so, remember it, build again under TCG."""
@@ -370,7 +390,8 @@ class Build:
         out = Producer(plan, self.monitor).produce(
             disk, export=export, console_log="".join(self.console), installer_log="".join(self.installer_log),
             packages=self.detector.packages, timings=self.timings,
-            extra_manifest={"ending": result.kind, "libvirt_version": self._libvirt_version()})
+            extra_manifest={"ending": result.kind, "libvirt_version": self._libvirt_version(),
+                            **({"restarts": list(self.restarts)} if self.restarts else {})})
         self._done("artifacts", t0)
         result.artifact_dir = str(out)
         self.monitor.note("info", f"artifacts in {out}")
@@ -439,6 +460,7 @@ class Build:
                 deadline = time.monotonic() + 0.5
                 for r in self.readers:
                     r.join(timeout=max(0.0, deadline - time.monotonic()))
+                self.stopped.wait(1.0)  # libvirt's STOPPED event says how it ended (it may trail isActive())
                 with self._lock:
                     verdict = self.detector.verdict()
                 if verdict is not None and verdict.failed:
@@ -448,6 +470,11 @@ class Build:
                     return BuildResult("success", "Installed", verdict.summary, kind="success")
                 reason = self.stop_reason or "stopped"
                 tail = self._tail()
+                if reason == EMULATOR_DIED:
+                    return BuildResult("host-fault", "The emulator died",
+                                       emulator_death(self.plan.options.uri, self.plan.name),
+                                       "build again; if it happens every time, look at qemu's log and the host's "
+                                       "kernel log (dmesg)", "emulator-died", tail)
                 return BuildResult("crashed", "The guest stopped before the install completed",
                                    f"the domain ended ({reason}) without the installer reporting completion",
                                    "look at the last console lines below", "guest-stopped", tail)
@@ -459,6 +486,15 @@ class Build:
                     return outcome
                 continue
             if idle >= o.inactivity_timeout:
+                with self._lock:
+                    before_installer = not self.installer_log
+                if self.plan.domain_type == "qemu" and before_installer:
+                    return BuildResult("host-fault", "The installer's kernel stopped under TCG",
+                                       f"no console output for {idle:.0f}s before the installer started (the "
+                                       f"kernel of the install tree stopped in its own boot under TCG; the "
+                                       f"kickstart had not been read yet)",
+                                       "raise --inactivity-timeout if this host is very slow", "stalled",
+                                       self._tail())
                 other = "tcg" if self.plan.domain_type == "kvm" else "kvm"
                 why = ("KVM guests hang right after the kernel starts on some hosts"
                        if other == "tcg" else "TCG is much slower than KVM")
