@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,6 +80,14 @@ def _run(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.Com
                           timeout=timeout, env=env, check=False)
 
 
+def _console_tail(cell: dict[str, Any]) -> str:
+    """The last console lines a failed build kept (what CI prints is all there is to go on)."""
+    console = Path(cell["logs"]) / "console.log" if cell.get("logs") else None
+    if console is None or not console.exists():
+        return ""
+    return "\n  console: " + "\n  console: ".join(console.read_text(errors="replace").splitlines()[-15:])
+
+
 @pytest.mark.libvirt
 @pytest.mark.slow
 def test_every_shipped_profile_builds_and_boot_tests_on_the_rehearsal(no_leftovers: str, tree_server: str,
@@ -97,7 +106,7 @@ def test_every_shipped_profile_builds_and_boot_tests_on_the_rehearsal(no_leftove
     summary = json.loads((out / "summary.json").read_text())
     cells = {c["profile"]: c for c in summary["cells"]}
     assert sorted(cells) == PROFILES
-    failures = [f"{n}: {c['status']} at {c['stage']}: {c['reason']}" for n, c in cells.items()
+    failures = [f"{n}: {c['status']} at {c['stage']}: {c['reason']}{_console_tail(c)}" for n, c in cells.items()
                 if c["status"] != "passed"]
     print(f"\n{len(PROFILES)} profiles in {total:.0f} s (matrix --jobs 2): " +
           ", ".join(f"{n} {c['build_seconds'] or 0:.0f}+{c['test_seconds'] or 0:.0f} s" for n, c in cells.items()))

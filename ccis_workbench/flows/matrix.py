@@ -56,6 +56,8 @@ class Cell:
     build_seconds: float = 0.0
     test_seconds: float = 0.0
     rehearsal: bool = False
+    #: where a failed build kept its console and installer logs
+    logs: str | None = None
 
     @property
     def name(self) -> str:
@@ -315,6 +317,7 @@ def run_matrix(catalog: Any, composer: Any, cells: list[Cell], req: MatrixReques
             runner(cell, catalog, composer, req, monitor, on_stage=on_stage)
         except WorkbenchError as exc:
             cell.status, cell.reason = FAILED, f"{exc.title}: {exc.message}"
+            cell.logs = getattr(getattr(exc, "result", None), "logs_dir", None)  # a failed build's
         except Exception as exc:  # noqa: BLE001 - a host that went away fails its cell, not the run
             cell.status, cell.reason = FAILED, f"{type(exc).__name__}: {exc}"
         if monitor.cancelled() and cell.status != PASSED:
@@ -384,6 +387,7 @@ def markdown_report(cells: list[Cell], base: Path | None = None) -> str:
     out += ["", "| Cell | Host | Status | Build s | Test s | Report | Reason |", "|---|---|---|---|---|---|---|"]
     for c in cells:
         reason = c.reason.replace("|", "\\|").replace("\n", " ")[:200]
+        report = link(c.report) or (f"logs: {link(c.logs)}" if c.logs else "—")
         out.append(f"| {c.profile} | `{c.host}` | {mark[c.status]} | {c.build_seconds:.0f} | {c.test_seconds:.0f} | "
-                   f"{link(c.report) or '—'} | {reason} |")
+                   f"{report} | {reason} |")
     return "\n".join(out) + "\n"
