@@ -92,8 +92,10 @@ def test_a_directory_open_to_others_is_not_used(two_templates: Path, tmp_path: P
     mine = tmp_path / "mine"
     mine.mkdir(mode=0o755)
     os.chmod(mine, 0o755)
-    assert TemplateCodeCache(mine, lambda name: 0).usable() and (mine.stat().st_mode & 0o077) == 0, \
-        "the user's own directory is closed to others before use"
+    assert not TemplateCodeCache(mine, lambda name: 0).usable() and (mine.stat().st_mode & 0o777) == 0o755, \
+        "reading neither uses an open directory nor changes it"
+    assert TemplateCodeCache(mine, lambda name: 0).usable(create=True) and (mine.stat().st_mode & 0o077) == 0, \
+        "the user's own directory is closed to others before anything is written into it"
 
 
 def test_a_cache_that_cannot_be_written_is_no_error(two_templates: Path, tmp_path: Path) -> None:

@@ -81,13 +81,14 @@ class TemplateCodeCache(jinja2.BytecodeCache):
 
     def usable(self, *, create: bool = False) -> bool:
         """The directory exists (made when *create*), is a directory owned by this user, and is closed to
-        others."""
+        others. Only *create* (a commit) closes the user's own open directory: reading changes nothing."""
         if self._usable is None or (create and not self._usable):
             try:
                 if create:
                     self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
                 st = os.lstat(self.directory)
-                if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) & 0o077:
+                if (create and stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+                        and stat.S_IMODE(st.st_mode) & 0o077):
                     os.chmod(self.directory, 0o700)
                     st = os.lstat(self.directory)
                 usable = (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
