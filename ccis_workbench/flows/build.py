@@ -107,16 +107,17 @@ def plan_build(comp: Any, request: BuildRequest, monitor: Monitor | None = None,
     from ccis_workbench.core.plan import PlanOptions, make_plan, parse_size_mb
 
     mon = monitor or Monitor()
-    source = resolve_source(comp, request, mon, download=download)
     disk = (request.disk_size or "").strip()
     kernel_args = list(request.kernel_args)
-    if source.is_rehearsal and not any(a.startswith(EPOCH_ARG + "=") for a in kernel_args):
-        kernel_args.append(f"{EPOCH_ARG}={source_date_epoch(request.catalog_root)}")
     opts = PlanOptions(uri=request.uri, accel=request.accel, memory_mb=request.memory_mb, vcpus=request.vcpus,
                        disk_size_mb=parse_size_mb(disk) if disk else None, network=request.network,
                        pool=request.pool, extra_kernel_args=kernel_args, formats=request.formats,
                        output_dir=request.output, inactivity_timeout=request.inactivity_timeout,
                        total_timeout=request.total_timeout, build_id=request.build_id)
+    opts.validate()  # a bad option is refused before the install tree is read, built or downloaded
+    source = resolve_source(comp, request, mon, download=download)
+    if source.is_rehearsal and not any(a.startswith(EPOCH_ARG + "=") for a in kernel_args):
+        kernel_args.append(f"{EPOCH_ARG}={source_date_epoch(request.catalog_root)}")
     kvm = kvm_device_usable()
     kvm_works = known_kvm_works(request.uri) if kvm and request.accel == "auto" else None
     plan = make_plan(comp, name or comp.profile.name, source, opts, kvm_available=kvm, kvm_works=kvm_works,

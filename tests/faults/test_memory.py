@@ -92,3 +92,5 @@ def test_too_little_memory_is_refused_before_a_guest_is_made(memory: str, tree_s
     assert "at least 256 MiB" in proc.stderr
     assert not (tmp_path / "out").exists()
     assert not list((tmp_path / "cache").rglob("locks/*.lock"))
+    fetched = [p for p in (tmp_path / "cache").rglob("trees/**/*") if p.is_file()]
+    assert not fetched, f"refused only after reading the install tree: {fetched}"
