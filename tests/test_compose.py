@@ -172,3 +172,48 @@ def test_exclude_targets(mini_catalog: Path) -> None:
     with pytest.raises(CatalogError) as err:
         Composer(cat).compose(choice("centos-stream-9", "openstack", ["beta"]))
     assert "every target but openstack" in err.value.hint
+
+
+def _fingerprint(c) -> tuple:
+    return (c.text, [(ln.text, [(o.layer, o.file, o.line) for o in ln.origins], ln.overridden) for ln in c.lines],
+            [o.message() for o in c.overrides], [(m.severity, m.message, str(m.origin)) for m in c.messages],
+            c.kernel_args)
+
+
+def test_a_composer_reused_across_the_catalog_composes_each_profile_as_a_fresh_one() -> None:
+    """A Composer keeps each layer's parse (core/compose.py: _parse_layer_text) and merges from it: nothing a
+    composition does may leak into the next. Every shipped profile, and each with every overlay it accepts
+    added, composed one after another by one Composer (twice round), equals the same composed by a new one."""
+    root = Path(__file__).resolve().parents[1]
+    cat = Catalog.load(root)
+    shared = Composer(cat)
+    profiles = [cat.load_profile(n) for n in cat.profile_names()]
+    choices = list(profiles)
+    for p in profiles[:8]:
+        for name in cat.overlays:
+            extra = choice(p.release, p.target, [*p.overlays, name], dict(p.variables), name=f"{p.name}+{name}")
+            try:
+                Composer(cat).resolve(extra)
+            except Exception:  # noqa: BLE001 - the overlay does not apply to this profile: not a case
+                continue
+            choices.append(extra)
+    assert len(choices) > len(profiles), "no overlay could be added to any profile: nothing to mix"
+    for _ in range(2):
+        for prof in choices:
+            assert _fingerprint(shared.compose(prof)) == _fingerprint(Composer(cat).compose(prof)), prof.name
+    assert shared._layer_parses, "the layer parses were not kept: the test exercised nothing"
+
+
+def test_an_overlay_that_overrides_an_option_leaves_the_kept_layers_as_they_were(mini_catalog: Path) -> None:
+    """The merge replaces an earlier layer's bootloader option in a copy: the earlier layer's kept parse (reused
+    by the next composition of the same Composer) still says what its file says."""
+    (mini_catalog / "kickstarts/overlays/beta.ks.j2").write_text("bootloader --timeout=5\n")
+    cat = Catalog.load(mini_catalog)
+    shared = Composer(cat)
+    without = choice("centos-stream-9", "openstack", [])
+    fresh = _fingerprint(Composer(cat).compose(without))
+    shared.compose(without)
+    assert shared.compose(choice("centos-stream-9", "openstack", ["beta"])).handler.bootloader.timeout == 5
+    again = shared.compose(without)
+    assert again.handler.bootloader.timeout == 1
+    assert _fingerprint(again) == fresh

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import copy
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,6 +154,10 @@ class _Merge:
     overrides: list[Override] = field(default_factory=list)
 
 
+#: How many parsed layer texts a Composer keeps (a catalog has a few dozen layers; each parse is small).
+LAYER_PARSES = 128
+
+
 def _karg_key(arg: str) -> str:
     return arg.split("=", 1)[0]
 
@@ -164,6 +170,10 @@ class Composer:
         self.renderer = FragmentRenderer(catalog.root)
         # Baselines depend only on release and arch; a Composer lives as long as its catalog is unchanged.
         self._baselines: dict[tuple[str, str | None], Composition] = {}
+        # A layer's parse depends only on its rendered text and the release's syntax: a composition that differs
+        # by one overlay parses only what changed (merging reads the handlers and copies what it keeps).
+        self._layer_parses: OrderedDict[tuple[str, str], tuple[Any, list[Any]]] = OrderedDict()
+        self._layer_parses_lock = threading.Lock()
 
     # -- resolving the choice --------------------------------------------------------------------------------
 
@@ -335,7 +345,7 @@ class Composer:
                                            hint='use a Jinja2 {% include "..." %} so provenance is kept')
         _refuse_repeated_commands(layer.lines)
         try:
-            handler, problems = parse_text(text, version, fatal=True)
+            handler, problems = self._parse_layer_text(text, version)
         except KickstartError as exc:
             lineno = exc.lineno or _failing_line(layer.lines, version, str(exc.message))
             bad: SourceLine | None = layer.lines[lineno - 1] \
@@ -350,6 +360,22 @@ class Composer:
             origin = Origin(layer.label, at.file if at else self._layer_file(layer), at.line if at else 0)
             messages.append(LayerMessage(p.severity, p.message, origin))
         return handler
+
+    def _parse_layer_text(self, text: str, version: str) -> tuple[Any, list[Any]]:
+        """parse_text(text, version, fatal=True), remembered for the last LAYER_PARSES layer texts (a failing
+        parse is not remembered: it raises every time)."""
+        key = (version, text)
+        with self._layer_parses_lock:
+            known = self._layer_parses.get(key)
+            if known is not None:
+                self._layer_parses.move_to_end(key)
+                return known
+        parsed = parse_text(text, version, fatal=True)
+        with self._layer_parses_lock:
+            self._layer_parses[key] = parsed
+            while len(self._layer_parses) > LAYER_PARSES:
+                self._layer_parses.popitem(last=False)
+        return parsed
 
     @staticmethod
     def _layer_file(layer: Layer) -> str:
