@@ -256,13 +256,8 @@ class Build:
         said = f"{fault.title}: {fault.message}"
         self.monitor.note("warning", f"{said}; this is the emulator's fault, not the kickstart's: destroyed it and "
                           "building again")
-        self.timings = {"failed-attempt": self.timings.get("install", 0.0)}
-        if self._served_here:  # the tree server of the aborted attempt is gone: serve the tree again
-            self.served_repo = None
         self.restarts.append(said)
-        self._reset()
-        self.console.append(f"[ccis-workbench] {said}; this log is the second attempt's\n")
-        result = self._attempt(None)
+        result = self._attempt_again("failed-attempt", f"{said}; this log is the second attempt's")
         if result.status == "host-fault":  # the second fault is reported as what it is
             result.status = "crashed" if result.kind == "emulator-died" else "stalled"
             result.message += " (for the second time: the first attempt ended the same way)"
@@ -280,12 +275,17 @@ class Build:
             if verdict is not None:
                 self.monitor.note("info", f"remembered for this host: later builds use TCG at once "
                                   f"(delete {verdict.path} to probe KVM again)")
-        self.timings = {"kvm-probe": self.timings.get("install", 0.0)}
+        self.plan = probe.retry(self.plan, fallback)
+        return self._attempt_again("kvm-probe", f"{fallback.message()}; this log is the TCG attempt's")
+
+    def _attempt_again(self, spent_as: str, why: str) -> BuildResult:
+        """A new attempt from nothing after an aborted one: its install time is kept under *spent_as*, the tree
+        is served again if this build served it, and the new console log opens with *why*."""
+        self.timings = {spent_as: self.timings.get("install", 0.0)}
         if self._served_here:  # the tree server of the aborted attempt is gone: serve the tree again
             self.served_repo = None
-        self.plan = probe.retry(self.plan, fallback)
         self._reset()
-        self.console.append(f"[ccis-workbench] {fallback.message()}; this log is the TCG attempt's\n")
+        self.console.append(f"[ccis-workbench] {why}\n")
         return self._attempt(None)
 
     def _stage(self, name: str, detail: str = "") -> float:

@@ -2,8 +2,8 @@
 `memory_region_dispatch_write`, about once in a thousand guests), or the installer's kernel stops in the middle of
 its own boot under TCG. Neither is the kickstart's or the image's doing: the build and the boot test say so, throw
 the attempt away and run again once; a second fault is reported as what it is. The test kills the guest's real qemu
-(SIGKILL: libvirt reports it exactly as a segfault, the emulator died) or stops it (SIGSTOP) on a real libvirtd,
-with the rehearsal tree served on 127.0.0.1. Nothing may be left behind either way."""
+(SIGKILL: libvirt reports it exactly as a segfault, the emulator died) or pauses the guest (`virsh suspend`) on a
+real libvirtd, with the rehearsal tree served on 127.0.0.1. Nothing may be left behind either way."""
 
 from __future__ import annotations
 
