@@ -2,7 +2,7 @@
 
 Parts taken from the host: the kernel (`linux-image-amd64`: /boot/vmlinuz-VER and /lib/modules/VER), busybox
 (`busybox-static`), extlinux and its MBRs (`extlinux`, `syslinux-common`: mbr.bin and gptmbr.bin), sfdisk, mke2fs,
-mkfs.fat (`dosfstools`) and mtools with their shared libraries, systemd-boot's EFI binary (`systemd-boot-efi`),
+debugfs, mkfs.fat (`dosfstools`) and mtools with their shared libraries, systemd-boot's EFI binary (`systemd-boot-efi`),
 and the host's C compiler (`gcc`, `libc6-dev`), which builds the rehearsal system's small setuid sudo from
 files/sudo.c as a static binary. Out of them come two initramfs images written with the project's own cpio
 writer:
@@ -63,7 +63,7 @@ INSTALLER_MODULES = ("virtio_pci", "virtio_rng", "virtio_blk", "virtio_console",
 #: blkdiscard (util-linux): `-z` zeroes the root partition before it is sealed with a WRITE ZEROES request, which
 #: qemu turns into zero clusters of the qcow2 (dd of 10 GiB of zeros made the volume 10 GiB, and took a minute)
 TOOLS = ("/usr/sbin/sfdisk", "/usr/sbin/mke2fs", "/usr/bin/extlinux", "/usr/sbin/mkfs.fat", "/usr/bin/mtools",
-         "/usr/sbin/blkdiscard")
+         "/usr/sbin/blkdiscard", "/usr/sbin/debugfs")
 #: mtools is one binary that acts as the command it is called as
 MTOOLS_COMMANDS = ("mcopy", "mmd")
 GCONV_DIR = "/usr/lib/x86_64-linux-gnu/gconv"

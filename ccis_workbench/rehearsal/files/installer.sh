@@ -247,9 +247,13 @@ run_scripts() { # run_scripts KIND
 
 # seal: make the root file system again, reproducibly, from what the install left in it. The kernel that installed
 # it chose random inode generation numbers, wrote its clock into every inode and logged a journal; mke2fs -d
-# writes the same tree with fixed times, UUID and hash seed, in a partition zeroed first (nothing of the first file
-# system stays), then extlinux is installed again on it (mounted without the journal, clock at SOURCE_DATE_EPOCH;
-# 128-byte inodes hold no sub-second times).
+# writes the same tree with fixed UUID and hash seed, in a partition zeroed first (nothing of the first file system
+# stays), then extlinux is installed again on it (mounted without the journal). Every time in it is the guest's
+# clock while it ran, which runs on: a slow guest (TCG on a busy host) crossed a second between setting the clock
+# and extlinux writing ldlinux.sys, and two builds differed in that file's mtime. So the clock is not trusted: once
+# the file system is unmounted, debugfs sets every inode's atime, mtime and ctime and the superblock's mount and
+# write times to SOURCE_DATE_EPOCH (E2FSPROGS_FAKE_TIME: debugfs's own write time too). 128-byte inodes hold no
+# sub-second times.
 seal() {
     say "Sealing the root file system (SOURCE_DATE_EPOCH=$EPOCH)"
     S=/tmp/seal
@@ -261,13 +265,6 @@ seal() {
     # zeroed by the disk itself (WRITE ZEROES: qemu marks the clusters zero and writes nothing); dd if it cannot
     /usr/sbin/blkdiscard -f -z "$PART" >> "$LOG" 2>&1 || dd if=/dev/zero of="$PART" bs=1M 2>/dev/null
     sync
-    tries=0
-    while :; do
-        date -s "@$EPOCH" > /dev/null
-        find "$S" -exec touch -h -d "@$EPOCH" {} +
-        [ -z "$(find "$S" -exec stat -c %Z {} + | grep -v -x "$EPOCH")" ] && break
-        tries=$((tries + 1)); [ $tries -lt 5 ] || break
-    done
     E2FSPROGS_FAKE_TIME="$EPOCH" /usr/sbin/mke2fs -q -F -t ext4 -I 128 -O ^64bit,^metadata_csum -U "$FSUUID" \
         -E "nodiscard,lazy_itable_init=1,lazy_journal_init=1,hash_seed=$FSUUID,root_owner=0:0" -L rehearsal-root \
         -d "$S" "$PART" >> "$LOG" 2>&1 || fatal "Creating the sealed ext4 on $PART failed."
@@ -279,15 +276,18 @@ seal() {
     mount -t ext4 -o noload,noinit_itable,noatime "$PART" "$TARGET" || fatal "Mounting the sealed $PART failed."
     /usr/bin/extlinux --install "$TARGET/boot/extlinux" >> "$LOG" 2>&1 || fatal "Installing extlinux again failed."
     # mke2fs -d leaves a hole for every block of zeros; extlinux cannot read a kernel or initrd with holes: they
-    # are written again in place (the holes get blocks), then their times are SOURCE_DATE_EPOCH again
+    # are written again in place (the holes get blocks)
     for f in $(cd "$S" && find boot -type f ! -name 'ldlinux.*'); do
         dd if="$S/$f" of="$TARGET/$f" bs=4096 conv=notrunc 2>/dev/null || fatal "Rewriting /$f failed."
     done
-    date -s "@$EPOCH" > /dev/null
-    find "$TARGET/boot" -type f ! -name 'ldlinux.*' -exec touch -h -d "@$EPOCH" {} +
-    date -s "@$EPOCH" > /dev/null
-    umount "$TARGET"
+    find "$TARGET" -xdev -exec stat -c %i {} + | sort -un > /tmp/seal-inodes
+    umount "$TARGET" || fatal "Unmounting the sealed $PART failed."
     umount "$S"
+    awk -v e="$EPOCH" '{ printf "sif <%s> atime @%s\nsif <%s> mtime @%s\nsif <%s> ctime @%s\n", $1, e, $1, e, $1, e }
+        END { printf "ssv mtime @%s\nssv wtime @%s\n", e, e }' /tmp/seal-inodes > /tmp/seal.debugfs
+    E2FSPROGS_FAKE_TIME="$EPOCH" /usr/sbin/debugfs -w -f /tmp/seal.debugfs "$PART" > /dev/null 2>> "$LOG" \
+        || fatal "Setting the sealed file system's times (debugfs) failed."
+    log INFO "seal: the times of $(wc -l < /tmp/seal-inodes) inodes and the superblock set to $EPOCH"
 }
 
 echo ""
