@@ -261,7 +261,15 @@ def serve_and_verify(folder: Path, build: Build, tmp_path: Path) -> dict:
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/"
         proc = run_cli("verify", url, "--keyring", str(build.keyring), "--no-recompose", "--json", cwd=tmp_path)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        if proc.returncode != 0:
+            try:
+                failed = [f for f in json.loads(proc.stdout).get("findings", []) if not f.get("ok", True)]
+            except ValueError:
+                failed = []
+            pytest.fail(
+                f"verify of {url} exited {proc.returncode}; failed checks: {failed}\n"
+                f"{proc.stderr[-2000:]}\nmirror: {sorted(snapshot(folder))}"
+            )
         return json.loads(proc.stdout)
     finally:
         server.shutdown()
