@@ -8,6 +8,7 @@ small cell and checks that it ends passed and leaves no domain or volume."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -344,11 +345,14 @@ def test_run_matrix_sends_each_cells_states_in_order(tmp_path: Path) -> None:
     cat = Catalog.load(catalog_with_alpha_profiles(tmp_path))
     tree = make_tree(tmp_path / "tree")
     req = MatrixRequest(build=BuildRequest(tree=str(tree)), boot=BootRequest(), output=tmp_path / "mx", jobs=1)
+    kept_logs = tmp_path / "mx" / "alpha-openstack" / "logs"
 
     def cell_runner(cell: Cell, catalog: Any, composer: Any, request: Any, monitor: Any, *, on_stage: Any) -> None:
         on_stage("build")
         if cell.profile == "alpha-openstack":
-            raise WorkbenchError("Build failed", "the stand-in cell fails here")
+            failed = WorkbenchError("Build failed", "the stand-in cell fails here")
+            failed.logs = str(kept_logs)  # a failed build says where it kept its logs
+            raise failed
         on_stage("boot-test")
         junit = request.output / cell.profile / "junit.xml"
         junit.parent.mkdir(parents=True, exist_ok=True)
@@ -371,6 +375,10 @@ def test_run_matrix_sends_each_cells_states_in_order(tmp_path: Path) -> None:
 
     assert run(RecordingMonitor()) == {"alpha-box": [QUEUED, BUILDING, BOOT_TESTING, PASSED],
                                        "alpha-openstack": [QUEUED, BUILDING, FAILED]}
+    # the failed cell points at the logs its build kept, in summary.json and in matrix.md
+    summary = {c["profile"]: c for c in json.loads((req.output / "summary.json").read_text())["cells"]}
+    assert summary["alpha-openstack"]["logs"] == str(kept_logs) and summary["alpha-box"]["logs"] is None
+    assert "logs: " in (req.output / "matrix.md").read_text()
     assert run(RecordingMonitor()) == {"alpha-box": [CACHED], "alpha-openstack": [QUEUED, BUILDING, FAILED]}
     cancelled = RecordingMonitor()
     cancelled.cancel_event.set()

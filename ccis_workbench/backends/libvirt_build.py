@@ -88,6 +88,7 @@ class BuildFailed(WorkbenchError):
     def __init__(self, result: BuildResult) -> None:
         super().__init__(result.title, result.message, hint=result.hint)
         self.result = result
+        self.logs = result.logs_dir
 
 
 @dataclass

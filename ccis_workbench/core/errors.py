@@ -27,6 +27,8 @@ class WorkbenchError(Exception):
     """
 
     exit_status = 2
+    #: Where a failed operation kept its logs (a failed build's console and installer log), when it kept any.
+    logs: str | None = None
 
     def __init__(self, title: str, message: str, *, file: str | None = None, line: int = 0,
                  hint: str = "") -> None:

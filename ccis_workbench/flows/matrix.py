@@ -317,7 +317,7 @@ def run_matrix(catalog: Any, composer: Any, cells: list[Cell], req: MatrixReques
             runner(cell, catalog, composer, req, monitor, on_stage=on_stage)
         except WorkbenchError as exc:
             cell.status, cell.reason = FAILED, f"{exc.title}: {exc.message}"
-            cell.logs = getattr(getattr(exc, "result", None), "logs_dir", None)  # a failed build's
+            cell.logs = exc.logs
         except Exception as exc:  # noqa: BLE001 - a host that went away fails its cell, not the run
             cell.status, cell.reason = FAILED, f"{type(exc).__name__}: {exc}"
         if monitor.cancelled() and cell.status != PASSED:
