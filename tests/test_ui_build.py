@@ -230,6 +230,49 @@ async def test_build_endings_are_stated_plainly(ui_catalog: Path, rehearsal_tree
         assert "== install: domain x (qemu)" in events_log
 
 
+@pytest.mark.parametrize("case", ["success", "failed"])
+@sync
+async def test_the_runs_warnings_are_repeated_in_its_ending(ui_catalog: Path, rehearsal_tree: Path, tmp_path: Path,
+                                                            case: str) -> None:
+    """A restart's warning (after an emulator fault, or under TCG) is said in the events pane, which at 80x24 has
+    scrolled it away by the end of the build: the ending box says it again; a later run does not repeat it."""
+    said = "The emulator died: qemu, the emulator running the guest, died unexpectedly; building again"
+    events = [("stage", ("install", "domain x (qemu)")), ("note", ("warning", said)), ("note", ("info", "fine"))]
+    events += [("stage", (f"step{i}", "")) for i in range(30)]
+    art = tmp_path / "art"
+    art.mkdir()
+    (art / "x.qcow2").write_bytes(b"QFI\xfb")
+    error = build_failed("stalled", "The guest stopped producing output", "no output for 60s") if case == "failed" \
+        else None
+    quiet = [("stage", ("install", "domain y (qemu)"))]
+    runners = iter([fake_runner(events, error, art), fake_runner(quiet, error, art)])
+    app = make_app(ui_catalog, status=REACHABLE)
+    w = Waiter()
+    async with app.run_test(size=(80, 24), message_hook=w) as pilot:
+        await settle(pilot)
+        screen = BuildScreen(app.compose_screen.workbench, app.compose_screen.choice, "qemu:///system",
+                             tree_settings(rehearsal_tree, tmp_path / "out"),
+                             runner=lambda plan, monitor: next(runners)(plan, monitor))
+        await app.push_screen(screen)
+        await w.wait(lambda m: isinstance(m, BuildPlanned))
+        await settle(pilot)
+        await pilot.press("f2")
+        ended = await w.wait(lambda m: isinstance(m, BuildEnded))
+        await settle(pilot)
+        assert ended.status == ("success" if case == "success" else "stalled")
+        ending = text_of(screen.query_one("#build-ending"))
+        assert "! " + said in ending and "fine" not in ending, ending
+        assert ending.index("! The emulator died") > ending.index("Build succeeded" if case == "success" else
+                                                                  "Stalled")
+        # the next run (f2 plans it, f2 again starts it) has no warning of its own, and says none
+        await pilot.press("f2")
+        await settle(pilot)
+        await pilot.press("f2")
+        await w.wait(lambda m: isinstance(m, BuildEnded) and m is not ended)
+        await settle(pilot)
+        assert "The emulator died" not in text_of(screen.query_one("#build-ending"))
+
+
 @sync
 async def test_build_again_gets_a_new_build_id_and_replan_clears_the_old_result(ui_catalog: Path,
                                                                                  rehearsal_tree: Path,

@@ -247,6 +247,7 @@ class BuildScreen(Screen[None]):
         self.verification: Any = None
         self.stage_name = ""
         self.console_text: list[str] = []  # everything the console pane received (tests read it)
+        self.run_warnings: list[str] = []  # the warnings of the current run, repeated in its ending
         self._build_done = threading.Event()
         self._generation = 0
         self._ended_build_id: str | None = None
@@ -396,6 +397,7 @@ class BuildScreen(Screen[None]):
         self.ended = None
         self._ended_build_id = self.plan.build_id
         self.console_text = []
+        self.run_warnings = []
         self._build_done.clear()
         self.query_one("#build-console", Log).clear()
         self.query_one("#build-events", RichLog).clear()
@@ -493,6 +495,8 @@ class BuildScreen(Screen[None]):
     @on(RunNote)
     def _note(self, message: RunNote) -> None:
         self._event(message.severity, f"{message.severity}: {message.message}", message.elapsed)
+        if message.severity == "warning":  # kept for the ending: at 80x24 the events scroll them away
+            self.run_warnings.append(message.message)
 
     @on(RunProgress)
     def _progress(self, message: RunProgress) -> None:
@@ -520,7 +524,7 @@ class BuildScreen(Screen[None]):
         severity = {"success": "info", "cancelled": "warning"}.get(message.status, "error")
         self._event(severity, f"{message.title}: {message.message}", elapsed)
         ending = self.query_one("#build-ending", Static)
-        ending.update(ending_text(message, self.verification))
+        ending.update(ending_text(message, self.verification, self.run_warnings))
         ending.set_classes(f"ending -shown -{'ok' if message.status == 'success' else 'bad'}")
         self._refresh_controls()
         severity = "information" if message.status == "success" else "warning" if message.status == "cancelled" \
@@ -545,7 +549,7 @@ class BuildScreen(Screen[None]):
         self.verification = message.error if message.error is not None else message.report
         good = message.report is not None and message.report.verified
         ending = self.query_one("#build-ending", Static)
-        ending.update(ending_text(self.ended, self.verification))
+        ending.update(ending_text(self.ended, self.verification, self.run_warnings))
         ending.set_classes(f"ending -shown -{'ok' if good else 'bad'}")
         elapsed = self.monitor.elapsed() if self.monitor else 0.0
         if message.error is not None:
@@ -569,7 +573,7 @@ class BuildScreen(Screen[None]):
         self._event(severity, text, self.monitor.elapsed() if self.monitor else 0.0)
         ending = self.query_one("#build-ending", Static)
         if self.ended is not None:
-            ending.update(Text.assemble(ending_text(self.ended, self.verification),
+            ending.update(Text.assemble(ending_text(self.ended, self.verification, self.run_warnings),
                                         ("\n" + text, "bold" if not message.remaining else "bold red")))
 
     # -- controls and status -----------------------------------------------------------------------------------
@@ -696,12 +700,14 @@ def _progress_text(m: RunProgress) -> str:
     return f"{m.done:.0f}/{m.total:.0f} {m.unit}" if m.total else f"{m.done:.0f} {m.unit}"
 
 
-def ending_text(m: BuildEnded, verification: Any = None) -> Text:
+def ending_text(m: BuildEnded, verification: Any = None, warnings: list[str] | None = None) -> Text:
     """The ending, stated plainly: success with its evidence (signature, SBOM, attestation), what `verify` said of
     the folder (*verification*: a VerifyReport, a WorkbenchError, or None while it runs) and the files; or what
-    went wrong with its lines and hint."""
+    went wrong with its lines and hint. The run's *warnings* (a restart under TCG or after an emulator fault, ...)
+    come first: the events pane has scrolled them away by the end of a build."""
     if m.status == "success":
         text = Text.assemble(("✓ Build succeeded", "bold green"), f" — artifacts in {m.artifact_dir}\n")
+        text.append_text(warnings_text(warnings))
         text.append_text(evidence_text(m.artifacts, verification))
         text.append("files:\n", style="dim")
         for name in m.artifacts:
@@ -712,8 +718,18 @@ def ending_text(m: BuildEnded, verification: Any = None) -> Text:
             "error": "✗ Build error"}.get(m.status, f"✗ {m.status}")
     text = Text.assemble((head, "bold red" if m.status != "cancelled" else "bold yellow"),
                          (f": {m.title}\n", "bold"), f"{m.message}\n")
+    text.append_text(warnings_text(warnings))
     for line in m.lines:
         text.append(f"  | {line}\n", style="red")
     if m.hint:
         text.append(f"hint: {m.hint}\n", style="italic")
+    return text
+
+
+def warnings_text(warnings: list[str] | None) -> Text:
+    """One line per warning of the run (each cut at 300 characters), or nothing."""
+    text = Text()
+    for w in warnings or []:
+        text.append("! ", style="bold yellow")
+        text.append((w if len(w) <= 300 else w[:299] + "…") + "\n", style="yellow")
     return text
