@@ -35,7 +35,14 @@ from typing import Any
 import libvirt
 import pexpect
 
-from ccis_workbench.backends.emulator import EMULATOR_DIED, HOST_FAULT_RESTARTS, emulator_death, stop_reason
+from ccis_workbench.backends.emulator import (
+    EMULATOR_DIED,
+    HOST_FAULT_RESTARTS,
+    EmulatorFrozen,
+    emulator_death,
+    resume_within,
+    stop_reason,
+)
 from ccis_workbench.backends.libvirt_build import kvm_available
 from ccis_workbench.backends.libvirt_session import (
     RECONNECT_WINDOW,
@@ -322,7 +329,7 @@ class BootTest:
 
     def _run_with_fallback(self, info: ImageInfo, result: BootTestResult) -> None:
         """The run; under `--accel auto`, a KVM guest whose kernel stays silent restarts it once under TCG; a qemu
-        that dies under the guest (not the image's doing) restarts it once on the same accelerator."""
+        that dies or freezes under the guest (not the image's doing) restarts it once on the same accelerator."""
         emulator_restarts = 0
         while True:
             checks_before = len(result.checks)
@@ -332,7 +339,7 @@ class BootTest:
             except _Ended as end:
                 if end.ending == "kvm-silent" and self.fallback is None:
                     self._fall_back_to_tcg(end, result)
-                elif end.ending == "emulator-died" and emulator_restarts < HOST_FAULT_RESTARTS:
+                elif end.ending in ("emulator-died", "emulator-frozen") and emulator_restarts < HOST_FAULT_RESTARTS:
                     emulator_restarts += 1
                     self.monitor.note("warning", f"{end.message}; this is the emulator's fault, not the image's: "
                                       "destroyed it and running the boot test again")
@@ -461,7 +468,10 @@ class BootTest:
         h["console"] = round(time.monotonic() - t, 3)
         m.stage("boot", f"{self.name} ({'KVM' if dtype == 'kvm' else 'TCG'}); waiting for the login prompt")
         t_boot = self._t_boot = time.monotonic()
-        self.dom.resume()
+        try:
+            resume_within(self.dom)
+        except EmulatorFrozen as exc:
+            raise _Ended("emulator-frozen", str(exc)) from None
         self._wait_login_prompt(t_boot)
         result.boot_to_login = time.monotonic() - t_boot
         m.note("info", f"login prompt after {result.boot_to_login:.1f} s")

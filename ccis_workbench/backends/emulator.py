@@ -1,4 +1,4 @@
-"""When the emulator itself fails: qemu dies under a running guest, or a TCG guest's kernel stops mid-boot.
+"""When the emulator itself fails: qemu dies or freezes under a guest, or a TCG guest's kernel stops mid-boot.
 
 Neither is the doing of the kickstart or the image: qemu 7.2's multi-threaded TCG has been seen to die with a
 segfault in `memory_region_dispatch_write` (about once in a thousand guests on a loaded 2-core host), and a TCG
@@ -8,12 +8,20 @@ destroy what is left and run again once (`HOST_FAULT_RESTARTS`); a second fault 
 libvirt tells a dead emulator apart from a guest that powered off or was destroyed: the lifecycle event
 STOPPED with detail FAILED ("the emulator died unexpectedly"). qemu's own log (on a local host, when this user can
 read it) says how: `shutting down, reason=crashed` is a qemu killed by a signal.
+
+A qemu can also freeze without dying (stopped by a signal, or wedged before its first instruction), and libvirt
+waits for its answer with no time limit: a resume sent to a frozen qemu would hang the build for ever. Resumes go
+through `resume_within`, which destroys such a domain after `RESUME_TIMEOUT` (libvirt kills the process before
+it waits for the job the resume holds, so the destroy gets through) and says the emulator froze.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import libvirt
@@ -24,6 +32,41 @@ from ccis_workbench.core.boottest_plan import is_local_uri
 HOST_FAULT_RESTARTS = 1
 #: The STOPPED event's detail that means qemu died under the guest.
 EMULATOR_DIED = "failed"
+#: How long qemu may take to answer libvirt's resume (it answers in milliseconds) before it is taken for frozen.
+RESUME_TIMEOUT = 60.0
+
+
+class EmulatorFrozen(Exception):
+    """qemu did not answer libvirt's resume in time; the domain was destroyed (the message says so)."""
+
+
+def resume_within(dom: Any, timeout: float = RESUME_TIMEOUT) -> None:
+    """Resume the paused domain *dom*; a qemu that does not answer within *timeout* seconds is destroyed from
+    another thread, and EmulatorFrozen is raised once the resume has returned. A resume that fails otherwise
+    raises libvirt's error as it is."""
+    fired = threading.Event()
+
+    def destroy() -> None:
+        fired.set()
+        with contextlib.suppress(libvirt.libvirtError):
+            dom.destroy()
+
+    timer = threading.Timer(timeout, destroy)
+    timer.daemon = True
+    timer.start()
+    try:
+        dom.resume()
+    except libvirt.libvirtError:
+        if not fired.is_set():
+            raise
+    finally:
+        timer.cancel()
+    if fired.is_set():
+        timer.join()  # the destroy has returned: nothing of this domain runs on
+        raise EmulatorFrozen(f"qemu, the emulator of the guest, did not answer libvirt's resume within "
+                             f"{timeout:.0f}s (frozen: stopped by a signal, or wedged before the guest's first "
+                             f"instruction); the domain was destroyed")
+
 
 _STOP_DETAILS = {
     libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN: "shutdown",

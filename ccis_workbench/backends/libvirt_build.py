@@ -33,7 +33,14 @@ from typing import Any
 
 import libvirt
 
-from ccis_workbench.backends.emulator import EMULATOR_DIED, HOST_FAULT_RESTARTS, emulator_death, stop_reason
+from ccis_workbench.backends.emulator import (
+    EMULATOR_DIED,
+    HOST_FAULT_RESTARTS,
+    EmulatorFrozen,
+    emulator_death,
+    resume_within,
+    stop_reason,
+)
 from ccis_workbench.backends.libvirt_session import (  # noqa: F401  (re-exported: the build's public names)
     RECONNECT_WINDOW,
     Session,
@@ -370,7 +377,13 @@ class Build:
             self.dom, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, None))
         self._attach()
         self.last_output = time.monotonic()
-        self.dom.resume()
+        try:
+            resume_within(self.dom)
+        except EmulatorFrozen as exc:
+            self._done("install", t0)
+            return BuildResult("host-fault", "The emulator froze", str(exc),
+                               "build again; if it happens every time, look at qemu's log and the host's kernel "
+                               "log (dmesg)", "emulator-frozen", self._tail())
         result = self._watch(t0)
         self._done("install", t0)
         if result.status != "success":
@@ -919,7 +932,10 @@ def probe_accelerator(uri: str, accel: str, kernel: Path, *, window: float = DOC
             dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
             text = ""
             start = time.monotonic()
-            dom.resume()
+            try:
+                resume_within(dom)
+            except EmulatorFrozen as exc:
+                return ProbeResult(accel, False, 0.0, str(exc))
             while True:
                 try:
                     data = stream.recv(4096)

@@ -28,6 +28,9 @@ ENDINGS = {
     "console-lost": "the serial console stopped answering",
     "cancelled": "cancelled by the user",
     "no-uefi-boot": "UEFI firmware found no boot loader on the image (no EFI system partition)",
+    "emulator-died": "qemu, the emulator, died under the guest twice (not the image's doing)",
+    "emulator-frozen": "qemu, the emulator, stopped answering libvirt twice (not the image's doing)",
+    "kvm-silent": "the KVM guest's kernel stayed silent",
     "error": "the boot test could not run",
 }
 STATUSES = ("passed", "failed", "error", "skipped")
