@@ -41,6 +41,7 @@ from ccis_workbench.backends.emulator import (
     EmulatorFrozen,
     emulator_death,
     resume_within,
+    start_within,
     stop_reason,
 )
 from ccis_workbench.backends.libvirt_build import kvm_available
@@ -452,7 +453,9 @@ class BootTest:
         xml = plan.domain_xml(dtype)
         self._check_cancel()
         try:
-            self.dom = self.conn.createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED)
+            self.dom = start_within(self.conn, xml, libvirt.VIR_DOMAIN_START_PAUSED, self.name)
+        except EmulatorFrozen as exc:
+            raise _Ended("emulator-frozen", str(exc)) from None
         except libvirt.libvirtError as exc:
             if self._probe is not None:
                 raise _Ended("kvm-silent", f"the KVM guest could not start: {exc}") from None

@@ -10,9 +10,11 @@ STOPPED with detail FAILED ("the emulator died unexpectedly"). qemu's own log (o
 read it) says how: `shutting down, reason=crashed` is a qemu killed by a signal.
 
 A qemu can also freeze without dying (stopped by a signal, or wedged before its first instruction), and libvirt
-waits for its answer with no time limit: a resume sent to a frozen qemu would hang the build for ever. Resumes go
-through `resume_within`, which destroys such a domain after `RESUME_TIMEOUT` (libvirt kills the process before
-it waits for the job the resume holds, so the destroy gets through) and says the emulator froze.
+waits for its answer with no time limit: a frozen qemu hung the build for ever, in `createXML` (libvirt waiting
+for the monitor's greeting) or in the resume, and not even SIGTERM got through (the call holds the main thread).
+Starts and resumes go through `start_within` and `resume_within`, which destroy such a domain after
+`QEMU_ANSWER_TIMEOUT` (libvirt kills the process before it waits for the job the call holds, so the destroy gets
+through) and say the emulator froze.
 """
 
 from __future__ import annotations
@@ -20,52 +22,76 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import urlparse
 
 import libvirt
 
 from ccis_workbench.core.boottest_plan import is_local_uri
 
+T = TypeVar("T")
+
 #: How many times one build or boot test runs again after an emulator fault.
 HOST_FAULT_RESTARTS = 1
 #: The STOPPED event's detail that means qemu died under the guest.
 EMULATOR_DIED = "failed"
-#: How long qemu may take to answer libvirt's resume (it answers in milliseconds) before it is taken for frozen.
-RESUME_TIMEOUT = 60.0
+#: How long qemu may take to answer libvirt when a guest starts or resumes (it answers within a second or two,
+#: even under TCG on a busy host) before it is taken for frozen.
+QEMU_ANSWER_TIMEOUT = 60.0
+#: Between two tries to destroy a frozen emulator's domain (libvirt may not have listed a starting one yet).
+DESTROY_RETRY = 5.0
 
 
 class EmulatorFrozen(Exception):
-    """qemu did not answer libvirt's resume in time; the domain was destroyed (the message says so)."""
+    """qemu did not answer libvirt in time; the domain was destroyed (the message says so)."""
 
 
-def resume_within(dom: Any, timeout: float = RESUME_TIMEOUT) -> None:
-    """Resume the paused domain *dom*; a qemu that does not answer within *timeout* seconds is destroyed from
-    another thread, and EmulatorFrozen is raised once the resume has returned. A resume that fails otherwise
-    raises libvirt's error as it is."""
-    fired = threading.Event()
+def start_within(conn: Any, xml: str, flags: int, name: str, timeout: float = QEMU_ANSWER_TIMEOUT) -> Any:
+    """`conn.createXML(xml, flags)` for domain *name*, but a qemu that freezes while libvirt starts it (libvirt
+    waits for its monitor's greeting with no time limit) is destroyed after *timeout* seconds: EmulatorFrozen."""
+    return _bounded(lambda: conn.createXML(xml, flags), lambda: conn.lookupByName(name).destroy(), timeout,
+                    "start")
 
-    def destroy() -> None:
+
+def resume_within(dom: Any, timeout: float = QEMU_ANSWER_TIMEOUT) -> None:
+    """Resume the paused domain *dom*; a qemu that does not answer within *timeout* seconds is destroyed:
+    EmulatorFrozen."""
+    _bounded(dom.resume, dom.destroy, timeout, "resume")
+
+
+def _bounded(call: Callable[[], T], destroy: Callable[[], object], timeout: float, what: str) -> T:
+    """Run the libvirt *call*; if it has not returned after *timeout* seconds, a watchdog thread destroys the
+    domain (libvirt kills its qemu before it waits for the job the call holds, so the destroy gets through, and
+    the call returns with an error), trying again every DESTROY_RETRY seconds until the call has returned. Then
+    EmulatorFrozen is raised. A call that fails by itself raises libvirt's error as it is."""
+    done, fired = threading.Event(), threading.Event()
+
+    def watchdog() -> None:
+        if done.wait(timeout):
+            return
         fired.set()
-        with contextlib.suppress(libvirt.libvirtError):
-            dom.destroy()
+        while not done.is_set():
+            with contextlib.suppress(libvirt.libvirtError):
+                destroy()
+            done.wait(DESTROY_RETRY)
 
-    timer = threading.Timer(timeout, destroy)
-    timer.daemon = True
-    timer.start()
+    thread = threading.Thread(target=watchdog, name=f"qemu-watchdog-{what}", daemon=True)
+    thread.start()
+    result: Any = None
     try:
-        dom.resume()
+        result = call()
     except libvirt.libvirtError:
         if not fired.is_set():
             raise
     finally:
-        timer.cancel()
+        done.set()
+        thread.join()  # a destroy under way has returned: nothing of this domain runs on
     if fired.is_set():
-        timer.join()  # the destroy has returned: nothing of this domain runs on
-        raise EmulatorFrozen(f"qemu, the emulator of the guest, did not answer libvirt's resume within "
-                             f"{timeout:.0f}s (frozen: stopped by a signal, or wedged before the guest's first "
-                             f"instruction); the domain was destroyed")
+        raise EmulatorFrozen(f"qemu, the emulator of the guest, did not answer libvirt's {what} within "
+                             f"{timeout:.0f}s (frozen: stopped by a signal, or wedged); the domain was destroyed")
+    return cast(T, result)
 
 
 _STOP_DETAILS = {

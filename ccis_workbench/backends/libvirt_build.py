@@ -39,6 +39,7 @@ from ccis_workbench.backends.emulator import (
     EmulatorFrozen,
     emulator_death,
     resume_within,
+    start_within,
     stop_reason,
 )
 from ccis_workbench.backends.libvirt_session import (  # noqa: F401  (re-exported: the build's public names)
@@ -296,6 +297,11 @@ class Build:
         self.console.append(f"[ccis-workbench] {why}\n")
         return self._attempt(None)
 
+    def _frozen(self, exc: EmulatorFrozen) -> BuildResult:
+        """qemu stopped answering libvirt as the guest started (start_within, resume_within destroyed it)."""
+        return BuildResult("host-fault", "The emulator froze", str(exc), "build again; if it happens every time, "
+                           "look at qemu's log and the host's kernel log (dmesg)", "emulator-frozen", self._tail())
+
     def _stage(self, name: str, detail: str = "") -> float:
         self.monitor.stage(name, detail)
         return time.monotonic()
@@ -364,8 +370,11 @@ class Build:
         t0 = self._stage("install", f"domain {plan.name} ({plan.domain_type})")
         try:
             flags = libvirt.VIR_DOMAIN_START_PAUSED | libvirt.VIR_DOMAIN_START_AUTODESTROY
-            self.dom = self.conn.createXML(xml, flags)
+            self.dom = start_within(self.conn, xml, flags, plan.name)
             self._dom_uuid = self.dom.UUIDString()
+        except EmulatorFrozen as exc:
+            self._done("install", t0)
+            return self._frozen(exc)
         except libvirt.libvirtError as exc:
             if self._probe is not None:
                 return BuildResult("kvm-silent", "The KVM guest could not start", f"libvirt refused it: {exc}",
@@ -381,9 +390,7 @@ class Build:
             resume_within(self.dom)
         except EmulatorFrozen as exc:
             self._done("install", t0)
-            return BuildResult("host-fault", "The emulator froze", str(exc),
-                               "build again; if it happens every time, look at qemu's log and the host's kernel "
-                               "log (dmesg)", "emulator-frozen", self._tail())
+            return self._frozen(exc)
         result = self._watch(t0)
         self._done("install", t0)
         if result.status != "success":
@@ -924,8 +931,10 @@ def probe_accelerator(uri: str, accel: str, kernel: Path, *, window: float = DOC
         dom = None
         try:
             try:
-                dom = conn.createXML(probe_domain_xml(name, dtype, vol.path()),
-                                     libvirt.VIR_DOMAIN_START_PAUSED | libvirt.VIR_DOMAIN_START_AUTODESTROY)
+                dom = start_within(conn, probe_domain_xml(name, dtype, vol.path()),
+                                   libvirt.VIR_DOMAIN_START_PAUSED | libvirt.VIR_DOMAIN_START_AUTODESTROY, name)
+            except EmulatorFrozen as exc:
+                return ProbeResult(accel, False, 0.0, str(exc))
             except libvirt.libvirtError as exc:
                 return ProbeResult(accel, False, 0.0, f"libvirt cannot start a {accel} guest: {exc}")
             stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
