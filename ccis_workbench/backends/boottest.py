@@ -455,7 +455,7 @@ class BootTest:
         try:
             self.dom = start_within(self.conn, xml, libvirt.VIR_DOMAIN_START_PAUSED, self.name)
         except EmulatorFrozen as exc:
-            raise _Ended("emulator-frozen", str(exc)) from None
+            raise self._frozen(exc) from None
         except libvirt.libvirtError as exc:
             if self._probe is not None:
                 raise _Ended("kvm-silent", f"the KVM guest could not start: {exc}") from None
@@ -474,7 +474,7 @@ class BootTest:
         try:
             resume_within(self.dom)
         except EmulatorFrozen as exc:
-            raise _Ended("emulator-frozen", str(exc)) from None
+            raise self._frozen(exc) from None
         self._wait_login_prompt(t_boot)
         result.boot_to_login = time.monotonic() - t_boot
         m.note("info", f"login prompt after {result.boot_to_login:.1f} s")
@@ -647,6 +647,11 @@ class BootTest:
                         raise self._stopped() from None
                     raise _Ended("console-lost", "the serial console closed and cannot be attached again "
                                  "while the guest still runs") from None
+
+    def _frozen(self, exc: EmulatorFrozen) -> _Ended:
+        """qemu stopped answering libvirt as the guest started; under `--accel auto` a KVM guest that froze goes on
+        under TCG, as a silent one does."""
+        return _Ended("kvm-silent" if self._probe is not None else "emulator-frozen", str(exc))
 
     def _stopped(self) -> _Ended:
         """How the guest's ending is said: qemu died under it (libvirt's STOPPED event says FAILED), or the guest

@@ -298,7 +298,10 @@ class Build:
         return self._attempt(None)
 
     def _frozen(self, exc: EmulatorFrozen) -> BuildResult:
-        """qemu stopped answering libvirt as the guest started (start_within, resume_within destroyed it)."""
+        """qemu stopped answering libvirt as the guest started (start_within, resume_within destroyed it). Under
+        `--accel auto` a KVM guest that froze goes on under TCG, as a silent one does."""
+        if self._probe is not None:
+            return BuildResult("kvm-silent", "The KVM guest froze", str(exc), kind="kvm-silent")
         return BuildResult("host-fault", "The emulator froze", str(exc), "build again; if it happens every time, "
                            "look at qemu's log and the host's kernel log (dmesg)", "emulator-frozen", self._tail())
 
