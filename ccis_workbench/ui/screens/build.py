@@ -704,7 +704,7 @@ def ending_text(m: BuildEnded, verification: Any = None, warnings: list[str] | N
     """The ending, stated plainly: success with its evidence (signature, SBOM, attestation), what `verify` said of
     the folder (*verification*: a VerifyReport, a WorkbenchError, or None while it runs) and the files; or what
     went wrong with its lines and hint. The run's *warnings* (a restart under TCG or after an emulator fault, ...)
-    come first: the events pane has scrolled them away by the end of a build."""
+    follow the headline: the events pane has scrolled them away by the end of a build."""
     if m.status == "success":
         text = Text.assemble(("✓ Build succeeded", "bold green"), f" — artifacts in {m.artifact_dir}\n")
         text.append_text(warnings_text(warnings))
