@@ -261,6 +261,7 @@ def run_matrix(catalog: Any, composer: Any, cells: list[Cell], req: MatrixReques
     alone, with its host named. Writes summary.json, matrix.md and the cache of passing cells into req.output.
     *on_event* hears every cell's state changes (CellEvent)."""
     from ccis_workbench.flows.build import resolve_source
+    from ccis_workbench.flows.signals import wait_for
 
     req.output.mkdir(parents=True, exist_ok=True)
     cache_path = req.output / CACHE_NAME
@@ -347,6 +348,7 @@ def run_matrix(catalog: Any, composer: Any, cells: list[Cell], req: MatrixReques
     pools = [ThreadPoolExecutor(max_workers=max(1, req.jobs), thread_name_prefix=f"matrix-{i}")
              for i in range(len(by_host))]
     futures = [pool.submit(one, c) for pool, cs in zip(pools, by_host.values(), strict=True) for c in cs]
+    wait_for(futures)  # not f.result(): a signal must reach its handler while the cells run (flows/signals.py)
     for f in futures:
         f.result()
     for pool in pools:

@@ -4,6 +4,12 @@ test or container check destroys its guest and removes its volumes before it ret
 cleanup runs is reported and ignored: aborting the cleanup is what leaves volumes behind.
 
 The exit status after a signal is 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP).
+
+Python runs a signal's handler in the main thread, between two of its bytecodes. The kernel may hand a process's
+signal to any of its threads (a build's or a cell's, busy in libvirt); a main thread blocked in `Future.result()`
+or `Thread.join()` is then not woken, and the handler waits for the whole wait, so the cancel comes too late
+(a matrix's running cells ended passing after Ctrl-C). A flow whose main thread waits for its workers waits
+through `wait_for` and `join`, in slices after each of which the pending handler runs.
 """
 
 from __future__ import annotations
@@ -11,12 +17,14 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 CANCEL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+WAIT_SLICE = 0.2  # seconds: at most this long between a signal and its handler while the main thread waits
 
 
 @dataclass
@@ -59,3 +67,17 @@ def cancel_on_signals(cancel_event: threading.Event, say: Callable[[str], Any]) 
     finally:
         for s, old in previous.items():
             signal.signal(s, old)
+
+
+def wait_for(pending: Iterable[futures.Future[Any]]) -> None:
+    """Wait until every future is done, in slices of WAIT_SLICE (see the module's docstring); their results and
+    exceptions are left to the caller."""
+    left = set(pending)
+    while left:
+        _, left = futures.wait(left, timeout=WAIT_SLICE)
+
+
+def join(thread: threading.Thread) -> None:
+    """`thread.join()`, in slices of WAIT_SLICE (see the module's docstring)."""
+    while thread.is_alive():
+        thread.join(WAIT_SLICE)

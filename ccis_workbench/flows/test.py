@@ -342,7 +342,9 @@ class _Verification:
             self._note = f"image verification: could not run: {type(exc).__name__}: {exc}"
 
     def note(self) -> str:
-        self._thread.join()
+        from ccis_workbench.flows.signals import join
+
+        join(self._thread)  # a signal reaches its handler while a big image is hashed (flows/signals.py)
         return self._note
 
 
