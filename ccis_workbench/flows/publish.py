@@ -483,7 +483,10 @@ class Transport:
 
     def send(self, stage: Path, files: list[str], dest: str, *, keep_existing: bool) -> None:
         """rsync *files* (paths under *stage*) to *dest* with --delay-updates; with *keep_existing*,
-        --ignore-existing and every file must have been sent (a skipped one existed: never overwritten)."""
+        --ignore-existing and every file must have been sent (a skipped one existed: never overwritten); without
+        it, --ignore-times: each file replaces the one there even when their sizes and mtimes agree (rsync's quick
+        check would keep the old one: a CHECKSUM.asc is always the same size, and two publishes in one second
+        give it the same mtime, so a new CHECKSUM went out with the old signature)."""
         listing = stage.parent / f"{stage.name}.files"
         listing.write_text("".join(f + "\n" for f in files), encoding="utf-8")
         proc = self.rsync(
@@ -491,7 +494,7 @@ class Transport:
             "--itemize-changes",
             "--delay-updates",
             f"--files-from={listing}",
-            *(["--ignore-existing"] if keep_existing else []),
+            "--ignore-existing" if keep_existing else "--ignore-times",
             f"{stage}/",
             dest,
         )

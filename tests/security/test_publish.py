@@ -467,3 +467,23 @@ def test_a_signed_publish_does_not_vouch_for_a_tampered_mirror(
     assert again.returncode == 2, again.stdout + again.stderr
     assert "Bad signature on the mirror" in again.stderr and f"{IMAGES}/CHECKSUM" in again.stderr, again.stderr
     assert snapshot(mirror.root) == before
+
+
+def test_an_index_file_of_the_same_size_and_mtime_is_still_replaced(rsync_mirror: Mirror, tmp_path: Path) -> None:
+    """rsync's quick check skips a file whose size and mtime agree with the one there. A CHECKSUM.asc is always
+    the same size, and two publishes in one second give it the same mtime: the new CHECKSUM went out with the old
+    signature ("BAD signature" on verify; the twice-published test above failed so under load). The index files
+    that a publish replaces are always sent."""
+    from ccis_workbench.flows.publish import Transport, parse_target
+
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    new = stage / "CHECKSUM.asc"
+    new.write_text("the new signature\n")
+    rsync_mirror.root.mkdir(parents=True)
+    there = rsync_mirror.root / "CHECKSUM.asc"
+    there.write_text("the old signature\n")  # the same size
+    os.utime(there, ns=(new.stat().st_atime_ns, new.stat().st_mtime_ns))
+    target = parse_target(rsync_mirror.to)
+    Transport(target).send(stage, ["CHECKSUM.asc"], target.address().rstrip("/") + "/", keep_existing=False)
+    assert there.read_text() == "the new signature\n"
