@@ -82,3 +82,28 @@ def test_matrix_runs_then_reuses_the_cache(no_leftovers: str, tree_server: str, 
     again = json.loads((tmp_path / "mx/summary.json").read_text())
     assert again["counts"]["cached"] == 1 and again["counts"]["passed"] == 0
     assert len(list((tmp_path / "mx/openstack-stream9/artifacts").iterdir())) == 1, "nothing was rebuilt"
+
+
+def test_a_message_said_while_the_table_runs_is_printed_above_it_not_under_it() -> None:
+    """On a terminal the live table is redrawn over its own rows; a line written beside it (the signal handler's
+    "SIGINT: cancelling") was drawn over by the next redraw, so the user never saw why the run stopped. What is
+    said goes above the table, and later redraws go back over the table's rows only."""
+    import io
+
+    from ccis_workbench.cli.matrix_cmds import LiveTable
+
+    cells = [Cell("aws-stream9", "centos-stream-9", "aws", [], host="qemu:///system")]
+    out = io.StringIO()
+    table = LiveTable(cells, out, tty=True)
+    table.tick()
+    table.say("\nSIGINT: cancelling: destroying the guest and removing its volumes")
+    table.tick()
+    table.tick()
+    draws = out.getvalue().split("\x1b[2F")  # each redraw goes back up over the header and the one row
+    assert len(draws) == 3, out.getvalue()
+    assert "SIGINT" not in draws[0] and "SIGINT" not in draws[2]
+    assert draws[1].startswith("\x1b[2KSIGINT: cancelling: destroying the guest")  # above the table, erased first
+    assert draws[1].index("SIGINT") < draws[1].index("CELL")
+    table.stop_event.set()  # once the table is done, a message goes straight to stderr
+    table.say("late")
+    assert "late" not in out.getvalue()

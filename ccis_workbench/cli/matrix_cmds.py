@@ -25,7 +25,9 @@ class _QuietMonitor(Monitor):
 
 class LiveTable:
     """Cell, host, stage and elapsed time while the matrix runs. On a terminal the table is redrawn in place every
-    *interval* seconds (ANSI: cursor up, erase line); elsewhere (a pipe, a CI log) one plain line per change."""
+    *interval* seconds (ANSI: cursor up, erase line); elsewhere (a pipe, a CI log) one plain line per change.
+    What is said meanwhile (a signal's "cancelling") goes through `say`: on a terminal a line written beside the
+    table would be drawn over by its next redraw, so it is printed above the table, in place of its old rows."""
 
     def __init__(self, cells: list[Any], out: TextIO, *, tty: bool, interval: float = 1.0) -> None:
         self.cells, self.out, self.tty, self.interval = cells, out, tty, interval
@@ -34,8 +36,17 @@ class LiveTable:
         self.ended: dict[str, float] = {}
         self.last: dict[str, str] = {}
         self.drawn = 0
+        self.said: list[str] = []  # to print above the table at its next redraw (list.append/pop: thread-safe)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="matrix-table", daemon=True)
+
+    def say(self, text: str) -> None:
+        """A message while the table runs (it may come from a signal handler, in the middle of a redraw: it is
+        only queued there, and printed at the next one, within *interval*)."""
+        if self.tty and not self.stop_event.is_set():
+            self.said.append(text)
+        else:
+            say_on_stderr(text)  # not a terminal, or the table is done: nothing draws over it
 
     @staticmethod
     def _state(cell: Any) -> tuple[str, bool]:
@@ -78,8 +89,11 @@ class LiveTable:
         lines = [f"{'CELL':{width}}  {'HOST':{hosts}}  {'STAGE':10}  ELAPSED"]
         lines += [f"{c.profile:{width}}  {c.host:{hosts}}  {self.last[c.profile]:10}  {self._elapsed(c, now)}"
                   for c in self.cells]
+        said = []
+        while self.said:
+            said += self.said.pop(0).strip("\n").splitlines()
         up = f"\x1b[{self.drawn}F" if self.drawn else ""
-        self.out.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
+        self.out.write(up + "".join(f"\x1b[2K{line}\n" for line in said + lines))
         self.drawn = len(lines)
 
     def _loop(self) -> None:
@@ -95,6 +109,8 @@ class LiveTable:
         self.stop_event.set()
         self.thread.join()
         self.tick()
+        while self.said:  # queued during that last redraw
+            say_on_stderr(self.said.pop(0))
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -147,11 +163,12 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     monitor = _QuietMonitor() if quiet or tty else PrintMonitor(show_console=False)
     # Ctrl-C, SIGTERM, SIGHUP: every running cell destroys its guest and removes its volumes, waiting cells do not
     # start, and cancelled cells leave no folder; exit status 128 + the signal
-    with cancel_on_signals(monitor.cancel_event, say_on_stderr) as stopped:
-        if quiet:
+    table = None if quiet else LiveTable(cells, sys.stdout, tty=tty)
+    with cancel_on_signals(monitor.cancel_event, table.say if table else say_on_stderr) as stopped:
+        if table is None:
             result = run_matrix(cat, Composer(cat), cells, req, monitor)
         else:
-            with LiveTable(cells, sys.stdout, tty=tty):
+            with table:
                 result = run_matrix(cat, Composer(cat), cells, req, monitor)
     if args.json:
         emit_json({"ok": result.ok, "seconds": round(result.seconds, 1), "counts": result.counts,
