@@ -20,17 +20,24 @@ from ccis_workbench.flows.signals import cancel_on_signals, join
 PATIENCE = 20.0  # seconds a worker waits for the cancel before it gives up and ends as if nothing happened
 
 
-def _signal_me_then_wait(monitor: RecordingMonitor) -> bool:
-    """Once the main thread waits (for this thread, or for the future this thread fulfils), send SIGINT to this
-    worker thread, then wait for the cancel; whether it came."""
+def _main_thread_waits_in(caller: str) -> bool:
+    """Whether the main thread is in threading's wait for a lock (Condition.wait, Thread.join's), called from
+    *caller* (so not, say, in Thread.start's wait for the worker to begin)."""
     import sys
 
-    main = threading.main_thread().ident
+    frame = sys._current_frames().get(threading.main_thread().ident)
+    if frame is None or frame.f_code.co_name not in ("wait", "_wait_for_tstate_lock"):
+        return False
+    while frame is not None and frame.f_code.co_name != caller:
+        frame = frame.f_back
+    return frame is not None
+
+
+def _signal_me_then_wait(monitor: RecordingMonitor, waiting_in: str) -> bool:
+    """Once the main thread waits in *waiting_in* (for this thread, or for the future this thread fulfils), send
+    SIGINT to this worker thread, then wait for the cancel; whether it came."""
     deadline = time.monotonic() + PATIENCE
-    while time.monotonic() < deadline:
-        frame = sys._current_frames().get(main)
-        if frame is not None and frame.f_code.co_name == "wait":  # threading's Condition.wait or Event.wait
-            break
+    while not _main_thread_waits_in(waiting_in) and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.2)  # from "in wait" to blocked in the lock below it
     signal.pthread_kill(threading.get_ident(), signal.SIGINT)
@@ -58,7 +65,7 @@ def test_a_worker_threads_signal_cancels_a_running_matrix(tmp_path: Path) -> Non
 
     def cell_runner(cell: Cell, catalog: Any, composer: Any, request: Any, mon: Any, *, on_stage: Any) -> None:
         on_stage("build")
-        heard.append(_signal_me_then_wait(monitor))
+        heard.append(_signal_me_then_wait(monitor, "run_matrix"))
         if heard[-1]:
             return  # as the real build does once cancelled: its guest gone, no image
         junit = request.output / cell.profile / "junit.xml"
@@ -82,7 +89,7 @@ def test_a_worker_threads_signal_cancels_a_running_matrix(tmp_path: Path) -> Non
 def test_join_lets_a_worker_threads_signal_through() -> None:
     monitor = RecordingMonitor()
     heard: list[bool] = []
-    worker = threading.Thread(target=lambda: heard.append(_signal_me_then_wait(monitor)), name="worker")
+    worker = threading.Thread(target=lambda: heard.append(_signal_me_then_wait(monitor, "join")), name="worker")
     with cancel_on_signals(monitor.cancel_event, lambda _: None) as stopped:
         worker.start()
         join(worker)
