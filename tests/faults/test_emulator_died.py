@@ -30,9 +30,23 @@ def _qemu_pids(name_part: str) -> set[int]:
     return {int(p) for p in out.split()}
 
 
+def _running_guest(pid: int) -> bool:
+    """Whether the qemu *pid* runs its guest: libvirt has started it and resumed it. Before that, libvirt is still
+    starting it (`createXML` has not returned, the domain is paused), and a qemu killed then is a domain that could
+    not start, not an emulator that died under a running guest (under CI's load that phase outlasted 2 s)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    name = next((a.split(b",")[0][len(b"guest="):].decode() for a in args if a.startswith(b"guest=")), "")
+    state = subprocess.run(["virsh", "-c", "qemu:///system", "domstate", name], capture_output=True, text=True,
+                           check=False).stdout.strip()
+    return bool(name) and state == "running"
+
+
 class QemuSaboteur:
     """Sends *sig* to the qemu of each new guest whose name contains *name_part*, *times* times (one per guest
-    process), once that qemu has run *after* seconds."""
+    process), once that qemu's guest has run *after* seconds."""
 
     def __init__(self, name_part: str, sig: int, times: int, after: float) -> None:
         self.name_part, self.sig, self.times, self.after = name_part, sig, times, after
@@ -54,7 +68,10 @@ class QemuSaboteur:
         while not self._stop.is_set() and len(self.hit) < self.times:
             now = time.monotonic()
             for pid in _qemu_pids(self.name_part) - self.before - set(self.hit):
-                seen.setdefault(pid, now)
+                if pid not in seen:
+                    if not _running_guest(pid):
+                        continue
+                    seen[pid] = now
                 if now - seen[pid] >= self.after:
                     try:
                         os.kill(pid, self.sig)
