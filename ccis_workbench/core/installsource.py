@@ -15,6 +15,7 @@ describes what a build would fetch, from the cache of an earlier build when ther
 from __future__ import annotations
 
 import configparser
+import contextlib
 import fcntl
 import functools
 import hashlib
@@ -27,7 +28,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -367,17 +368,46 @@ def _matches(info: TreeInfo, rel: str, path: Path) -> bool:
 # -- the cache ---------------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _folder_lock(folder: Path, how: int) -> Iterator[None]:
+    """flock on *folder* itself: shared while a `.part` file is created and locked, exclusive while the sweep
+    judges one (no extra file in the cache). A file system without flock on folders gets no lock (as before)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, how)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _new_part(dest: Path) -> tuple[int, Path]:
+    """A new `.part` file beside *dest*, open and locked: held by this run from the moment it exists, so that
+    `sweep_partial_downloads` (run by any build that starts, maybe in another thread of this process) never takes
+    it for a killed run's."""
+    with _folder_lock(dest.parent, fcntl.LOCK_SH):
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            os.unlink(name)
+            raise
+    return fd, Path(name)
+
+
 def _write_new(dest: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write *dest* through a temporary file in its folder, renamed over it (a symlink there is replaced, never
-    followed)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    """Write *dest* through a locked temporary file in its folder, renamed over it (a symlink there is replaced,
+    never followed)."""
+    fd, tmp = _new_part(dest)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, dest)
+            out.flush()
+            os.chmod(tmp, mode)
+            os.replace(tmp, dest)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -414,12 +444,12 @@ def _keep(dest: Path, where: Path, write: Callable[[Any], None], check: Callable
             file=str(where),
             hint=f"remove {where} and retry",
         )
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(name)
     try:
-        # locked until it is renamed: a `.part` file nobody holds is a killed run's (sweep_partial_downloads)
+        fd, tmp = _new_part(dest)  # locked until it is renamed: one nobody holds is a killed run's
+    except OSError as exc:
+        raise WorkbenchError("Cannot write to the cache", f"{dest}: {exc.strerror or exc}", file=str(where)) from None
+    try:
         with os.fdopen(fd, "wb") as out:
-            fcntl.flock(out.fileno(), fcntl.LOCK_EX)
             write(out)
             out.flush()
             check(tmp)
@@ -442,17 +472,16 @@ def sweep_partial_downloads(root: Path | None = None) -> list[Path]:
         return removed
     for path in base.rglob(".*.part"):
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            with _folder_lock(path.parent, fcntl.LOCK_EX):  # no writer between creating and locking its file
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+                finally:
+                    os.close(fd)
         except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            path.unlink(missing_ok=True)
-            removed.append(path)
-        except OSError:
-            pass  # a live download holds it (or it is not ours to remove)
-        finally:
-            os.close(fd)
+            continue  # a live download holds it, it is gone already, or it is not ours to remove
     return removed
 
 

@@ -79,3 +79,37 @@ def test_a_dead_runs_partial_download_goes_a_live_ones_stays(tmp_path: Path) -> 
         holder.kill()
         holder.wait()
     assert sweep_partial_downloads(tmp_path / "cache") == [live]
+
+
+def test_a_download_being_written_is_never_swept(tmp_path: Path) -> None:
+    """Cells of a matrix run side by side in one process: one writes the cache (a tree's .treeinfo, a kernel) while
+    another's build starts and sweeps the dead runs' `.part` files. A `.part` file is held from the moment it
+    exists, so the sweep can never take one being written (it used to: the writer then failed with "No such file
+    or directory" on its rename)."""
+    import threading
+
+    from ccis_workbench.core.installsource import _keep, _write_new
+
+    folder = tmp_path / "cache" / "ccis-workbench" / "trees" / "x"
+    folder.mkdir(parents=True)
+    stop, swept, errors = threading.Event(), [], []
+
+    def sweep() -> None:
+        while not stop.is_set():
+            swept.extend(sweep_partial_downloads(tmp_path / "cache"))
+
+    sweeper = threading.Thread(target=sweep)
+    sweeper.start()
+    try:
+        for i in range(800):
+            try:
+                _write_new(folder / ".treeinfo", b"[general]\n" * 64)
+                _keep(folder / "vmlinuz", folder, lambda out: out.write(b"k" * 4096), lambda _p: None)
+            except Exception as exc:  # noqa: BLE001 - any failure of a write is the finding
+                errors.append(f"write {i}: {exc!r}")
+                break
+    finally:
+        stop.set()
+        sweeper.join()
+    assert not errors and not swept, (errors, swept[:3])
+    assert (folder / ".treeinfo").read_bytes() == b"[general]\n" * 64 and not list(folder.glob(".*.part"))
