@@ -8,12 +8,13 @@ Wired in tests/conftest.py with `pytest_plugins = ["tests.fixtures_libvirt"]`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -80,14 +81,47 @@ def leftovers(uri: str = URI) -> list[str]:
         conn.close()
 
 
+def remove(uri: str, names: list[str]) -> None:
+    """Destroy the named ccis- domains and delete the named volumes of the workbench's pool (already gone: fine)."""
+    import libvirt
+
+    from ccis_workbench.backends.libvirt_build import connect
+    from ccis_workbench.backends.libvirt_session import DEFAULT_POOL
+
+    conn = connect(uri)
+    try:
+        for name in names:
+            with contextlib.suppress(libvirt.libvirtError):
+                dom = conn.lookupByName(name)
+                if dom.isActive():
+                    dom.destroy()
+                if dom.isPersistent():
+                    dom.undefine()
+                continue
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.storagePoolLookupByName(DEFAULT_POOL).storageVolLookupByName(name).delete(0)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def new_leftovers(libvirt_uri: str) -> Callable[[], list[str]]:
+    """What `leftovers` finds now that was not there when the test began: what an earlier test left (and failed
+    for) is not this test's failure too."""
+    before = set(leftovers(libvirt_uri))
+    return lambda: sorted(set(leftovers(libvirt_uri)) - before)
+
+
 @pytest.fixture
 def no_leftovers(libvirt_uri: str) -> Iterator[str]:
-    """Fails the test when it leaves a ccis- build domain or volume behind."""
+    """Fails the test when it leaves a ccis- build domain or volume behind, and removes them: the next test starts
+    from a clean pool (one failure is reported once, not again by every later test)."""
     before = set(leftovers(libvirt_uri))
     yield libvirt_uri
     left = sorted(set(leftovers(libvirt_uri)) - before)
     if left:
-        pytest.fail(f"left behind: {left} (`ccis-workbench gc` removes them)")
+        remove(libvirt_uri, left)
+        pytest.fail(f"left behind: {left} (removed after this failure; `ccis-workbench gc` removes them)")
 
 
 @pytest.fixture(scope="session")

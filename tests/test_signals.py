@@ -8,11 +8,10 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from tests.fixtures_libvirt import leftovers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,8 +34,9 @@ def _wait_for_installer(proc: subprocess.Popen[str]) -> None:
 
 
 @pytest.mark.parametrize(("sig", "twice"), [(signal.SIGTERM, False), (signal.SIGHUP, False), (signal.SIGTERM, True)])
-def test_signal_cancels_the_build_and_leaves_nothing(no_leftovers: str, tree_server: str, tmp_path: Path,
-                                                     sig: signal.Signals, twice: bool) -> None:
+def test_signal_cancels_the_build_and_leaves_nothing(no_leftovers: str, new_leftovers: Callable[[], list[str]],
+                                                     tree_server: str, tmp_path: Path, sig: signal.Signals,
+                                                     twice: bool) -> None:
     proc = _start_build(tree_server, tmp_path)
     _wait_for_installer(proc)
     proc.send_signal(sig)
@@ -58,10 +58,11 @@ def test_signal_cancels_the_build_and_leaves_nothing(no_leftovers: str, tree_ser
         assert "still cleaning up" in err
     assert "Traceback" not in err
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
-    assert not [n for n in leftovers(no_leftovers) if "openstack-stream9" in n]
+    assert not [n for n in new_leftovers() if "openstack-stream9" in n]
 
 
-def test_timeout_command_cuts_a_build_cleanly(no_leftovers: str, tree_server: str, tmp_path: Path) -> None:
+def test_timeout_command_cuts_a_build_cleanly(no_leftovers: str, new_leftovers: Callable[[], list[str]],
+                                              tree_server: str, tmp_path: Path) -> None:
     """What a user (or CI) types: `timeout 5 ccis-workbench build ...` exits 124 with the pool as before."""
     argv = ["timeout", "5", sys.executable, "-m", "ccis_workbench", "build", "openstack-stream9", "--tree",
             tree_server, "--output", str(tmp_path / "out"), "--accel", "tcg", "--disk-size", "96M", "--memory",
@@ -74,4 +75,4 @@ def test_timeout_command_cuts_a_build_cleanly(no_leftovers: str, tree_server: st
     assert proc.returncode == 124, proc.stderr[-2000:]
     assert "SIGTERM: cancelling" in proc.stderr
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
-    assert not [n for n in leftovers(no_leftovers) if "openstack-stream9" in n]
+    assert not [n for n in new_leftovers() if "openstack-stream9" in n]

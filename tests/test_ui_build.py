@@ -39,7 +39,6 @@ from ccis_workbench.ui.modals import ConfirmationModal
 from ccis_workbench.ui.screens.boottest import BootTestScreen, BootTestSettings
 from ccis_workbench.ui.screens.build import BuildScreen, BuildSettings, UIMonitor
 from ccis_workbench.ui.screens.propose import ProposeScreen
-from tests.fixtures_libvirt import leftovers
 from tests.test_ui_support import REPO, make_app, make_catalog, settle, sync
 
 REACHABLE = HostStatus("qemu:///system", True, "libvirt 9.0.0", "tcg")
@@ -354,8 +353,10 @@ def test_ui_monitor_batches_output_and_never_touches_widgets() -> None:
 @pytest.mark.libvirt
 @pytest.mark.slow
 @sync
-async def test_real_build_then_boot_test_through_the_screens(no_leftovers: str, ui_catalog: Path,
-                                                             rehearsal_tree: Path, tmp_path: Path) -> None:
+async def test_real_build_then_boot_test_through_the_screens(no_leftovers: str,
+                                                             new_leftovers: Callable[[], list[str]],
+                                                             ui_catalog: Path, rehearsal_tree: Path,
+                                                             tmp_path: Path) -> None:
     """The flow a user follows: build (b) with the live console, then boot-test the artifact it made (x)."""
     out = tmp_path / "artifacts"
     app = make_app(ui_catalog, status=REACHABLE)
@@ -416,13 +417,14 @@ async def test_real_build_then_boot_test_through_the_screens(no_leftovers: str, 
         assert "PASSED" in summary and "boot to login" in summary
         assert "login:" in "\n".join(screen.query_one("#boot-console", Log).lines)
         assert Path(done.reports["json"]).is_file() and Path(done.reports["json"]).parent.parent == art
-    assert not [n for n in leftovers() if "openstack-stream9" in n]
+    assert not [n for n in new_leftovers() if "openstack-stream9" in n]
 
 
 @pytest.mark.libvirt
 @pytest.mark.slow
 @sync
-async def test_real_cancel_removes_domain_and_volumes(no_leftovers: str, ui_catalog: Path, rehearsal_tree: Path,
+async def test_real_cancel_removes_domain_and_volumes(no_leftovers: str, new_leftovers: Callable[[], list[str]],
+                                                      ui_catalog: Path, rehearsal_tree: Path,
                                                       tmp_path: Path) -> None:
     out = tmp_path / "artifacts"
     app = make_app(ui_catalog, status=REACHABLE)
@@ -449,7 +451,7 @@ async def test_real_cancel_removes_domain_and_volumes(no_leftovers: str, ui_cata
         assert f"the domain and volumes of build {screen.plan.build_id} were removed" in ending
         assert not out.exists() or list(out.iterdir()) == []
     assert not [n for n in everything_ccis() if screen.plan.build_id in n]  # ...and nothing of it after cancel
-    assert not [n for n in leftovers() if "openstack-stream9" in n]
+    assert not [n for n in new_leftovers() if "openstack-stream9" in n]
 
 
 # -- boot test --------------------------------------------------------------------------------------------------
