@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from ccis_workbench.flows.signals import CELLS_STOPPING
 from tests.fixtures_libvirt import URI
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,7 +173,7 @@ def test_a_signal_stops_every_cell_and_leaves_nothing(no_leftovers: str, new_lef
             proc.kill()
             proc.wait()
     assert proc.returncode == 128 + sig, err[-3000:]
-    assert f"{sig.name}: cancelling" in err and "Traceback" not in err
+    assert f"{sig.name}: cancelling: {CELLS_STOPPING}" in err and "Traceback" not in err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["passed"] == 0 and summary["counts"]["skipped"] == len(profiles), summary["counts"]
     assert all(c["stage"] == "cancelled" for c in summary["cells"])

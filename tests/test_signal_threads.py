@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ccis_workbench.core.monitor import RecordingMonitor
-from ccis_workbench.flows.signals import cancel_on_signals, join
+from ccis_workbench.flows.signals import CELLS_STOPPING, cancel_on_signals, join
 
 PATIENCE = 20.0  # seconds a worker waits for the cancel before it gives up and ends as if nothing happened
 
@@ -77,9 +77,9 @@ def test_a_worker_threads_signal_cancels_a_running_matrix(tmp_path: Path) -> Non
     cells = select_cells(cat, overlays=["ui-alpha"])
     assert len(cells) == 2
     assign_hosts(cells, ["qemu:///system"])
-    with cancel_on_signals(monitor.cancel_event, said.append) as stopped:
+    with cancel_on_signals(monitor.cancel_event, said.append, stopping=CELLS_STOPPING) as stopped:
         result = run_matrix(cat, Composer(cat), cells, req, monitor, runner=cell_runner, reachable=lambda uri: True)
-    assert stopped.signum == signal.SIGINT and any("SIGINT: cancelling" in s for s in said), said
+    assert stopped.signum == signal.SIGINT and said == [f"\nSIGINT: cancelling: {CELLS_STOPPING}"], said
     assert heard == [True], "the running cell never saw the cancel while it ran"
     assert result.counts[PASSED] == 0 and result.counts[SKIPPED] == 2, result.counts
     assert all(c.stage == "cancelled" for c in result.cells)

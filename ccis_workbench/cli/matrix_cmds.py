@@ -143,7 +143,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from ccis_workbench.core.monitor import PrintMonitor
     from ccis_workbench.flows.build import BuildRequest
     from ccis_workbench.flows.matrix import MatrixRequest, assign_hosts, run_matrix, select_cells
-    from ccis_workbench.flows.signals import cancel_on_signals
+    from ccis_workbench.flows.signals import CELLS_STOPPING, cancel_on_signals
     from ccis_workbench.flows.test import BootRequest
 
     settings = settings_from_args(args)
@@ -164,7 +164,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     # Ctrl-C, SIGTERM, SIGHUP: every running cell destroys its guest and removes its volumes, waiting cells do not
     # start, and cancelled cells leave no folder; exit status 128 + the signal
     table = None if quiet else LiveTable(cells, sys.stdout, tty=tty)
-    with cancel_on_signals(monitor.cancel_event, table.say if table else say_on_stderr) as stopped:
+    with cancel_on_signals(monitor.cancel_event, table.say if table else say_on_stderr,
+                           stopping=CELLS_STOPPING) as stopped:
         if table is None:
             result = run_matrix(cat, Composer(cat), cells, req, monitor)
         else:

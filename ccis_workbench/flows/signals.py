@@ -25,6 +25,10 @@ from typing import Any
 
 CANCEL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 WAIT_SLICE = 0.2  # seconds: at most this long between a signal and its handler while the main thread waits
+#: What a cancelled build, boot test or container check does (said after "SIGINT: cancelling: ").
+GUEST_STOPPING = "destroying the guest and removing its volumes"
+#: What a cancelled matrix does.
+CELLS_STOPPING = "every running cell destroys its guests and removes its volumes; waiting cells do not start"
 
 
 @dataclass
@@ -43,8 +47,10 @@ class SignalState:
 
 
 @contextlib.contextmanager
-def cancel_on_signals(cancel_event: threading.Event, say: Callable[[str], Any]) -> Iterator[SignalState]:
-    """While the block runs, the cancel signals set *cancel_event* and are told through *say*.
+def cancel_on_signals(cancel_event: threading.Event, say: Callable[[str], Any], *,
+                      stopping: str = GUEST_STOPPING) -> Iterator[SignalState]:
+    """While the block runs, the cancel signals set *cancel_event* and are told through *say*, with *stopping*
+    (what the cancel does now) after "cancelling: ".
 
     Outside the main thread (where Python cannot install handlers) this does nothing but yield the state."""
     state = SignalState()
@@ -57,7 +63,7 @@ def cancel_on_signals(cancel_event: threading.Event, say: Callable[[str], Any]) 
         if state.signum is None:
             state.signum = signum
             cancel_event.set()
-            say(f"\n{name}: cancelling: destroying the guest and removing its volumes")
+            say(f"\n{name}: cancelling: {stopping}")
         else:
             say(f"\n{name}: still cleaning up; the cleanup goes on (it is what keeps libvirt clean)")
 
