@@ -39,6 +39,8 @@ from ccis_workbench.backends.emulator import (
     EMULATOR_DIED,
     HOST_FAULT_RESTARTS,
     EmulatorFrozen,
+    death_while_starting,
+    died_while_starting,
     emulator_death,
     resume_within,
     start_within,
@@ -457,6 +459,8 @@ class BootTest:
         except EmulatorFrozen as exc:
             raise self._frozen(exc) from None
         except libvirt.libvirtError as exc:
+            if died_while_starting(exc):
+                raise _Ended("emulator-died", death_while_starting(exc)) from None
             if self._probe is not None:
                 raise _Ended("kvm-silent", f"the KVM guest could not start: {exc}") from None
             raise WorkbenchError("The guest did not start", str(exc),

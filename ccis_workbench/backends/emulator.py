@@ -9,6 +9,10 @@ libvirt tells a dead emulator apart from a guest that powered off or was destroy
 STOPPED with detail FAILED ("the emulator died unexpectedly"). qemu's own log (on a local host, when this user can
 read it) says how: `shutting down, reason=crashed` is a qemu killed by a signal.
 
+qemu can also die while libvirt starts the guest, before it runs (under load that phase lasts seconds): libvirt's
+`createXML` then fails with "qemu unexpectedly closed the monitor" and nothing of qemu's own after it
+(`died_while_starting`), which is the same fault, not a domain qemu refused.
+
 A qemu can also freeze without dying (stopped by a signal, or wedged before its first instruction), and libvirt
 waits for its answer with no time limit: a frozen qemu hung the build for ever, in `createXML` (libvirt waiting
 for the monitor's greeting) or in the resume, and not even SIGTERM got through (the call holds the main thread).
@@ -33,6 +37,8 @@ from ccis_workbench.core.boottest_plan import is_local_uri
 
 T = TypeVar("T")
 
+#: What to do about an emulator fault that a restart did not cure.
+FAULT_HINT = "build again; if it happens every time, look at qemu's log and the host's kernel log (dmesg)"
 #: How many times one build or boot test runs again after an emulator fault.
 HOST_FAULT_RESTARTS = 1
 #: The STOPPED event's detail that means qemu died under the guest.
@@ -92,6 +98,29 @@ def _bounded(call: Callable[[], T], destroy: Callable[[], object], timeout: floa
         raise EmulatorFrozen(f"qemu, the emulator of the guest, did not answer libvirt's {what} within "
                              f"{timeout:.0f}s (frozen: stopped by a signal, or wedged); the domain was destroyed")
     return cast(T, result)
+
+
+#: libvirt's words when the qemu it was starting went away; what qemu itself said, if anything, follows them.
+_GONE_WHILE_STARTING = ("qemu unexpectedly closed the monitor", "End of file from qemu monitor",
+                        "Unable to read from monitor", "process exited while connecting to monitor")
+
+
+def died_while_starting(exc: Exception) -> bool:
+    """Whether libvirt's error from starting a domain says its qemu went away without a word of its own: killed
+    (a crash, the out-of-memory killer) while libvirt started it. A qemu that refuses the domain (a file it cannot
+    open, an option it does not know) says why, and libvirt appends that; its warnings do not count as a reason."""
+    message = str(exc).strip()
+    for phrase in _GONE_WHILE_STARTING:
+        if phrase in message:
+            rest = message.split(phrase, 1)[1].strip(" :\n")
+            own = [line for line in rest.splitlines() if line.strip() and "warning" not in line.lower()]
+            return not own or own == ["Connection reset by peer"]
+    return False
+
+
+def death_while_starting(exc: Exception) -> str:
+    """One sentence for `died_while_starting`: what died, when, and libvirt's words."""
+    return f"qemu, the emulator of the guest, died while libvirt started it (libvirt: {str(exc).strip()[:300]})"
 
 
 _STOP_DETAILS = {

@@ -35,8 +35,11 @@ import libvirt
 
 from ccis_workbench.backends.emulator import (
     EMULATOR_DIED,
+    FAULT_HINT,
     HOST_FAULT_RESTARTS,
     EmulatorFrozen,
+    death_while_starting,
+    died_while_starting,
     emulator_death,
     resume_within,
     start_within,
@@ -302,8 +305,7 @@ class Build:
         `--accel auto` a KVM guest that froze goes on under TCG, as a silent one does."""
         if self._probe is not None:
             return BuildResult("kvm-silent", "The KVM guest froze", str(exc), kind="kvm-silent")
-        return BuildResult("host-fault", "The emulator froze", str(exc), "build again; if it happens every time, "
-                           "look at qemu's log and the host's kernel log (dmesg)", "emulator-frozen", self._tail())
+        return BuildResult("host-fault", "The emulator froze", str(exc), FAULT_HINT, "emulator-frozen", self._tail())
 
     def _stage(self, name: str, detail: str = "") -> float:
         self.monitor.stage(name, detail)
@@ -379,6 +381,10 @@ class Build:
             self._done("install", t0)
             return self._frozen(exc)
         except libvirt.libvirtError as exc:
+            if died_while_starting(exc):
+                self._done("install", t0)
+                return BuildResult("host-fault", "The emulator died", death_while_starting(exc), FAULT_HINT,
+                                   "emulator-died", self._tail())
             if self._probe is not None:
                 return BuildResult("kvm-silent", "The KVM guest could not start", f"libvirt refused it: {exc}",
                                    kind="kvm-silent")
@@ -496,9 +502,8 @@ class Build:
                 tail = self._tail()
                 if reason == EMULATOR_DIED:
                     return BuildResult("host-fault", "The emulator died",
-                                       emulator_death(self.plan.options.uri, self.plan.name),
-                                       "build again; if it happens every time, look at qemu's log and the host's "
-                                       "kernel log (dmesg)", "emulator-died", tail)
+                                       emulator_death(self.plan.options.uri, self.plan.name), FAULT_HINT,
+                                       "emulator-died", tail)
                 return BuildResult("crashed", "The guest stopped before the install completed",
                                    f"the domain ended ({reason}) without the installer reporting completion",
                                    "look at the last console lines below", "guest-stopped", tail)

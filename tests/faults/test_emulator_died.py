@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.faults.saboteurs import KillWhileStarting
+
 pytestmark = [pytest.mark.libvirt, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,6 +120,22 @@ def test_qemu_dying_twice_fails_the_build_plainly(no_leftovers: str, tree_server
     assert "The emulator died" in run.stderr, run.stderr[-3000:]
     assert "for the second time" in run.stderr, run.stderr[-3000:]
     assert not list((tmp_path / "out").rglob("manifest.json")), "a failed build wrote artifacts"
+
+
+def test_qemu_dying_while_libvirt_starts_the_guest_is_built_again(no_leftovers: str, tree_server: str,
+                                                                  tmp_path: Path) -> None:
+    """qemu killed before the guest runs (libvirt still starting it; under CI's load that lasted seconds): the
+    emulator's fault, said as such, and built again; it used to fail the build as "could not start"."""
+    with KillWhileStarting(f"ccis-{PROFILE}-[^,]*,") as saboteur:
+        run = subprocess.run(_build(tree_server, tmp_path), cwd=REPO, capture_output=True, text=True,
+                             env=_env(tmp_path), timeout=600, check=False)
+    assert saboteur.killed, "the guest's qemu was never found: nothing was tested"
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "died while libvirt started it" in run.stderr, run.stderr[-3000:]
+    assert "not the kickstart's: destroyed it and building again" in run.stderr, run.stderr[-3000:]
+    restarts = _manifest(tmp_path)["restarts"]
+    assert isinstance(restarts, list) and len(restarts) == 1, restarts
+    assert "The emulator died: qemu, the emulator of the guest, died while libvirt started it" in restarts[0]
 
 
 def test_a_tcg_installer_kernel_stopped_before_the_installer_is_built_again(no_leftovers: str, tree_server: str,
