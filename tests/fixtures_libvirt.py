@@ -8,7 +8,6 @@ Wired in tests/conftest.py with `pytest_plugins = ["tests.fixtures_libvirt"]`.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -82,24 +81,15 @@ def leftovers(uri: str = URI) -> list[str]:
 
 
 def remove(uri: str, names: list[str]) -> None:
-    """Destroy the named ccis- domains and delete the named volumes of the workbench's pool (already gone: fine)."""
-    import libvirt
-
-    from ccis_workbench.backends.libvirt_build import connect
+    """Destroy the named ccis- domains and delete the named volumes of the workbench's pool, as `gc` does."""
+    from ccis_workbench.backends.libvirt_build import _remove_leftover, connect, find_leftovers
     from ccis_workbench.backends.libvirt_session import DEFAULT_POOL
 
     conn = connect(uri)
     try:
-        for name in names:
-            with contextlib.suppress(libvirt.libvirtError):
-                dom = conn.lookupByName(name)
-                if dom.isActive():
-                    dom.destroy()
-                if dom.isPersistent():
-                    dom.undefine()
-                continue
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.storagePoolLookupByName(DEFAULT_POOL).storageVolLookupByName(name).delete(0)
+        for item in find_leftovers(conn):
+            if item.name in names:
+                _remove_leftover(conn, DEFAULT_POOL, item)
     finally:
         conn.close()
 
@@ -113,12 +103,11 @@ def new_leftovers(libvirt_uri: str) -> Callable[[], list[str]]:
 
 
 @pytest.fixture
-def no_leftovers(libvirt_uri: str) -> Iterator[str]:
+def no_leftovers(libvirt_uri: str, new_leftovers: Callable[[], list[str]]) -> Iterator[str]:
     """Fails the test when it leaves a ccis- build domain or volume behind, and removes them: the next test starts
     from a clean pool (one failure is reported once, not again by every later test)."""
-    before = set(leftovers(libvirt_uri))
     yield libvirt_uri
-    left = sorted(set(leftovers(libvirt_uri)) - before)
+    left = new_leftovers()
     if left:
         remove(libvirt_uri, left)
         pytest.fail(f"left behind: {left} (removed after this failure; `ccis-workbench gc` removes them)")
