@@ -9,6 +9,12 @@ import threading
 import time
 
 
+def qemu_pids(guest: str) -> set[int]:
+    """The qemu processes whose `-name guest=...` matches the regular expression *guest* (from its start)."""
+    out = subprocess.run(["pgrep", "-f", f"guest={guest}"], capture_output=True, text=True, check=False).stdout
+    return {int(p) for p in out.split()}
+
+
 class KillWhileStarting(threading.Thread):
     """Stops the first new qemu whose `-name guest=...` matches the regular expression *guest* as soon as it
     appears, before it greets libvirt (libvirt is then still starting the domain), and kills it *after* seconds
@@ -17,19 +23,14 @@ class KillWhileStarting(threading.Thread):
     def __init__(self, guest: str, after: float = 0.5, within: float = 120.0) -> None:
         super().__init__(daemon=True)
         self.guest, self.after, self.within = guest, after, within
-        self.before = self._pids()
+        self.before = qemu_pids(guest)
         self.killed: list[int] = []
         self._quit = threading.Event()
-
-    def _pids(self) -> set[int]:
-        out = subprocess.run(["pgrep", "-f", f"guest={self.guest}"], capture_output=True, text=True,
-                             check=False).stdout
-        return {int(p) for p in out.split()}
 
     def run(self) -> None:
         deadline = time.monotonic() + self.within
         while not self._quit.is_set() and time.monotonic() < deadline:
-            new = self._pids() - self.before
+            new = qemu_pids(self.guest) - self.before
             if new:
                 pid = min(new)
                 try:

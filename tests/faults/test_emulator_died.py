@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.saboteurs import KillWhileStarting
+from tests.faults.saboteurs import KillWhileStarting, qemu_pids
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.slow]
 
@@ -28,8 +28,7 @@ PROFILE = "openstack-stream9"
 
 def _qemu_pids(name_part: str) -> set[int]:
     """The qemu processes whose guest name contains *name_part* (libvirt passes `-name guest=NAME,...`)."""
-    out = subprocess.run(["pgrep", "-f", f"guest=[^,]*{name_part}"], capture_output=True, text=True, check=False).stdout
-    return {int(p) for p in out.split()}
+    return qemu_pids(f"[^,]*{name_part}")
 
 
 def _running_guest(pid: int) -> bool:
